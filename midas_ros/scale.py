@@ -1,0 +1,439 @@
+"""Metric scale recovery: relative inverse depth -> metres, ``depth = 1 / (a * relative + b)``.
+
+MiDaS predicts inverse depth up to an unknown scale and shift that change from frame to frame, so
+the true inverse depth is affine in the network output: ``1 / z = a * r + b``. Every mode below
+estimates (a, b) and reports how well it did in a :class:`ScaleFit`:
+
+* :class:`FixedScale` - a and b from configuration (``python -m midas_ros calibrate_scale``);
+* :class:`UncalibratedScale` - b = 0 and the median pixel put at a nominal depth (not metric);
+* :class:`GroundPlaneScale` - the floor's known geometry (camera height, pitch, roll);
+* :class:`SparseScale` - metric anchors from another sensor, projected into the image.
+
+The geometric modes fit the affine model robustly in inverse-depth space, where it is linear
+(:func:`fit_inverse_depth`). :class:`ScaleSmoother` filters (a, b) over time and keeps the last
+good fit when a frame's fit is poor. Numpy only: no ROS, no torch.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from midas_ros.geometry import BODY_FROM_OPTICAL, Intrinsics, rotation_from_rpy
+
+MODES = ('uncalibrated', 'fixed', 'ground_plane', 'sparse')
+
+
+@dataclass(frozen=True)
+class ScaleFit:
+    """Outcome of one fit. ``residual`` is the median over all samples of the relative
+    inverse-depth error |a r + b - 1/z| * z (about the relative depth error for small values);
+    ``inlier_ratio`` the share of samples within the inlier threshold."""
+
+    a: float
+    b: float
+    ok: bool
+    reason: str = ''
+    inliers: int = 0
+    samples: int = 0
+    inlier_ratio: float = 0.0
+    residual: float = math.nan
+
+
+def failed_fit(reason, samples=0):
+    """A fit that must not be used, with the reason it failed."""
+    return ScaleFit(math.nan, math.nan, False, reason, samples=samples)
+
+
+def inverse_depth_to_metric(relative, a, b, out=None, min_depth=0.1, max_depth=20.0):
+    """Metric depth ``1 / (a * relative + b)`` as float32, NaN where it is not in
+    [min_depth, max_depth] (which includes a * relative + b <= 0 and NaN relative values)."""
+    if not 0.0 < min_depth < max_depth < math.inf:
+        raise ValueError(f'need 0 < min_depth < max_depth < inf, got {min_depth}, {max_depth}')
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise ValueError(f'scale must be finite, got a={a}, b={b}')
+    relative = np.asarray(relative)
+    if out is None:
+        out = np.empty(relative.shape, dtype=np.float32)
+    np.multiply(relative, a, out=out, casting='same_kind')
+    out += b
+    # Bounds checked on the denominator, so no division result needs a second pass:
+    # min <= 1/d <= max  <=>  1/max <= d <= 1/min (which already excludes d <= 0).
+    outside = out < 1.0 / max_depth
+    outside |= out > 1.0 / min_depth
+    with np.errstate(divide='ignore'):
+        np.reciprocal(out, out=out)
+    out[outside] = np.nan
+    return out
+
+
+def fit_inverse_depth(relative, inverse_depth, inlier_threshold=0.05, iterations=64, rng=None,
+                      min_samples=1, min_depth_spread=1.1):
+    """Robust fit of ``inverse_depth = a * relative + b`` from samples (1-D arrays).
+
+    RANSAC on pairs of samples (MSAC score on the relative inverse-depth error), then two rounds
+    of least squares on the inliers weighted so that the residual is relative. When the inliers
+    span less than ``min_depth_spread`` in depth (far / near) the shift is not observable and a
+    scale-only fit (b = 0) is returned instead; so is it for a single sample.
+    """
+    r = np.asarray(relative, dtype=np.float64).ravel()
+    w = np.asarray(inverse_depth, dtype=np.float64).ravel()
+    keep = np.isfinite(r) & np.isfinite(w) & (w > 0)
+    r, w = r[keep], w[keep]
+    count = len(r)
+    if count < max(min_samples, 1):
+        return failed_fit(f'{count} valid samples, need {max(min_samples, 1)}', count)
+    rng = np.random.default_rng(0) if rng is None else rng
+    with_shift = count >= 2 and w.max() > w.min() * min_depth_spread
+    if with_shift:
+        a, b = _ransac_line(r, w, inlier_threshold, iterations, rng)
+        inliers = _relative_error(a, b, r, w) < inlier_threshold
+        # The shift needs inliers at different depths, not just samples.
+        with_shift = inliers.any() and w[inliers].max() > w[inliers].min() * min_depth_spread
+    if not with_shift:
+        a, b = _ransac_scale(r, w, inlier_threshold), 0.0
+    if not math.isfinite(a):
+        return failed_fit('no consistent scale in the samples', count)
+    for _ in range(2):
+        inliers = _relative_error(a, b, r, w) < inlier_threshold
+        a, b = _weighted_least_squares(r[inliers], w[inliers], with_shift, a, b)
+    error = _relative_error(a, b, r, w)
+    inliers = int(np.count_nonzero(error < inlier_threshold))
+    residual = float(np.median(error))
+    if not a > 0.0:
+        return ScaleFit(a, b, False, 'fitted scale is not positive (relative input is not '
+                        'inverse depth?)', inliers, count, inliers / count, residual)
+    reason = '' if with_shift else 'scale only: samples span too little depth for a shift'
+    return ScaleFit(float(a), float(b), True, reason, inliers, count, inliers / count, residual)
+
+
+def _relative_error(a, b, r, w):
+    return np.abs(a * r + b - w) / w
+
+
+def _ransac_line(r, w, threshold, iterations, rng):
+    """Best (a, b) of ``iterations`` two-sample hypotheses, all scored at once."""
+    pairs = rng.integers(0, len(r), size=(iterations, 2))
+    r1, r2 = r[pairs[:, 0]], r[pairs[:, 1]]
+    w1, w2 = w[pairs[:, 0]], w[pairs[:, 1]]
+    with np.errstate(divide='ignore', invalid='ignore'):
+        a = (w1 - w2) / (r1 - r2)
+    b = w1 - a * r1
+    usable = np.isfinite(a) & np.isfinite(b) & (a > 0)
+    if not usable.any():
+        return math.nan, math.nan
+    a, b = a[usable], b[usable]
+    error = np.abs(a[:, None] * r + b[:, None] - w) / w
+    cost = np.minimum(error, threshold, out=error)
+    cost *= cost
+    best = int(np.argmin(cost.sum(axis=1)))
+    return float(a[best]), float(b[best])
+
+
+def _ransac_scale(r, w, threshold):
+    """Scale-only hypothesis: every sample's own ratio, the one with most support wins."""
+    with np.errstate(divide='ignore', invalid='ignore'):
+        ratios = w / r
+    ratios = ratios[np.isfinite(ratios) & (ratios > 0)]
+    if len(ratios) == 0:
+        return math.nan
+    candidates = ratios if len(ratios) <= 256 else np.quantile(ratios, np.linspace(0, 1, 256))
+    error = np.abs(candidates[:, None] * r - w) / w
+    cost = np.minimum(error, threshold, out=error)
+    return float(candidates[np.argmin((cost * cost).sum(axis=1))])
+
+
+def _weighted_least_squares(r, w, with_shift, a, b):
+    """Minimise sum(((a r + b - w) / w)^2); keeps (a, b) when the inliers cannot support it."""
+    if len(r) == 0:
+        return a, b
+    columns = (r / w, 1.0 / w) if with_shift else (r / w,)
+    design = np.stack(columns, axis=1)
+    if len(r) < design.shape[1]:
+        return a, b
+    solution = np.linalg.lstsq(design, np.ones_like(r), rcond=None)[0]
+    return (float(solution[0]), float(solution[1])) if with_shift else (float(solution[0]), 0.0)
+
+
+class ScaleEstimator:
+    """One interface for every mode: ``fit(relative, anchors=None) -> ScaleFit``.
+
+    ``relative`` is the network's relative inverse depth at the resolution of the intrinsics the
+    estimator was built with; ``anchors`` is only read by :class:`SparseScale`.
+    """
+
+    mode = ''
+    metric = True  # whether a good fit gives metres (false only for the uncalibrated mode)
+
+    def fit(self, relative, anchors=None):
+        raise NotImplementedError
+
+
+class FixedScale(ScaleEstimator):
+    """a and b from configuration, e.g. fitted once with ``calibrate_scale``."""
+
+    mode = 'fixed'
+
+    def __init__(self, a, b):
+        if not (math.isfinite(a) and math.isfinite(b)) or a <= 0:
+            raise ValueError(f'fixed scale needs a finite a > 0 and a finite b, got {a}, {b}')
+        self._fit = ScaleFit(float(a), float(b), True, 'fixed', inlier_ratio=1.0, residual=0.0)
+
+    def fit(self, relative, anchors=None):
+        return self._fit
+
+
+class UncalibratedScale(ScaleEstimator):
+    """Not metric: b = 0 and a chosen so that the median valid pixel is ``median_depth`` metres.
+
+    What a node does when nothing is configured: outputs look plausible for a room-sized scene,
+    but distances are only proportional to the truth within a frame (warn the user once).
+    """
+
+    mode = 'uncalibrated'
+    metric = False
+
+    def __init__(self, median_depth=3.0, stride=4):
+        if not median_depth > 0:
+            raise ValueError(f'median_depth must be > 0, got {median_depth}')
+        self.median_depth = float(median_depth)
+        self.stride = int(stride)
+
+    def fit(self, relative, anchors=None):
+        sample = np.asarray(relative)[::self.stride, ::self.stride]
+        sample = sample[np.isfinite(sample) & (sample > 0)]
+        if len(sample) == 0:
+            return failed_fit('no positive finite relative depth in the frame')
+        a = 1.0 / (self.median_depth * float(np.median(sample)))
+        return ScaleFit(a, 0.0, True, 'uncalibrated', len(sample), len(sample), 1.0, 0.0)
+
+
+class GroundPlaneScale(ScaleEstimator):
+    """Scale from the floor: where the image shows floor, its metric depth is known.
+
+    The camera is ``camera_height`` metres above a flat floor. ``pitch`` and ``roll`` (radians)
+    are the rotation of the camera body (REP 103: x forward, y left, z up) relative to a level
+    base, applied as R = Ry(pitch) @ Rx(roll): positive pitch looks down, positive roll lowers
+    the right side (clockwise as seen from behind). Yaw does not matter for a flat floor.
+
+    A pixel with optical ray d = ((u - cx)/fx, (v - cy)/fy, 1) sees the floor at depth
+    z = h / (n . d), n = the floor's downward normal in the optical frame, when n . d > 0 (below
+    the horizon). So 1 / z_floor = (n . d) / h is known per pixel, and 1 / z = a r + b is linear
+    in (a, b): a robust line fit on the floor pixels, where objects standing on the floor are the
+    outliers. The floor region is the bottom ``floor_rows`` fraction of the rows, or a boolean
+    ``floor_mask``; pixels at or above the horizon, or whose floor point is farther than
+    ``max_floor_distance`` (grazing rays, inaccurate), are left out. At most ``max_samples``
+    pixels, on a regular grid, are used per frame.
+    """
+
+    mode = 'ground_plane'
+
+    def __init__(self, intrinsics, camera_height, pitch=0.0, roll=0.0, floor_rows=0.35,
+                 floor_mask=None, max_floor_distance=15.0, max_samples=2000,
+                 inlier_threshold=0.05, iterations=64, min_floor_pixels=50, seed=0):
+        base_from_optical = rotation_from_rpy(roll, pitch, 0.0) @ BODY_FROM_OPTICAL
+        down = -base_from_optical[2]  # -z of the base, in optical coordinates
+        self._setup(intrinsics, camera_height, down, floor_rows, floor_mask, max_floor_distance,
+                    max_samples, min_floor_pixels)
+        self.description = (f'height {camera_height:.3f} m, pitch {math.degrees(pitch):.1f} deg,'
+                            f' roll {math.degrees(roll):.1f} deg')
+        self.inlier_threshold = inlier_threshold
+        self.iterations = iterations
+        self._rng = np.random.default_rng(seed)
+
+    @classmethod
+    def from_transform(cls, intrinsics, base_from_optical, **options):
+        """From a static 4x4 transform of the camera's optical frame in a base frame whose origin
+        lies on the floor with z up (e.g. base_footprint): height = its z translation."""
+        transform = np.asarray(base_from_optical, dtype=np.float64)
+        rotation = transform[:3, :3]
+        body = rotation @ BODY_FROM_OPTICAL.T
+        pitch = math.asin(max(-1.0, min(1.0, -body[2, 0])))
+        roll = math.atan2(body[2, 1], body[2, 2])
+        return cls(intrinsics, float(transform[2, 3]), pitch, roll, **options)
+
+    def _setup(self, intrinsics, height, down, floor_rows, floor_mask, max_distance, max_samples,
+               min_pixels):
+        intrinsics.validate()
+        if not (math.isfinite(height) and height > 0):
+            raise ValueError(f'ground_plane: camera height must be > 0 m, got {height}')
+        if not max_distance > 0:
+            raise ValueError(f'max_floor_distance must be > 0, got {max_distance}')
+        self.intrinsics = intrinsics
+        shape = (intrinsics.height, intrinsics.width)
+        if floor_mask is None:
+            if not 0.0 < floor_rows <= 1.0:
+                raise ValueError(f'floor_rows must be in (0, 1], got {floor_rows}')
+            region = np.zeros(shape, dtype=bool)
+            region[int(round(intrinsics.height * (1.0 - floor_rows))):] = True
+        else:
+            region = np.asarray(floor_mask, dtype=bool)
+            if region.shape != shape:
+                raise ValueError(f'floor_mask is {region.shape}, the image is {shape}')
+        x = (np.arange(intrinsics.width) - intrinsics.cx) / intrinsics.fx
+        y = (np.arange(intrinsics.height) - intrinsics.cy) / intrinsics.fy
+        inverse_floor = (down[0] * x[None, :] + down[1] * y[:, None] + down[2]) / height
+        usable = region & (inverse_floor >= 1.0 / max_distance)
+        pixels = np.flatnonzero(usable)
+        if len(pixels) < min_pixels:
+            raise ValueError(
+                f'ground_plane: only {len(pixels)} pixels of the floor region see the floor '
+                f'within {max_distance} m ({self._horizon_text(down, intrinsics)}); check the '
+                'pitch sign (positive looks down), the camera height and the floor region')
+        step = max(1, math.ceil(len(pixels) / max_samples))
+        self._pixels = pixels[::step]
+        self._inverse_floor = inverse_floor.ravel()[self._pixels]
+
+    @staticmethod
+    def _horizon_text(down, intrinsics):
+        if abs(down[1]) < 1e-9:
+            return 'horizon vertical in the image'
+        # Row where n . d = 0 in the centre column.
+        row = intrinsics.cy - intrinsics.fy * (down[0] * (intrinsics.width / 2 - intrinsics.cx)
+                                               / intrinsics.fx + down[2]) / down[1]
+        if down[1] < 0:
+            return f'the camera is upside down, horizon at row {row:.0f}'
+        if row >= intrinsics.height:
+            return f'horizon at row {row:.0f}, below the image'
+        return f'horizon at row {row:.0f} of {intrinsics.height}'
+
+    @property
+    def floor_pixels(self):
+        """Flat indices of the pixels sampled for the fit (for visualisation and tests)."""
+        return self._pixels
+
+    def fit(self, relative, anchors=None):
+        relative = np.asarray(relative)
+        expected = (self.intrinsics.height, self.intrinsics.width)
+        if relative.shape != expected:
+            return failed_fit(f'relative depth is {relative.shape}, the floor model is for '
+                              f'{expected}')
+        return fit_inverse_depth(relative.reshape(-1)[self._pixels], self._inverse_floor,
+                                 self.inlier_threshold, self.iterations, self._rng,
+                                 min_samples=10)
+
+
+class SparseScale(ScaleEstimator):
+    """Scale from metric anchors: pixels (u, v) whose depth z another sensor measured.
+
+    ``anchors`` is ``(u, v, z)`` or the ``(u, v, z, valid)`` that
+    :func:`midas_ros.geometry.project_points` returns for lidar/ToF/range points moved into the
+    camera's optical frame. Anchors behind the camera, non-finite or outside the image are
+    dropped; the relative depth at the nearest pixel of each remaining anchor is fitted robustly.
+    """
+
+    mode = 'sparse'
+
+    def __init__(self, intrinsics, min_anchors=1, inlier_threshold=0.05, iterations=64, seed=0):
+        intrinsics.validate()
+        self.intrinsics = intrinsics
+        self.min_anchors = max(1, int(min_anchors))
+        self.inlier_threshold = inlier_threshold
+        self.iterations = iterations
+        self._rng = np.random.default_rng(seed)
+
+    def fit(self, relative, anchors=None):
+        relative = np.asarray(relative)
+        height, width = self.intrinsics.height, self.intrinsics.width
+        if relative.shape != (height, width):
+            return failed_fit(f'relative depth is {relative.shape}, anchors are for '
+                              f'{(height, width)}')
+        if anchors is None or len(anchors[0]) == 0:
+            return failed_fit('no anchors received')
+        u, v, z = (np.asarray(values, dtype=np.float64).ravel() for values in anchors[:3])
+        given = len(u)
+        valid = np.isfinite(u) & np.isfinite(v) & np.isfinite(z) & (z > 0)
+        if len(anchors) > 3:
+            valid &= np.asarray(anchors[3], dtype=bool).ravel()
+        if not valid.any():
+            return failed_fit(f'all {given} anchors are invalid (NaN, inf or behind the camera)')
+        column = np.rint(u[valid]).astype(np.int64)
+        row = np.rint(v[valid]).astype(np.int64)
+        inside = (column >= 0) & (column < width) & (row >= 0) & (row < height)
+        if not inside.any():
+            return failed_fit(f'none of {given} anchors falls inside the {width}x{height} image')
+        r = relative[row[inside], column[inside]]
+        fit = fit_inverse_depth(r, 1.0 / z[valid][inside], self.inlier_threshold,
+                                self.iterations, self._rng, min_samples=self.min_anchors)
+        return fit
+
+
+def create_estimator(mode, intrinsics=None, **options):
+    """The estimator of a mode name (see ``MODES``) with its options, e.g.
+    ``create_estimator('ground_plane', intrinsics, camera_height=1.2, pitch=0.2)``."""
+    if mode == 'fixed':
+        return FixedScale(**options)
+    if mode == 'uncalibrated':
+        return UncalibratedScale(**options)
+    if mode not in MODES:
+        raise ValueError(f"unknown scale mode '{mode}', expected one of {', '.join(MODES)}")
+    if not isinstance(intrinsics, Intrinsics):
+        raise ValueError(f'scale mode {mode} needs the camera intrinsics')
+    return (GroundPlaneScale if mode == 'ground_plane' else SparseScale)(intrinsics, **options)
+
+
+@dataclass(frozen=True)
+class ScaleState:
+    """The scale to use now. ``calibrated``: a good fit has been accepted and is not stale;
+    ``stale``: the last good fit is older than the smoother's ``stale_after_s``; ``accepted``:
+    this frame's fit was used; ``reason``: why it was not (empty when it was)."""
+
+    a: float
+    b: float
+    calibrated: bool
+    stale: bool
+    accepted: bool
+    reason: str
+    fit: ScaleFit
+
+
+class ScaleSmoother:
+    """Exponential smoothing of (a, b) over time, with rejection of poor fits.
+
+    Inverse depth is linear in (a, b), so smoothing the two numbers smooths the predicted inverse
+    depth of every pixel alike. A fit with ``ok`` false, an inlier ratio below
+    ``min_inlier_ratio`` or a residual above ``max_residual`` is rejected and the last good scale
+    is kept. The weight of a new fit is 1 - exp(-dt / time_constant_s) with dt from the stamps
+    (0: no smoothing); a stamp that goes backwards (a bag restarting) resets the filter.
+    Before the first good fit ``a`` and ``b`` are NaN: use an uncalibrated scale meanwhile.
+    """
+
+    def __init__(self, time_constant_s=1.0, min_inlier_ratio=0.3, max_residual=0.1,
+                 stale_after_s=5.0):
+        if time_constant_s < 0 or stale_after_s <= 0:
+            raise ValueError('time_constant_s must be >= 0 and stale_after_s > 0')
+        self.time_constant_s = float(time_constant_s)
+        self.min_inlier_ratio = float(min_inlier_ratio)
+        self.max_residual = float(max_residual)
+        self.stale_after_s = float(stale_after_s)
+        self.reset()
+
+    def reset(self):
+        self._a = self._b = math.nan
+        self._stamp = None
+        self._last_good_stamp = None
+
+    def update(self, fit, stamp_s):
+        """Fold in this frame's fit (stamp in seconds) and return the scale to use."""
+        reason = self._rejection(fit)
+        if not reason:
+            dt = None if self._stamp is None else stamp_s - self._stamp
+            if dt is None or dt < 0 or self.time_constant_s == 0:
+                self._a, self._b = fit.a, fit.b
+            else:
+                weight = 1.0 - math.exp(-dt / self.time_constant_s)
+                self._a += weight * (fit.a - self._a)
+                self._b += weight * (fit.b - self._b)
+            self._stamp = self._last_good_stamp = stamp_s
+        has_scale = self._last_good_stamp is not None
+        stale = has_scale and stamp_s - self._last_good_stamp > self.stale_after_s
+        return ScaleState(self._a, self._b, has_scale and not stale, stale, not reason, reason,
+                          fit)
+
+    def _rejection(self, fit):
+        if not fit.ok:
+            return fit.reason or 'fit failed'
+        if fit.inlier_ratio < self.min_inlier_ratio:
+            return f'inlier ratio {fit.inlier_ratio:.2f} < {self.min_inlier_ratio:.2f}'
+        if not fit.residual <= self.max_residual:
+            return f'residual {fit.residual:.3f} > {self.max_residual:.3f}'
+        return ''

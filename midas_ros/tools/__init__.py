@@ -1,0 +1,1 @@
+"""Command-line tools (offline inference, demo, benchmark, ...), run as ``python -m midas_ros``."""

@@ -1,0 +1,698 @@
+"""``python -m midas_ros benchmark``: what depth_node's work costs on this machine, stage by stage.
+
+In-process (default), for each model: the node's per-frame work without DDS, timed per stage:
+decode (a view of an rgb8 ``Image``), the estimator's stages (upload, preprocess, inference,
+postprocess, download), metric scale, colour map, cloud, scan, building the output messages
+(depth, relative, colour map, CameraInfo, PointCloud2, LaserScan) and serializing them (the
+proxy for publishing); the network alone on a preprocessed input ("model only"); end-to-end
+ms/frame and frames/s (median and 90th percentile); peak RSS and, on CUDA, peak device memory.
+With several models each one runs in a child process, so its peak RSS is its own.
+
+``--node``: depth_node as its own process in an isolated ROS domain, fed 640x480 rgb8 images +
+CameraInfo over real DDS with every output subscribed. By default the next image is sent when
+the previous one's outputs have all arrived (throughput without drops); ``--rate HZ`` streams
+instead. Reports latency from publishing an image to receiving its depth image and its last
+output, throughput, dropped frames and the node's RSS sampled every second (start, end, max,
+slope), which shows whether memory stays flat over ``--duration``.
+
+Both modes configure the node the same way: metric scale from the floor (``ground_plane``, a
+robust fit every frame), coloured organized cloud and scan on. Input frames come from the
+built-in synthetic scene. Weights are random unless ``--weights`` is given: the compute, hence
+the timing, is the same.
+
+Examples::
+
+    python -m midas_ros benchmark --models midas_v21_small_256 --frames 30
+    python -m midas_ros benchmark --models all --frames 3 --warmup 1
+    python -m midas_ros benchmark --node --duration 600
+"""
+import argparse
+import inspect
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+# Order of the per-stage rows; stages a run did not have (no rclpy, no CUDA copies) are left out.
+STAGES = ('decode', 'upload', 'preprocess', 'inference', 'postprocess', 'download', 'scale',
+          'colormap', 'cloud', 'scan', 'messages', 'serialize')
+RESULT_MARKER = 'MIDAS_BENCHMARK_RESULT '
+NODE_OUTPUTS = ('depth/image', 'depth/relative', 'depth/colormap', 'depth/camera_info',
+                'depth/points', 'depth/scan')
+DISTINCT_FRAMES = 8   # synthetic frames rendered and cycled (rendering is not what is measured)
+
+
+class BenchmarkError(Exception):
+    """A user-facing failure: printed as one line, exit status 1."""
+
+
+# ------------------------------------------------------------------------------- common
+
+
+def median_p90(values):
+    """(median, 90th percentile) of a non-empty sequence."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.median(values)), float(np.percentile(values, 90))
+
+
+def hardware_description(device_type='cpu', threads=None):
+    """One line: CPU model, usable cores, load, torch version and threads, GPU name."""
+    import torch
+
+    from midas_ros.inference import usable_cpu_count
+    cpu = 'unknown CPU'
+    try:
+        with open('/proc/cpuinfo') as cpuinfo:
+            cpu = next((line.split(':', 1)[1].strip() for line in cpuinfo
+                        if line.startswith('model name')), cpu)
+    except OSError:
+        pass
+    load = ', '.join(f'{value:.1f}' for value in os.getloadavg())
+    parts = [cpu, f'{usable_cpu_count()} usable cores (load average {load})',
+             f'torch {torch.__version__}',
+             f'{threads or torch.get_num_threads()} intra-op threads']
+    if device_type == 'cuda' and torch.cuda.is_available():
+        parts.append(f'GPU {torch.cuda.get_device_name()}')
+    return ' | '.join(parts)
+
+
+def benchmark_settings(scene_config):
+    """The depth_node configuration both modes measure: the floor gives the metric scale (a robust
+    fit every frame, the costliest mode that needs no other sensor), coloured cloud and scan on.
+    """
+    from midas_ros.depth_pipeline import DepthSettings
+    return DepthSettings(scale_mode='ground_plane', camera_height=scene_config.camera_height,
+                         camera_pitch_deg=scene_config.camera_pitch_deg, cloud_color=True,
+                         scan_enabled=True)
+
+
+def synthetic_frames(width, height, count=DISTINCT_FRAMES):
+    """(rgb frames, intrinsics, scene config): ``count`` views spread around the built-in scene."""
+    from midas_ros.synthetic import SceneConfig, SyntheticScene
+    scene = SyntheticScene(SceneConfig(width=width, height=height))
+    step = max(1, scene.config.loop_frames // count)
+    return [scene.render(i * step).rgb for i in range(count)], scene.intrinsics, scene.config
+
+
+# ------------------------------------------------------------------------------- in-process
+
+
+@dataclass
+class ModelResult:
+    """Timings of one model in milliseconds; JSON-able so a child process can hand it back."""
+
+    model: str
+    release: str
+    net_input: str
+    params_m: float
+    device: str
+    threads: int
+    frames: int
+    warmup: int
+    stage_ms: Dict[str, List[float]] = field(default_factory=dict)
+    end_to_end_ms: List[float] = field(default_factory=list)
+    model_only_ms: List[float] = field(default_factory=list)
+    peak_rss_mb: float = 0.0
+    cuda_peak_mb: Optional[float] = None
+    notes: List[str] = field(default_factory=list)
+
+
+class MessageStage:
+    """What depth_node does after the pipeline: the output messages, then their serialization.
+
+    Mirrors ``DepthNode._publish`` (3 Images, CameraInfo, PointCloud2, LaserScan); serializing
+    each message is what rclpy's ``publish`` does before handing it to the middleware.
+    """
+
+    def __init__(self, color):
+        from rclpy.serialization import serialize_message
+        from std_msgs.msg import Header
+
+        from midas_ros.ros import conversions
+        self._conversions = conversions
+        self._serialize = serialize_message
+        self._cloud = conversions.OrganizedCloudBuilder(color=color)
+        self.header = Header(frame_id='camera_optical_frame')
+
+    def image_message(self, rgb):
+        """The rgb8 ``Image`` a camera driver would publish for ``rgb``."""
+        return self._conversions.array_to_image(rgb, 'rgb8', self.header)
+
+    def decode(self, msg):
+        return self._conversions.image_to_array(msg)[0]
+
+    def build(self, frame, intrinsics):
+        convert, header = self._conversions, self.header
+        messages = [convert.array_to_image(frame.depth, '32FC1', header),
+                    convert.array_to_image(frame.relative, '32FC1', header),
+                    convert.array_to_image(frame.colormap, 'bgr8', header),
+                    convert.intrinsics_to_camera_info(intrinsics, header)]
+        if frame.points is not None:
+            messages.append(self._cloud.build(frame.points, header, frame.points_rgb))
+        if frame.scan is not None:
+            scan = frame.scan
+            messages.append(convert.laser_scan(header, scan.angle_min, scan.angle_max,
+                                               scan.angle_increment, scan.ranges,
+                                               scan.range_min, scan.range_max))
+        return messages
+
+    def serialize(self, messages):
+        return sum(len(self._serialize(msg)) for msg in messages)
+
+
+def create_estimator(model_name, args):
+    """A ``DepthEstimator`` as the node would make it, random weights unless ``--weights``."""
+    from midas_ros.inference import DepthEstimator
+    options = dict(device=args.device, pretrained=args.weights is not None,
+                   weights=args.weights, cpu_threads=args.threads)
+    if args.backend != 'torch':
+        # Other backends arrive with issue 8; refuse clearly until the estimator has them.
+        if 'backend' not in inspect.signature(DepthEstimator).parameters:
+            raise BenchmarkError(f"backend '{args.backend}' is not available: this DepthEstimator "
+                                 'only runs torch')
+        options['backend'] = args.backend
+    return DepthEstimator(model_name, **options)
+
+
+def _time_model_only(estimator, rgb, count):
+    """Milliseconds of the network alone on one preprocessed input, ``count`` times."""
+    import torch
+    cuda = estimator.device.type == 'cuda'
+    with torch.inference_mode():
+        image = torch.from_numpy(rgb).to(estimator.device)
+        net_input = estimator.preprocessor(image, 'rgb').clone()
+        times = []
+        for _ in range(count):
+            start = time.perf_counter()
+            estimator.runner(net_input)
+            if cuda:
+                torch.cuda.synchronize(estimator.device)
+            times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def measure_model(model_name, args):
+    """Run ``model_name`` through the node's per-frame work; a ``ModelResult``."""
+    import torch
+
+    from midas_ros.depth_pipeline import DepthPipeline
+    from midas_ros.models.registry import get_config
+    from midas_ros.models.transforms import network_input_size
+    cfg = get_config(model_name)
+    frames, intrinsics, scene_config = synthetic_frames(args.width, args.height)
+    estimator = create_estimator(model_name, args)
+    cuda = estimator.device.type == 'cuda'
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(estimator.device)
+    pipeline = DepthPipeline(estimator, benchmark_settings(scene_config))
+    net_w, net_h = network_input_size(cfg, args.width, args.height)
+    result = ModelResult(model_name, cfg.release, f'{net_w}x{net_h}', cfg.num_parameters / 1e6,
+                         str(estimator.device), torch.get_num_threads(), 0, args.warmup)
+    try:
+        messages = MessageStage(color=True)
+        inputs = [messages.image_message(rgb) for rgb in frames]
+    except ImportError as error:  # e.g. a GPU machine without the ROS wheels
+        messages, inputs = None, frames
+        result.notes.append(f'no rclpy ({error}): decode, messages and serialize not measured')
+    budget_end = None
+    for index in range(args.warmup + args.frames):
+        if index == args.warmup:
+            budget_end = time.perf_counter() + args.budget
+        timings = _one_frame(pipeline, messages, inputs[index % len(inputs)], intrinsics, index)
+        if index < args.warmup:
+            continue
+        result.frames += 1
+        result.end_to_end_ms.append(timings.pop('end_to_end'))
+        for stage, ms in timings.items():
+            result.stage_ms.setdefault(stage, []).append(ms)
+        if time.perf_counter() > budget_end:
+            result.notes.append(f'stopped after {result.frames} of {args.frames} frames: '
+                                f'--budget {args.budget:g} s spent')
+            break
+    result.model_only_ms = _time_model_only(estimator, frames[0], result.frames)
+    result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    if cuda:
+        result.cuda_peak_mb = torch.cuda.max_memory_allocated(estimator.device) / 2**20
+    return result
+
+
+def _one_frame(pipeline, messages, source, intrinsics, index):
+    """Milliseconds per stage of one frame, plus ``end_to_end``."""
+    start = time.perf_counter()
+    pixels = messages.decode(source) if messages else source
+    decoded = time.perf_counter()
+    frame = pipeline.process(pixels, 'rgb', intrinsics, stamp_s=index / 30.0)
+    processed = time.perf_counter()
+    timings = {stage: seconds * 1e3 for stage, seconds in frame.timings.items()
+               if stage in STAGES}
+    if messages:
+        built = messages.build(frame, intrinsics)
+        tick = time.perf_counter()
+        messages.serialize(built)
+        end = time.perf_counter()
+        timings.update(decode=(decoded - start) * 1e3, messages=(tick - processed) * 1e3,
+                       serialize=(end - tick) * 1e3)
+    else:
+        end = processed
+    timings['end_to_end'] = (end - start) * 1e3
+    return timings
+
+
+def measure_in_child(model_name, argv):
+    """``measure_model`` in a fresh interpreter (its own peak RSS); the ``ModelResult``."""
+    command = [sys.executable, '-m', 'midas_ros', 'benchmark', *argv, '--models', model_name,
+               '--json']
+    completed = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+    for line in completed.stdout.splitlines():
+        if line.startswith(RESULT_MARKER):
+            return ModelResult(**json.loads(line[len(RESULT_MARKER):]))
+    raise BenchmarkError(f'{model_name}: benchmark child exited with status '
+                         f'{completed.returncode} and no result (see its output above)')
+
+
+def format_summary(results):
+    """The README table: one row per model."""
+    lines = ['| variant | release | net input | params (M) | model-only ms | end-to-end ms '
+             '(median / p90) | FPS (median / p90) | peak RSS MB | frames |',
+             '|---|---|---|---|---|---|---|---|---|']
+    for r in results:
+        forward, _ = median_p90(r.model_only_ms)
+        median, p90 = median_p90(r.end_to_end_ms)
+        memory = f'{r.peak_rss_mb:.0f}' + (f' (CUDA {r.cuda_peak_mb:.0f})'
+                                           if r.cuda_peak_mb is not None else '')
+        lines.append(f'| {r.model} | {r.release} | {r.net_input} | {r.params_m:.1f} | '
+                     f'{forward:.1f} | {median:.1f} / {p90:.1f} | '
+                     f'{1e3 / median:.1f} / {1e3 / p90:.1f} | {memory} | {r.frames} |')
+    return '\n'.join(lines)
+
+
+def format_stages(results):
+    """Per-stage table: median (p90) milliseconds, one column per model."""
+    lines = ['| stage | ' + ' | '.join(f'{r.model} ms median (p90)' for r in results) + ' |',
+             '|---|' + '---|' * len(results)]
+    rows = [stage for stage in STAGES if any(stage in r.stage_ms for r in results)]
+    for stage in rows + ['end_to_end', 'model_only']:
+        cells = []
+        for r in results:
+            values = {'end_to_end': r.end_to_end_ms, 'model_only': r.model_only_ms}.get(
+                stage, r.stage_ms.get(stage))
+            cells.append('-' if not values else '{:.2f} ({:.2f})'.format(*median_p90(values)))
+        lines.append(f'| {stage.replace("_", " ")} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def run_in_process(args, argv):
+    from midas_ros.models.registry import list_models
+    models = list_models() if args.models == 'all' else args.models.split(',')
+    if len(models) == 1:
+        results = [measure_model(models[0], args)]
+    else:
+        child_argv = _strip_models(argv)
+        results = []
+        for name in models:
+            print(f'# {name} ...', file=sys.stderr, flush=True)
+            results.append(measure_in_child(name, child_argv))
+    if args.json:
+        print(RESULT_MARKER + json.dumps(asdict(results[0])), flush=True)
+        return
+    print(f'## midas_ros benchmark, in-process, {args.width}x{args.height} rgb8, '
+          f'{time.strftime("%Y-%m-%d")}')
+    print(f'Hardware: {hardware_description(args.device, results[0].threads)}')
+    print(f'Device {results[0].device}, backend {args.backend}, '
+          f'{"weights " + args.weights if args.weights else "random weights (same compute)"}; '
+          f'scale ground_plane, coloured cloud and scan on; median of the frames after '
+          f'{args.warmup} warm-up frame(s).\n')
+    print(format_summary(results) + '\n')
+    print(format_stages(results))
+    for r in results:
+        for note in r.notes:
+            print(f'\nNote ({r.model}): {note}')
+
+
+def _strip_models(argv):
+    """``argv`` without ``--models X`` / ``--models=X`` (the child gets one model)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == '--models':
+            skip = True
+        elif not arg.startswith('--models='):
+            out.append(arg)
+    return out
+
+
+# ------------------------------------------------------------------------------- node
+
+
+@dataclass
+class NodeResult:
+    model: str
+    mode: str
+    published: int = 0
+    completed: int = 0
+    elapsed_s: float = 0.0
+    image_latency_ms: List[float] = field(default_factory=list)
+    all_outputs_latency_ms: List[float] = field(default_factory=list)
+    node_processing_ms: List[float] = field(default_factory=list)
+    node_dropped: int = 0
+    rss: List[tuple] = field(default_factory=list)   # (seconds since start, MB)
+
+
+class RssSampler(threading.Thread):
+    """Reads a process's VmRSS every ``period`` seconds into ``samples`` [(t, MB)]."""
+
+    def __init__(self, pid, period=1.0):
+        super().__init__(name='rss_sampler', daemon=True)
+        self.path = f'/proc/{pid}/status'
+        self.period = period
+        self.samples = []
+        self._stop_event = threading.Event()
+        self._start = time.monotonic()
+
+    def rss_mb(self):
+        try:
+            with open(self.path) as status:
+                for line in status:
+                    if line.startswith('VmRSS:'):
+                        return int(line.split()[1]) / 1024.0
+        except OSError:
+            return None
+        return None
+
+    def restart(self):
+        """Forget the samples so far (start-up, warm-up): what follows is the steady state."""
+        self._start = time.monotonic()
+        self.samples = []
+
+    def run(self):
+        while not self._stop_event.wait(self.period):
+            rss = self.rss_mb()
+            if rss is not None:
+                self.samples.append((time.monotonic() - self._start, rss))
+
+    def stop(self):
+        self._stop_event.set()
+        self.join()
+
+
+class NodeProbe:
+    """The camera and the consumers around depth_node: publishes image + camera_info, records
+    when each output of each frame (keyed by the image stamp) arrives."""
+
+    def __init__(self, namespace, outputs):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
+
+        from midas_ros.ros.qos import qos_profile
+        types = {'depth/image': Image, 'depth/relative': Image, 'depth/colormap': Image,
+                 'depth/camera_info': CameraInfo, 'depth/points': PointCloud2,
+                 'depth/scan': LaserScan}
+        self._rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node('midas_benchmark_probe', namespace=namespace,
+                                      context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.outputs = tuple(outputs)
+        self.image_pub = self.node.create_publisher(Image, 'image', qos_profile('sensor_data'))
+        self.info_pub = self.node.create_publisher(CameraInfo, 'camera_info',
+                                                   qos_profile('sensor_data'))
+        self.sent = {}       # stamp key -> perf_counter at publish
+        self.arrivals = {}   # stamp key -> {output: perf_counter}
+        self.node_processing_ms = []
+        self.node_dropped = 0   # the node's own count (diagnostics), since it started
+        for topic in self.outputs:
+            self.node.create_subscription(types[topic], topic,
+                                          lambda msg, topic=topic: self._arrived(topic, msg),
+                                          qos_profile('reliable', depth=5))
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._diagnostics, 10)
+
+    def _arrived(self, topic, msg):
+        stamp = msg.header.stamp
+        self.arrivals.setdefault((stamp.sec, stamp.nanosec), {})[topic] = time.perf_counter()
+
+    def _diagnostics(self, msg):
+        for status in msg.status:
+            for item in status.values:
+                if item.key == 'latency (ms)':
+                    self.node_processing_ms.append(float(item.value))
+                elif item.key == 'frames dropped':
+                    self.node_dropped = int(item.value)
+
+    def publish(self, image_msg, info_msg):
+        """Send one frame (CameraInfo first, as drivers do); returns its stamp key."""
+        stamp = self.node.get_clock().now().to_msg()
+        image_msg.header.stamp = info_msg.header.stamp = stamp
+        self.info_pub.publish(info_msg)
+        key = (stamp.sec, stamp.nanosec)
+        self.sent[key] = time.perf_counter()
+        self.image_pub.publish(image_msg)
+        return key
+
+    def complete(self, key):
+        return len(self.arrivals.get(key, ())) == len(self.outputs)
+
+    def spin_until(self, condition, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.01)
+            if condition():
+                return True
+        return False
+
+    def spin_for(self, seconds):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=max(0.0, min(0.01, deadline - time.monotonic())))
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self._rclpy.shutdown(context=self.context)
+
+
+def node_command(namespace, args, settings):
+    """The depth_node command line, configured like the in-process benchmark."""
+    params = {'model.name': args.models, 'device': args.device,
+              'model.pretrained': 'false' if args.weights is None else 'true',
+              'inference.cpu_threads': args.threads,
+              'scale.mode': settings.scale_mode, 'scale.camera_height': settings.camera_height,
+              'scale.camera_pitch_deg': settings.camera_pitch_deg,
+              'cloud.color': 'true' if settings.cloud_color else 'false',
+              'scan.enabled': 'true' if settings.scan_enabled else 'false'}
+    if args.weights:
+        params['model.weights'] = args.weights
+    if args.backend != 'torch':
+        params['model.backend'] = args.backend
+    command = [sys.executable, '-m', 'midas_ros', 'depth_node', '--ros-args',
+               '-r', f'__ns:={namespace}']
+    for name, value in params.items():
+        command += ['-p', f'{name}:={value}']
+    return command
+
+
+def stop_process(process, timeout=10.0):
+    """SIGINT (like Ctrl-C), then SIGKILL if it does not exit."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_node(args):
+    if ',' in args.models or args.models == 'all':
+        raise BenchmarkError('--node measures one model at a time: --models NAME')
+    from midas_ros.ros_env import isolated_ros_environment
+    # Before rclpy creates a participant: loopback only, a domain of our own, the SHM profile.
+    os.environ.update(isolated_ros_environment())
+    frames, intrinsics, scene_config = synthetic_frames(args.width, args.height)
+    settings = benchmark_settings(scene_config)
+    namespace = f'/midas_benchmark_{os.getpid()}'
+    log = tempfile.NamedTemporaryFile(prefix='midas_benchmark_node_', suffix='.log',
+                                      delete=False)
+    process = subprocess.Popen(node_command(namespace, args, settings), stdout=log,
+                               stderr=subprocess.STDOUT, env=dict(os.environ))
+    outputs = NODE_OUTPUTS if settings.scan_enabled else NODE_OUTPUTS[:-1]
+    probe = sampler = None
+    try:
+        probe = NodeProbe(namespace, outputs)
+        sampler = RssSampler(process.pid)
+        sampler.start()
+        result = _drive_node(probe, process, frames, intrinsics, args, log.name, sampler)
+        result.rss = list(sampler.samples)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        if probe is not None:
+            probe.close()
+        stop_process(process)
+        log.close()
+    print_node_result(result, args, log.name, os.environ['ROS_DOMAIN_ID'])
+
+
+def _drive_node(probe, process, frames, intrinsics, args, log_path, sampler):
+    from midas_ros.ros.conversions import array_to_image, intrinsics_to_camera_info
+    images = [array_to_image(rgb, 'rgb8') for rgb in frames]
+    info = intrinsics_to_camera_info(intrinsics)
+    for msg in images:
+        msg.header.frame_id = info.header.frame_id = 'camera_optical_frame'
+    # Start-up: the model loads while we keep offering frames; the first complete frame ends it.
+    deadline = time.monotonic() + args.startup_timeout
+    while True:
+        if process.poll() is not None:
+            raise BenchmarkError(f'depth_node exited with status {process.returncode}; '
+                                 f'its log: {log_path}')
+        if time.monotonic() > deadline:
+            raise BenchmarkError(f'no output from depth_node within {args.startup_timeout:g} s; '
+                                 f'its log: {log_path}')
+        key = probe.publish(images[0], info)
+        if probe.spin_until(lambda: probe.complete(key), 1.0):
+            break
+    for index in range(args.warmup):
+        key = probe.publish(images[index % len(images)], info)
+        probe.spin_until(lambda: probe.complete(key), args.frame_timeout)
+    probe.sent.clear()
+    probe.arrivals.clear()
+    probe.node_processing_ms.clear()
+    dropped_before = probe.node_dropped
+    sampler.restart()
+    mode = 'lockstep (next image when all outputs arrived)' if args.rate <= 0 else \
+        f'streaming at {args.rate:g} Hz'
+    result = NodeResult(args.models, mode)
+    start = time.perf_counter()
+    end = start + args.duration
+    index = 0
+    next_send = start
+    while time.perf_counter() < end and process.poll() is None:
+        image = images[index % len(images)]
+        if args.rate <= 0:
+            key = probe.publish(image, info)
+            probe.spin_until(lambda: probe.complete(key), args.frame_timeout)
+        else:
+            probe.publish(image, info)
+            next_send += 1.0 / args.rate
+            probe.spin_for(max(0.0, next_send - time.perf_counter()))
+        index += 1
+    probe.spin_for(min(args.frame_timeout, 2.0))   # outputs of the last frames still in flight
+    result.published = len(probe.sent)
+    last_arrival = start
+    for key, sent in probe.sent.items():
+        arrived = probe.arrivals.get(key, {})
+        if 'depth/image' in arrived:
+            result.image_latency_ms.append((arrived['depth/image'] - sent) * 1e3)
+        if len(arrived) == len(probe.outputs):
+            result.completed += 1
+            result.all_outputs_latency_ms.append((max(arrived.values()) - sent) * 1e3)
+            last_arrival = max(last_arrival, max(arrived.values()))
+    result.elapsed_s = last_arrival - start
+    result.node_processing_ms = list(probe.node_processing_ms)
+    result.node_dropped = probe.node_dropped - dropped_before
+    return result
+
+
+def rss_summary(samples):
+    """(start, end, max, slope MB/min) of [(t, MB)] samples; slope by least squares."""
+    times = np.array([t for t, _ in samples])
+    rss = np.array([mb for _, mb in samples])
+    slope = float(np.polyfit(times / 60.0, rss, 1)[0]) if len(samples) >= 2 else float('nan')
+    return float(rss[0]), float(rss[-1]), float(rss.max()), slope
+
+
+def print_node_result(result, args, log_path, domain_id):
+    print(f'## midas_ros benchmark, depth_node process over DDS, {args.width}x{args.height} rgb8, '
+          f'{time.strftime("%Y-%m-%d")}')
+    print(f'Hardware: {hardware_description(args.device, args.threads or None)}')
+    weights = f'weights {args.weights}' if args.weights else 'random weights'
+    print(f'Model {result.model} ({weights}), device {args.device}, backend {args.backend}; '
+          f'{result.mode}; outputs: {", ".join(NODE_OUTPUTS)} (scale ground_plane); '
+          f'ROS_DOMAIN_ID {domain_id}, loopback only; node log {log_path}\n')
+    lines = ['| measure | median | p90 |', '|---|---|---|']
+    for name, values in (('image -> depth/image latency ms', result.image_latency_ms),
+                         ('image -> last output latency ms', result.all_outputs_latency_ms),
+                         ('node processing ms (diagnostics)', result.node_processing_ms)):
+        if values:
+            lines.append('| {} | {:.1f} | {:.1f} |'.format(name, *median_p90(values)))
+    print('\n'.join(lines) + '\n')
+    fps = result.completed / result.elapsed_s if result.elapsed_s > 0 else 0.0
+    lost = result.published - result.completed
+    print(f'Throughput: {fps:.2f} frames/s with every output ({result.completed} complete frames '
+          f'in {result.elapsed_s:.1f} s); published {result.published}, without all outputs '
+          f'{lost} ({100.0 * lost / max(result.published, 1):.1f} %); node-reported drops '
+          f'{result.node_dropped}.')
+    if result.rss:
+        start, end, peak, slope = rss_summary(result.rss)
+        print(f'Node RSS over {result.rss[-1][0]:.0f} s ({len(result.rss)} samples): start '
+              f'{start:.0f} MB, end {end:.0f} MB, max {peak:.0f} MB, slope {slope:+.2f} MB/min.')
+
+
+# ------------------------------------------------------------------------------- CLI
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog='python -m midas_ros benchmark',
+        description="Per-stage and end-to-end speed of depth_node's work on this machine.")
+    parser.add_argument('--models', default='midas_v21_small_256',
+                        help="comma-separated variants, or 'all' (default: %(default)s)")
+    parser.add_argument('--device', default='cpu', help='cpu | cuda | cuda:N (default: cpu)')
+    parser.add_argument('--backend', default='torch', help='inference backend (default: torch)')
+    parser.add_argument('--weights', help='checkpoint file (default: random weights)')
+    parser.add_argument('--threads', type=int, default=0,
+                        help='CPU intra-op threads; 0: every usable core (default)')
+    parser.add_argument('--width', type=int, default=640)
+    parser.add_argument('--height', type=int, default=480)
+    parser.add_argument('--frames', type=int, default=30, help='timed frames per model')
+    parser.add_argument('--warmup', type=int, default=3, help='untimed frames first')
+    parser.add_argument('--budget', type=float, default=120.0,
+                        help='seconds of timed frames per model before stopping early '
+                             '(keeps --models all feasible on a CPU; default %(default)s)')
+    parser.add_argument('--node', action='store_true',
+                        help='measure depth_node as its own process over DDS')
+    parser.add_argument('--duration', type=float, default=30.0,
+                        help='--node: seconds of measurement after warm-up')
+    parser.add_argument('--rate', type=float, default=0.0,
+                        help='--node: publish at this rate (Hz); 0: next image when the '
+                             'previous outputs arrived (default)')
+    parser.add_argument('--frame-timeout', type=float, default=10.0,
+                        help='--node: seconds to wait for one frame\'s outputs')
+    parser.add_argument('--startup-timeout', type=float, default=180.0,
+                        help='--node: seconds to wait for the first output')
+    parser.add_argument('--json', action='store_true', help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.frames < 1 or args.warmup < 0 or args.width < 2 or args.height < 2:
+        parser.error('need --frames >= 1, --warmup >= 0 and an image of at least 2x2')
+    try:
+        if args.node:
+            run_node(args)
+        else:
+            run_in_process(args, argv)
+    except (BenchmarkError, ValueError) as error:
+        print(f'benchmark: error: {error}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

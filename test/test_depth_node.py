@@ -1,0 +1,206 @@
+"""depth_node end to end: its own process, real DDS, every output checked against its input.
+
+Runs the exact command external checks use (random weights on CPU) under a fresh namespace.
+"""
+import math
+
+import numpy as np
+import pytest
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
+
+from midas_ros.geometry import DepthToScan, Intrinsics
+from midas_ros.ros.conversions import (array_to_image, cloud_to_rgb, cloud_to_xyz,
+                                       image_to_array, intrinsics_to_camera_info)
+from midas_ros.ros.qos import qos_profile
+from ros_process import NodeProcess, RosTestNode, unique_namespace
+
+WIDTH, HEIGHT = 640, 480
+INTRINSICS = Intrinsics(WIDTH, HEIGHT, 500.0, 510.0, 315.0, 245.0)
+OUTPUTS = {'depth/image': Image, 'depth/relative': Image, 'depth/colormap': Image,
+           'depth/camera_info': CameraInfo, 'depth/points': PointCloud2, 'depth/scan': LaserScan}
+
+
+def textured_image(width=WIDTH, height=HEIGHT, seed=0):
+    """A photo-like rgb8 test image: gradients, stripes and noise."""
+    rng = np.random.default_rng(seed)
+    v, u = np.mgrid[0:height, 0:width].astype(np.float32)
+    image = np.stack([128 + 100 * np.sin(u / 23.0), 255 * v / height,
+                      128 + 80 * np.cos((u + v) / 17.0)], axis=-1)
+    image += rng.normal(0, 8, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope='module')
+def depth_node(tmp_path_factory):
+    namespace = unique_namespace('depth')
+    process = NodeProcess('depth_node', [
+        '-r', f'__ns:={namespace}', '-p', 'model.pretrained:=false', '-p', 'device:=cpu',
+        '-p', 'scan.enabled:=true'], tmp_path=tmp_path_factory.mktemp('depth_node'))
+    probe = RosTestNode('depth_probe')
+    for topic, msg_type in OUTPUTS.items():
+        probe.collect(msg_type, f'{namespace}/{topic}', qos_profile('sensor_data', depth=5))
+    image_pub = probe.node.create_publisher(Image, f'{namespace}/image',
+                                            qos_profile('sensor_data'))
+    info_pub = probe.node.create_publisher(CameraInfo, f'{namespace}/camera_info',
+                                           qos_profile('sensor_data'))
+    yield namespace, process, probe, image_pub, info_pub
+    probe.close()
+    process.stop()
+
+
+def _stamp(seconds):
+    from builtin_interfaces.msg import Time
+    return Time(sec=int(seconds), nanosec=int(round((seconds % 1) * 1e9)))
+
+
+def _send_until(probe, publishers, messages, condition, timeout):
+    """Publish ``messages`` every ~0.2 s (DDS discovery takes a moment) until ``condition``."""
+    state = {'next': 0.0}
+    import time
+
+    def step():
+        now = time.monotonic()
+        if now >= state['next']:
+            for publisher, message in zip(publishers, messages):
+                publisher.publish(message)
+            state['next'] = now + 0.2
+    return probe.spin_until(condition, timeout, step)
+
+
+def _received_with_stamp(probe, namespace, topic, stamp):
+    return [m for m in probe.received[f'{namespace}/{topic}'] if m.header.stamp == stamp]
+
+
+def test_every_output_matches_the_input(depth_node):
+    namespace, process, probe, image_pub, info_pub = depth_node
+    rgb = textured_image()
+    stamp = _stamp(100.25)
+    image = array_to_image(rgb, 'rgb8')
+    image.header.stamp, image.header.frame_id = stamp, 'test_cam_optical_frame'
+    info = intrinsics_to_camera_info(INTRINSICS)
+    info.header = image.header
+
+    def all_outputs():
+        return all(_received_with_stamp(probe, namespace, topic, stamp) for topic in OUTPUTS)
+    assert _send_until(probe, [info_pub, image_pub], [info, image], all_outputs, 120), \
+        f'not every output arrived; node log:\n{process.output()[-3000:]}'
+
+    outputs = {topic: _received_with_stamp(probe, namespace, topic, stamp)[-1]
+               for topic in OUTPUTS}
+    for topic, msg in outputs.items():
+        expected_frame = 'camera_depth_frame' if topic == 'depth/scan' else image.header.frame_id
+        assert msg.header.frame_id == expected_frame, topic
+    depth_msg, relative_msg = outputs['depth/image'], outputs['depth/relative']
+    assert (depth_msg.encoding, relative_msg.encoding) == ('32FC1', '32FC1')
+    assert outputs['depth/colormap'].encoding == 'bgr8'
+    for msg in (depth_msg, relative_msg, outputs['depth/colormap']):
+        assert (msg.width, msg.height) == (WIDTH, HEIGHT)
+    depth, _ = image_to_array(depth_msg)
+    relative, _ = image_to_array(relative_msg)
+    valid = np.isfinite(depth)
+    # Random weights: the network's ReLU output is 0 (infinitely far: no reading) in places.
+    assert valid.sum() > 100
+    assert np.all(depth[valid] > 0)
+    assert np.all(relative[valid] > 0) and np.all(~valid[relative <= 0])
+    # Metric depth is 1 / (a r + b): with the uncalibrated default (b = 0) depth * r is constant.
+    product = depth[valid].astype(np.float64) * relative[valid]
+    assert np.allclose(product, np.median(product), rtol=1e-4)
+
+    info_out = outputs['depth/camera_info']
+    assert (info_out.width, info_out.height) == (WIDTH, HEIGHT)
+    assert np.allclose(info_out.k, INTRINSICS.k())
+
+    cloud = outputs['depth/points']
+    assert (cloud.height, cloud.width) == (HEIGHT, WIDTH)
+    assert [f.name for f in cloud.fields] == ['x', 'y', 'z', 'rgb']
+    xyz = cloud_to_xyz(cloud)
+    assert np.array_equal(np.isnan(xyz[..., 2]), ~valid)
+    np.testing.assert_allclose(xyz[..., 2][valid], depth[valid], rtol=1e-6)
+    v, u = np.mgrid[0:HEIGHT, 0:WIDTH]
+    fx, fy, cx, cy = info_out.k[0], info_out.k[4], info_out.k[2], info_out.k[5]
+    np.testing.assert_allclose(xyz[..., 0][valid], ((u - cx) / fx * depth)[valid], rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_allclose(xyz[..., 1][valid], ((v - cy) / fy * depth)[valid], rtol=1e-4,
+                               atol=1e-5)
+    assert np.array_equal(cloud_to_rgb(cloud), rgb)
+
+    scan = outputs['depth/scan']
+    assert len(scan.ranges) == WIDTH
+    assert scan.angle_min < 0 < scan.angle_max   # index 0 looks right, the last one left
+    # The scan is the core's depth -> scan conversion of exactly the published depth image.
+    expected = DepthToScan(INTRINSICS, 1, scan.range_min, scan.range_max).convert(depth)
+    assert scan.angle_min == pytest.approx(expected.angle_min)
+    assert scan.angle_increment == pytest.approx(expected.angle_increment)
+    np.testing.assert_array_equal(np.asarray(scan.ranges, np.float32), expected.ranges)
+
+
+def _set_parameters(probe, namespace, values):
+    client = probe.node.create_client(SetParameters, f'{namespace}/depth_node/set_parameters')
+    assert client.wait_for_service(timeout_sec=30)
+    parameters = []
+    for name, value in values.items():
+        if isinstance(value, str):
+            pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        else:
+            pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=float(value))
+        parameters.append(ParameterMsg(name=name, value=pv))
+    future = client.call_async(SetParameters.Request(parameters=parameters))
+    probe.spin_until(future.done, 10)
+    return future.result().results[0]
+
+
+def test_bad_parameters_are_rejected_whole(depth_node):
+    namespace, process, probe, _, _ = depth_node
+    result = _set_parameters(probe, namespace, {'scale.mode': 'magic'})
+    assert not result.successful and 'magic' in result.reason
+    # depth.min is fine alone, but not above depth.max: nothing of the pair may apply.
+    result = _set_parameters(probe, namespace, {'depth.min': 50.0, 'depth.max': 30.0})
+    assert not result.successful and 'depth.min' in result.reason
+    result = _set_parameters(probe, namespace, {'depth.max': math.nan})
+    assert not result.successful
+    result = _set_parameters(probe, namespace, {'scale.mode': 'fixed', 'scale.a': 0.5})
+    assert result.successful, result.reason
+
+
+def _bad_images():
+    rgb = textured_image(64, 48)
+    wrong_encoding = array_to_image(rgb, 'rgb8')
+    wrong_encoding.encoding = 'yuv422_yuy2'
+    short_step = array_to_image(rgb, 'rgb8')
+    short_step.step = 10
+    truncated = array_to_image(rgb, 'rgb8')
+    truncated.data = truncated.data[:100]
+    empty = Image(encoding='rgb8')
+    depth_as_camera = array_to_image(np.ones((48, 64), np.float32), '32FC1')
+    return {'unsupported image encoding': wrong_encoding, 'step 10': short_step,
+            'data holds 100 bytes': truncated, 'zero-size': empty,
+            "'32FC1' is not a colour": depth_as_camera}
+
+
+def test_bad_input_is_reported_and_the_node_keeps_running(depth_node):
+    namespace, process, probe, image_pub, info_pub = depth_node
+    for index, (reason, bad) in enumerate(_bad_images().items()):
+        bad.header.stamp = _stamp(200 + index)
+        image_pub.publish(bad)
+        probe.spin_until(lambda: reason in process.output(), 10)
+        assert reason in process.output(), f'no warning for {reason!r}'
+    # A CameraInfo with zero focal length, then a new resolution mid-stream: still served.
+    broken_info = intrinsics_to_camera_info(INTRINSICS)
+    broken_info.k = [0.0] * 9
+    small = array_to_image(textured_image(320, 240), 'rgb8')
+    stamp = small.header.stamp = _stamp(300.5)
+    small.header.frame_id = 'test_cam_optical_frame'
+    assert _send_until(
+        probe, [info_pub, image_pub], [broken_info, small],
+        lambda: all(_received_with_stamp(probe, namespace, topic, stamp)
+                    for topic in ('depth/image', 'depth/camera_info')), 60), \
+        process.output()[-3000:]
+    out = _received_with_stamp(probe, namespace, 'depth/image', stamp)[-1]
+    assert (out.width, out.height) == (320, 240)
+    assert 'camera_info unusable' in process.output()
+    info_out = _received_with_stamp(probe, namespace, 'depth/camera_info', stamp)[-1]
+    assert info_out.k[0] > 0   # the field-of-view default, not the broken K
+    assert process.alive()

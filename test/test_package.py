@@ -1,0 +1,78 @@
+"""The package as colcon and users see it: manifest, executables, documented parameters."""
+import ast
+import os
+import xml.etree.ElementTree as ElementTree
+
+import pytest
+import yaml
+
+from midas_ros.__main__ import EXECUTABLES, main as dispatch
+from midas_ros.ros.depth_node_params import DEPTH_NODE_PARAMS
+from midas_ros.ros.parameters import defaults
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _setup_console_scripts():
+    tree = ast.parse(open(os.path.join(REPO, 'setup.py')).read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values):
+                if isinstance(key, ast.Constant) and key.value == 'console_scripts':
+                    return [ast.literal_eval(item) for item in value.elts]
+    raise AssertionError('setup.py declares no console_scripts')
+
+
+def test_setup_and_dispatcher_offer_the_same_executables():
+    scripts = {}
+    for line in _setup_console_scripts():
+        name, target = (part.strip() for part in line.split('='))
+        scripts[name] = target
+    assert scripts == dict(EXECUTABLES)
+
+
+@pytest.mark.parametrize('name,target', EXECUTABLES)
+def test_every_executable_resolves_to_a_main(name, target):
+    import importlib
+    module, function = target.split(':')
+    assert callable(getattr(importlib.import_module(module), function))
+
+
+def test_dispatcher_rejects_unknown_executables(capsys):
+    assert dispatch(['no_such_node']) == 2
+    assert 'unknown executable' in capsys.readouterr().err
+
+
+def test_package_manifest_is_format_3_ament_python_with_runtime_dependencies():
+    root = ElementTree.parse(os.path.join(REPO, 'package.xml')).getroot()
+    assert root.get('format') == '3'
+    assert root.findtext('name') == 'midas_ros'
+    assert root.find('export/build_type').text == 'ament_python'
+    depends = {e.text for e in root.findall('exec_depend')}
+    for key in ('rclpy', 'sensor_msgs', 'std_msgs', 'geometry_msgs', 'vision_msgs',
+                'visualization_msgs', 'diagnostic_msgs', 'python3-numpy', 'python3-opencv',
+                'python3-torch'):
+        assert key in depends, key
+    assert os.path.isfile(os.path.join(REPO, 'resource', 'midas_ros'))
+
+
+def _flatten(tree, prefix=''):
+    flat = {}
+    for key, value in tree.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + '.'))
+        else:
+            flat[name] = value
+    return flat
+
+
+def test_depth_node_yaml_documents_exactly_the_node_defaults():
+    with open(os.path.join(REPO, 'config', 'depth_node.yaml')) as stream:
+        documented = _flatten(yaml.safe_load(stream)['/**']['ros__parameters'])
+    assert documented == defaults(DEPTH_NODE_PARAMS)
+
+
+def test_every_default_passes_its_own_check():
+    for param in DEPTH_NODE_PARAMS:
+        assert param.check(param.default) is None, param.name
