@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The project's two front doors, needing nothing but Python 3.11 and the package registries.
 
-    python3 dev.py demo [--output DIR] [--frames N]   # the main job on the built-in synthetic scene
+    python3 dev.py demo [--output DIR] [--frames N]   # main job on the built-in synthetic scene
     python3 dev.py test [pytest args...]              # the full test suite (what CI runs)
     python3 dev.py setup                              # only create/update .venv/
 
@@ -11,7 +11,6 @@ and the interface packages no registry carries (vision_msgs), built offline. Wor
 stamps show it is already done, so a second run starts in about a second.
 """
 import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path

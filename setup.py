@@ -1,4 +1,4 @@
-"""ament_python build of midas_ros: installs the package, its executables, launch and config files."""
+"""ament_python build of midas_ros: the package, its executables, launch and config files."""
 from glob import glob
 
 from setuptools import find_packages, setup

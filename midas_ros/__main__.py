@@ -1,4 +1,4 @@
-"""``python -m midas_ros <executable> [args...]``: the executables setup.py installs, without ament.
+"""``python -m midas_ros <executable> [args...]``: setup.py's executables, without ament.
 
 Robots run ``ros2 run midas_ros <executable>``; where ROS 2 comes from PyPI wheels (no ``ros2``
 CLI, no ``ros2 launch``) the same entry points run through this dispatcher.
@@ -6,8 +6,6 @@ CLI, no ``ros2 launch``) the same entry points run through this dispatcher.
 import importlib
 import os
 import sys
-
-
 
 # name -> 'module:function'; keep in step with setup.py's console_scripts (a test checks it).
 EXECUTABLES = (

@@ -6,22 +6,35 @@ the input size) and the lean path a robot needs: preprocessing on the model's de
 mode, and on CUDA pinned host buffers, non-blocking copies, channels_last, cudnn autotuning, fp16 /
 bf16 autocast where the variant tolerates it and optionally ``torch.compile``.
 
-The network itself sits behind a small seam, ``TorchRunner``: any callable that maps the
-normalized 1x3xHxW float32 input to an NxHxW prediction can replace it (ONNX Runtime, OpenVINO,
-TensorRT backends plug in there).
+The network itself sits behind a small seam, a *runner*: a callable that maps the normalized
+1x3xHxW float32 input to an NxHxW prediction. ``midas_ros.backends`` provides one per backend
+(PyTorch, ONNX Runtime, OpenVINO, TensorRT); everything around it is the same for all.
 """
+import logging
 import os
 import time
+import warnings
 
 import numpy as np
 import torch
 
+from midas_ros.backends import BACKENDS, BackendError, create_runner
+from midas_ros.backends.torch_backend import TorchRunner
 from midas_ros.models.registry import get_config
 from midas_ros.models.transforms import DevicePreprocessor, check_image, upsample_prediction
 
+__all__ = ['BACKENDS', 'PRECISIONS', 'STAGES', 'BackendError', 'DepthEstimator', 'TorchRunner',
+           'resolve_device', 'resolve_precision', 'usable_cpu_count']
+
 PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
 STAGES = ('upload', 'preprocess', 'inference', 'postprocess', 'download')
-_AUTOCAST_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}
+_log = logging.getLogger(__name__)
+
+# Camera images arrive as read-only views of the message's memory; torch warns that it cannot
+# guard such an array against writes, but nothing here writes to the input (preprocessing makes
+# new tensors), so the warning is only noise in every node log.
+warnings.filterwarnings('ignore', message='The given NumPy array is not writable',
+                        category=UserWarning)
 
 
 def resolve_device(device='auto'):
@@ -49,15 +62,20 @@ def resolve_device(device='auto'):
 def resolve_precision(precision, device, cfg):
     """The precision to run at: 'fp32', 'fp16' or 'bf16'.
 
-    ``'auto'`` is fp16 on CUDA for variants measured safe in half precision
-    (``cfg.half_precision_safe``) and fp32 otherwise, and always fp32 on the CPU (the CPU path is
-    the reference-exact one). An explicit 'fp16'/'bf16' is honoured on either device.
+    ``'auto'`` on CUDA is fp16 for variants safe in half precision (``cfg.half_precision_safe``);
+    for the others (Swin: attention overflows fp16) bf16, which has fp32's range, where the GPU
+    supports it, else fp32. On the CPU it is always fp32 (the CPU path is the reference-exact
+    one). An explicit 'fp16'/'bf16' is honoured on either device.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     if precision != 'auto':
         return precision
-    return 'fp16' if device.type == 'cuda' and cfg.half_precision_safe else 'fp32'
+    if device.type != 'cuda':
+        return 'fp32'
+    if cfg.half_precision_safe:
+        return 'fp16'
+    return 'bf16' if torch.cuda.is_bf16_supported() else 'fp32'
 
 
 def usable_cpu_count():
@@ -66,25 +84,6 @@ def usable_cpu_count():
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-class TorchRunner:
-    """The network seam for eager/compiled PyTorch: 1x3xHxW float32 in, NxHxW out."""
-
-    def __init__(self, model, device, precision='fp32', channels_last=True, compile=False):
-        self.device = device
-        self._autocast_dtype = _AUTOCAST_DTYPES.get(precision)
-        model = model.eval().to(device)
-        model.requires_grad_(False)
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        # torch.compile specializes on input shapes; a new image size recompiles once.
-        self.model = torch.compile(model) if compile else model
-
-    def __call__(self, net_input):
-        with torch.autocast(self.device.type, dtype=self._autocast_dtype or torch.float32,
-                            enabled=self._autocast_dtype is not None):
-            return self.model(net_input)
 
 
 class _StageClock:
@@ -129,6 +128,16 @@ class DepthEstimator:
     built network of that variant (its weights are used as they are). ``precision``: see
     ``resolve_precision``. ``cpu_threads`` (CPU only): intra-op threads, 0 = every usable core.
 
+    ``backend`` runs the network: 'torch' (default), 'onnxruntime', 'openvino' (CPU; with
+    ``device='auto'`` it picks the CPU) or 'tensorrt' (CUDA). The others run a graph exported for
+    the network input size of the first frame, found in or added to the artefact cache in
+    ``cache_dir`` (default ``$MIDAS_ROS_CACHE`` or ``~/.cache/midas_ros/engines``); a new image
+    size exports once more. When the backend cannot run (package missing, export failed, engine
+    for another GPU) a ``BackendError`` says what to install or rebuild -- or, with
+    ``backend_fallback``, a warning is logged and the torch path runs instead. ``backend`` is
+    the backend actually running (e.g. 'torch' after a fallback), ``requested_backend`` the one
+    asked for. ``channels_last`` and ``compile`` concern the torch path only.
+
     After each ``predict``, ``last_timings`` holds seconds per stage: ``upload`` (host image to
     the device), ``preprocess``, ``inference``, ``postprocess`` (upsampling), ``download``.
     Not thread-safe: one estimator serves one stream of frames.
@@ -136,8 +145,13 @@ class DepthEstimator:
 
     def __init__(self, model_name, device='auto', pretrained=True, weights=None, weights_dir=None,
                  allow_download=False, precision='auto', channels_last=True, compile=False,
-                 cpu_threads=0, model=None):
+                 cpu_threads=0, model=None, backend='torch', backend_fallback=False,
+                 cache_dir=None):
         self.config = get_config(model_name)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
+        if backend == 'openvino' and str(device).strip().lower() == 'auto':
+            device = 'cpu'   # OpenVINO runs on the CPU even where a CUDA device exists
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device, self.config)
         if self.device.type == 'cuda':
@@ -150,14 +164,36 @@ class DepthEstimator:
             from midas_ros.models import create_model   # imports torch model code on demand
             model = create_model(model_name, pretrained=pretrained, weights=weights,
                                  weights_dir=weights_dir, allow_download=allow_download)
-        self.runner = TorchRunner(model, self.device, self.precision, channels_last, compile)
-        self.preprocessor = DevicePreprocessor(self.config, self.device, channels_last)
+        self.requested_backend = backend
+        self.backend_fallback = backend_fallback
+        self._model = model   # kept for a fallback to torch
+        self._torch_options = (channels_last, compile)
+        try:
+            self.runner = create_runner(backend, model, self.config, self.device, self.precision,
+                                        cache_dir, channels_last, compile)
+            self.backend = backend
+        except BackendError as error:
+            self._fall_back_to_torch(error)
+        # Exported graphs take contiguous NCHW; channels_last would cost them a copy per frame.
+        self.preprocessor = DevicePreprocessor(self.config, self.device,
+                                               channels_last and self.backend == 'torch')
         self.last_timings = dict.fromkeys(STAGES, 0.0)
         self._clock = _StageClock(self.device)
         self._host_input = None     # pinned uint8 staging (CUDA only)
         self._device_input = None   # uint8 image on the device (CUDA only)
         self._device_output = None  # 1x1xHxW float32 upsampled prediction (CUDA only)
         self._host_output = None    # pinned float32 HxW (CUDA only)
+
+    def _fall_back_to_torch(self, error):
+        """Run the torch path from now on if ``backend_fallback`` allows it; else re-raise."""
+        if not self.backend_fallback or self.requested_backend == 'torch':
+            raise error
+        _log.warning("backend '%s' unavailable, falling back to torch: %s",
+                     self.requested_backend, error)
+        channels_last, compile = self._torch_options
+        self.runner = TorchRunner(self._model, self.device, self.precision, channels_last,
+                                  compile)
+        self.backend = 'torch'
 
     @torch.inference_mode()
     def predict(self, image, channel_order='rgb', out=None):
@@ -214,7 +250,11 @@ class DepthEstimator:
     def _infer_and_upsample(self, net_input, height, width, out):
         """Network, then bicubic upsampling to the image size, then the result on the host."""
         clock = self._clock
-        prediction = self.runner(net_input)
+        try:
+            prediction = self.runner(net_input)
+        except BackendError as error:   # e.g. the export for this input size failed
+            self._fall_back_to_torch(error)
+            prediction = self.runner(net_input)
         clock.mark()
         if self.device.type == 'cuda':
             upsampled = upsample_prediction(prediction, height, width, out=self._device_output)

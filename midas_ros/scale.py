@@ -115,14 +115,15 @@ def _ransac_line(r, w, threshold, iterations, rng):
     pairs = rng.integers(0, len(r), size=(iterations, 2))
     r1, r2 = r[pairs[:, 0]], r[pairs[:, 1]]
     w1, w2 = w[pairs[:, 0]], w[pairs[:, 1]]
-    with np.errstate(divide='ignore', invalid='ignore'):
-        a = (w1 - w2) / (r1 - r2)
-    b = w1 - a * r1
+    with np.errstate(divide='ignore', invalid='ignore', over='ignore'):
+        a = (w1 - w2) / (r1 - r2)   # equal r in a pair: inf/NaN, filtered below
+        b = w1 - a * r1
     usable = np.isfinite(a) & np.isfinite(b) & (a > 0)
     if not usable.any():
         return math.nan, math.nan
     a, b = a[usable], b[usable]
-    error = np.abs(a[:, None] * r + b[:, None] - w) / w
+    with np.errstate(over='ignore', invalid='ignore'):   # wild hypotheses score as inf/NaN
+        error = np.abs(a[:, None] * r + b[:, None] - w) / w
     cost = np.minimum(error, threshold, out=error)
     cost *= cost
     best = int(np.argmin(cost.sum(axis=1)))

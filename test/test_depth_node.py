@@ -204,3 +204,34 @@ def test_bad_input_is_reported_and_the_node_keeps_running(depth_node):
     info_out = _received_with_stamp(probe, namespace, 'depth/camera_info', stamp)[-1]
     assert info_out.k[0] > 0   # the field-of-view default, not the broken K
     assert process.alive()
+
+
+def _start_and_wait(ros_args, tmp_path, env=None, timeout=60):
+    import os
+    import subprocess
+    import sys
+    command = [sys.executable, '-m', 'midas_ros', 'depth_node', '--ros-args',
+               '-r', f"__ns:={unique_namespace('fail')}", *ros_args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, **(env or {})), cwd=str(tmp_path))
+
+
+def test_unknown_model_fails_at_start_listing_the_valid_ones(tmp_path):
+    result = _start_and_wait(['-p', 'model.name:=midas_v9_tiny', '-p', 'model.pretrained:=false',
+                              '-p', 'device:=cpu'], tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert 'midas_v9_tiny' in output and 'dpt_swin2_tiny_256' in output
+    assert 'Traceback' not in output
+
+
+def test_missing_weights_fail_at_start_saying_where_it_looked(tmp_path):
+    result = _start_and_wait(['-p', 'device:=cpu'], tmp_path,
+                             env={'TORCH_HOME': str(tmp_path / 'torch'),
+                                  'MIDAS_WEIGHTS_DIR': str(tmp_path / 'weights')})
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert str(tmp_path / 'torch') in output and str(tmp_path / 'weights') in output
+    assert 'https://github.com/isl-org/MiDaS/releases/download/v2_1/midas_v21_small_256.pt' \
+        in output
+    assert 'Traceback' not in output

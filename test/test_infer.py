@@ -125,12 +125,16 @@ def test_bad_arguments_are_clear_errors():
         stub_estimator().predict(np.zeros((8, 8, 3), np.float32))
 
 
-def test_precision_policy():
+def test_precision_policy(monkeypatch):
     cfg = get_config(MODEL)
     cpu, cuda = torch.device('cpu'), torch.device('cuda')
     assert resolve_precision('auto', cpu, cfg) == 'fp32'
     assert resolve_precision('auto', cuda, cfg) == 'fp16'
     unsafe = dataclasses.replace(cfg, half_precision_safe=False)
+    # Half-unsafe variants (Swin) get bf16 where the GPU has it, else fp32.
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *args, **kwargs: True)
+    assert resolve_precision('auto', cuda, unsafe) == 'bf16'
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *args, **kwargs: False)
     assert resolve_precision('auto', cuda, unsafe) == 'fp32'
     assert resolve_precision('bf16', cpu, cfg) == 'bf16'
 

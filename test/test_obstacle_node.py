@@ -307,6 +307,25 @@ def test_detections_arriving_before_their_depth_frame_wait_for_it(graph):
     assert_obstacles_match(obstacles, PEOPLE)
 
 
+def test_detections_pair_with_their_own_frame_not_the_previous_one(graph):
+    """A detector faster than depth: the previous frame is within sync_tolerance, but the
+    detections wait (briefly) for the frame of their own stamp."""
+    when = 65.0
+    previous = depth_message(render(PEOPLE[:1]), when - 0.1)     # another scene, 0.1 s older
+    graph.info_pub.publish(intrinsics_to_camera_info(INTRINSICS, previous.header))
+    graph.depth_pub.publish(previous)
+    graph.probe.spin_until(lambda: False, 0.2)
+    detections = detections_message(PEOPLE, when)
+    graph.detections_pub.publish(detections)
+    graph.probe.spin_until(lambda: False, 0.05)
+    own = depth_message(render(PEOPLE), when)
+    graph.info_pub.publish(intrinsics_to_camera_info(INTRINSICS, own.header))
+    graph.depth_pub.publish(own)
+    obstacles, _, _ = graph.wait_for(detections.header.stamp, 10.0)
+    assert obstacles is not None, graph.process.output()
+    assert_obstacles_match(obstacles, PEOPLE)
+
+
 def test_unstamped_detections_use_the_newest_depth_frame(graph):
     panels = PEOPLE[1:3]
     assert graph.publish_scene(render(panels), 80.0, detections_message(panels, 80.0))[0]

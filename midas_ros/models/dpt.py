@@ -32,7 +32,9 @@ def make_depth_head(in_features: int, mid_features: int) -> nn.Sequential:
 class DPTDepthModel(nn.Module):
     """DPT for one ``ModelConfig`` (``arch == 'dpt'``), randomly initialized.
 
-    ``forward``: (N, 3, H, W) normalized image -> (N, H, W) relative inverse depth.
+    ``forward``: (N, 3, H, W) normalized image -> (N, H, W) relative inverse depth. H and W:
+    multiples of 32 for ViT/BEiT (any aspect ratio), exactly the network size for Swin and LeViT
+    (a ValueError otherwise).
     """
 
     def __init__(self, cfg):

@@ -40,7 +40,7 @@ class ModelConfig:
     num_parameters: int
     features: int = 256
     hooks: Tuple[int, ...] = ()
-    head_features_1: Optional[int] = None   # DPT head widths; None -> features / 32 (official)
+    head_features_1: Optional[int] = None   # DPT head widths; None -> features (official)
     head_features_2: int = 32
     multiple_of: int = 32
     # Where the official weights live. ``hub_file`` is the older torch.hub name of the same file
@@ -97,14 +97,17 @@ _CONFIGS = (
          (5, 11, 17, 23), 384, True, 344_338_601),
     _dpt('dpt_beit_base_384', 'v3.1', 'beitb16_384', 'beit_base_patch16_384',
          (2, 5, 8, 11), 384, True, 111_531_689),
+    # Swin attention overflows in fp16: the official run.py warns of non-finite depth in half.
     _dpt('dpt_swin2_large_384', 'v3.1', 'swin2l24_384',
-         'swinv2_large_window12to24_192to384_22kft1k', (1, 1, 17, 1), 384, False, 213_411_869),
+         'swinv2_large_window12to24_192to384_22kft1k', (1, 1, 17, 1), 384, False, 213_411_869,
+         half_precision_safe=False),
     _dpt('dpt_swin2_base_384', 'v3.1', 'swin2b24_384',
-         'swinv2_base_window12to24_192to384_22kft1k', (1, 1, 17, 1), 384, False, 102_378_913),
+         'swinv2_base_window12to24_192to384_22kft1k', (1, 1, 17, 1), 384, False, 102_378_913,
+         half_precision_safe=False),
     _dpt('dpt_swin2_tiny_256', 'v3.1', 'swin2t16_256', 'swinv2_tiny_window16_256',
-         (1, 1, 5, 1), 256, False, 41_701_331),
+         (1, 1, 5, 1), 256, False, 41_701_331, half_precision_safe=False),
     _dpt('dpt_swin_large_384', 'v3.1', 'swinl12_384', 'swin_large_patch4_window12_384',
-         (1, 1, 17, 1), 384, False, 213_407_453),
+         (1, 1, 17, 1), 384, False, 213_407_453, half_precision_safe=False),
     _dpt('dpt_levit_224', 'v3.1', 'levit_384', 'levit_384', (3, 11, 21), 224, False,
          50_630_837, head_features_1=64, head_features_2=8),
     _dpt('dpt_next_vit_large_384', 'v3.1', 'next_vit_large_6m', '', (2, 6, 36, 39), 384, True,

@@ -19,24 +19,25 @@ import time
 
 import numpy as np
 import rclpy
-import rclpy.executors
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, Range
 
 from midas_ros.depth_pipeline import DepthPipeline, DepthSettings
-from midas_ros.geometry import Intrinsics, laser_scan_points, project_points, \
-    transform_from_xyz_rpy
+from midas_ros.geometry import (Intrinsics, laser_scan_points, project_points,
+                                transform_from_xyz_rpy)
 from midas_ros.ros.conversions import (ConversionError, OrganizedCloudBuilder, array_to_image,
                                        camera_info_to_intrinsics, cloud_to_xyz,
                                        compressed_to_array, depth_to_metres, image_to_array,
                                        intrinsics_to_camera_info, laser_scan)
 from midas_ros.ros.depth_node_params import DEPTH_NODE_PARAMS
+from midas_ros.ros.node_main import run_node
 from midas_ros.ros.parameters import declare_parameters, on_set_parameters
-from midas_ros.ros.qos import qos_profile
+from midas_ros.ros.qos import qos_profile, subscribe
 from midas_ros.ros.throttled_log import ThrottledLog
 
 THROTTLE_S = 5.0
+FIRST_CAMERA_INFO_WAIT_S = 0.5
 DEFAULT_FRAME = 'camera_optical_frame'
 # Image encoding -> channel order the estimator understands.
 CHANNEL_ORDER = {'rgb8': 'rgb', 'bgr8': 'bgr', 'rgba8': 'rgba', 'bgra8': 'bgra', 'mono8': 'mono'}
@@ -125,16 +126,18 @@ class DepthNode(Node):
         self.cloud_builder = OrganizedCloudBuilder(color=values['cloud.color'])
 
         # Depth 1: a frame waiting in DDS behind a newer one is worth nothing.
-        input_qos = qos_profile(values['image.qos'], depth=1)
         self.frames = _LatestFrame()
         if values['image.transport'] == 'compressed':
-            self.create_subscription(CompressedImage, 'image/compressed', self.frames.put,
-                                     input_qos)
+            self._image_subscription = subscribe(self, CompressedImage, 'image/compressed',
+                                                 self.frames.put, values['image.qos'], 1)
         else:
-            self.create_subscription(Image, 'image', self.frames.put, input_qos)
-        self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info,
-                                 qos_profile(values['image.qos'], depth=5))
+            self._image_subscription = subscribe(self, Image, 'image', self.frames.put,
+                                                 values['image.qos'], 1)
+        self._info_subscription = subscribe(self, CameraInfo, 'camera_info',
+                                            self._on_camera_info, values['image.qos'], 5)
         self.camera_info = None
+        self._camera_info_arrived = threading.Condition()
+        self._first_camera_info_wait = True
         self.anchors = None  # (message, receive time) for the sparse mode
         if values['scale.mode'] == 'sparse':
             anchor_type = ANCHOR_MESSAGES[values['scale.anchor_type']]
@@ -148,10 +151,10 @@ class DepthNode(Node):
         self._running = True
         self._worker = threading.Thread(target=self._work, name='depth_worker', daemon=True)
         self._worker.start()
+        image_topic = 'image' if values['image.transport'] == 'raw' else 'image/compressed'
         self.get_logger().info(
             f"depth_node ready: model {values['model.name']} on {estimator.device} "
-            f"({estimator.precision}), subscribed to "
-            f"{self.resolve_topic_name('image') if values['image.transport'] == 'raw' else self.resolve_topic_name('image/compressed')}")
+            f'({estimator.precision}), subscribed to {self.resolve_topic_name(image_topic)}')
 
     # ---------------------------------------------------------------- set-up
     def _create_estimator(self, values):
@@ -183,7 +186,18 @@ class DepthNode(Node):
 
     # ---------------------------------------------------------------- inputs
     def _on_camera_info(self, msg):
-        self.camera_info = msg
+        with self._camera_info_arrived:
+            self.camera_info = msg
+            self._camera_info_arrived.notify_all()
+
+    def _await_first_camera_info(self):
+        """Give the camera_info of the very first frame a moment: cameras publish it right
+        after the image, and without it the first frames would use the FOV default."""
+        if self._first_camera_info_wait:
+            self._first_camera_info_wait = False
+            with self._camera_info_arrived:
+                self._camera_info_arrived.wait_for(lambda: self.camera_info is not None,
+                                                   FIRST_CAMERA_INFO_WAIT_S)
 
     def _on_anchors(self, msg):
         self.anchors = (msg, time.monotonic())
@@ -211,8 +225,9 @@ class DepthNode(Node):
                     f'{width}x{height} (different aspect): using '
                     f"camera.hfov_deg={self.values['camera.hfov_deg']}")
         else:
-            self.get_logger().info(f"no camera_info received yet: assuming a {self.values['camera.hfov_deg']}"
-                     ' deg horizontal field of view', once=True)
+            self.get_logger().info(
+                'no camera_info received yet: assuming a '
+                f"{self.values['camera.hfov_deg']} deg horizontal field of view", once=True)
         return Intrinsics.from_fov(width, height, self.values['camera.hfov_deg'])
 
     def _decode(self, msg):
@@ -268,6 +283,7 @@ class DepthNode(Node):
         start = time.perf_counter()
         pixels, order = self._decode(msg)
         height, width = pixels.shape[:2]
+        self._await_first_camera_info()
         intrinsics = self._intrinsics_for(width, height)
         previous = self.last_frame
         if previous is not None and previous[0] != (width, height):
@@ -317,8 +333,8 @@ class DepthNode(Node):
         window.append(now)
         while window and now - window[0] > 5.0:
             window.pop(0)
-        self.stats['fps'] = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 \
-            else 0.0
+        span = window[-1] - window[0]
+        self.stats['fps'] = (len(window) - 1) / span if span > 0 else 0.0
 
     # ---------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self):
@@ -363,21 +379,8 @@ class DepthNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    try:
-        node = DepthNode()
-    except Exception as error:  # model/weights problems: one clear line, non-zero exit
-        rclpy.logging.get_logger('depth_node').fatal(f'cannot start: {error}')
-        rclpy.try_shutdown()
-        return 1
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # Any start-up failure (weights not found, a bad variant, no CUDA...) is one clear line.
+    return run_node(DepthNode, 'depth_node', startup_errors=(Exception,), args=args)
 
 
 if __name__ == '__main__':

@@ -2,7 +2,7 @@
 documents (test_parameters.py keeps them in step)."""
 from midas_ros.models.registry import list_models
 from midas_ros.ros.parameters import Param
-from midas_ros.ros.qos import QOS_NAMES
+from midas_ros.ros.qos import QOS_NAMES, SUBSCRIPTION_QOS_NAMES
 
 SCALE_MODES = ('uncalibrated', 'fixed', 'ground_plane', 'sparse')
 ANCHOR_TYPES = ('scan', 'range', 'points', 'depth')
@@ -18,6 +18,12 @@ DEPTH_NODE_PARAMS = (
           'demos; depth is meaningless)', read_only=True),
     Param('model.allow_download', False, 'download the official checkpoint if not found',
           read_only=True),
+    Param('model.backend', 'torch', 'runtime of the network: torch, onnxruntime or openvino '
+          '(CPU), tensorrt (CUDA); exported graphs are cached per variant, input size, precision '
+          'and weights', choices=('torch', 'onnxruntime', 'openvino', 'tensorrt'),
+          read_only=True),
+    Param('model.backend_fallback', False, 'fall back to torch (with a warning) when the '
+          'backend cannot run', read_only=True),
     Param('device', 'auto', 'inference device', choices=('auto', 'cpu', 'cuda'),
           read_only=True),
     Param('inference.precision', 'auto', 'auto: fp16 autocast on CUDA where safe for the '
@@ -31,8 +37,10 @@ DEPTH_NODE_PARAMS = (
     # Input.
     Param('image.transport', 'raw', "raw: subscribe 'image'; compressed: 'image/compressed'",
           choices=('raw', 'compressed'), read_only=True),
-    Param('image.qos', 'sensor_data', 'QoS of the image and camera_info subscriptions '
-          '(best effort matches every publisher)', choices=QOS_NAMES, read_only=True),
+    Param('image.qos', 'sensor_data', 'QoS of the image and camera_info subscriptions: '
+          "sensor_data (best effort) matches every publisher; 'auto' follows the publishers "
+          '(reliable when they all are: no loss of large frames over UDP)',
+          choices=SUBSCRIPTION_QOS_NAMES, read_only=True),
     Param('output.qos', 'reliable', 'QoS of the published images, cloud and scan (a reliable '
           'publisher matches reliable and best-effort subscribers)', choices=QOS_NAMES,
           read_only=True),

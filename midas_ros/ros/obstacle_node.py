@@ -22,10 +22,8 @@ import zlib
 from collections import deque
 
 import numpy as np
-import rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, Range
 from std_msgs.msg import Header
 from vision_msgs.msg import (Detection2DArray, Detection3D, Detection3DArray,
@@ -36,11 +34,12 @@ from midas_ros.fusion import Box, FusionConfig, fuse, nearest
 from midas_ros.ros.conversions import (DEPTH_ENCODINGS, ConversionError,
                                        camera_info_to_intrinsics, depth_to_metres,
                                        image_to_array)
+from midas_ros.ros.node_main import run_node
 from midas_ros.ros.parameters import Param, declare_parameters, on_set_parameters
-from midas_ros.ros.qos import QOS_NAMES, qos_profile
+from midas_ros.ros.qos import (AUTO_QOS, QOS_NAMES, SUBSCRIPTION_QOS_NAMES, qos_profile,
+                               subscribe)
 
 _FUSION_DEFAULTS = FusionConfig()
-AUTO_QOS = 'auto'
 OBSTACLE_NODE_PARAMS = (
     Param('class_ids', [], 'keep only detections whose best hypothesis has one of these '
           'class ids; empty: all classes'),
@@ -66,9 +65,9 @@ OBSTACLE_NODE_PARAMS = (
           max=300),
     Param('input_qos', AUTO_QOS, 'QoS of the depth/image and depth/camera_info '
           "subscriptions; auto: follow the publishers' reliability and durability",
-          choices=(AUTO_QOS,) + QOS_NAMES, read_only=True),
+          choices=SUBSCRIPTION_QOS_NAMES, read_only=True),
     Param('detections_qos', AUTO_QOS, 'QoS of the detections subscription; auto: follow '
-          "the publishers' reliability and durability", choices=(AUTO_QOS,) + QOS_NAMES,
+          "the publishers' reliability and durability", choices=SUBSCRIPTION_QOS_NAMES,
           read_only=True),
     Param('output_qos', 'reliable', 'QoS of the published topics (reliable: RViz and every '
           'subscriber match)', choices=QOS_NAMES, read_only=True),
@@ -79,56 +78,6 @@ _ASPECT_TOLERANCE = 0.01    # camera_info and depth image sizes differing by one
 _MIN_MARKER_SIZE = 0.02     # m: flat objects still get a visible box
 _LABEL_HEIGHT = 0.25        # m: text size of the marker labels
 _BOX_ALPHA = 0.45
-
-
-class MatchingSubscription:
-    """A subscription whose QoS follows the publishers of its topic.
-
-    A best-effort subscription matches every publisher, but a reliable publisher then sends
-    to it best-effort: measured here, a stock Fast DDS publisher's 640x480 depth images reached
-    a best-effort subscriber 12-16 times in 30, and a reliable one 30 in 30. So: reliable when
-    every publisher is, best effort otherwise; transient local when every publisher is (a
-    latched camera_info), volatile otherwise. Re-checked every ``period`` s, re-created when
-    the answer changes; nothing is subscribed before a publisher is seen.
-    """
-
-    def __init__(self, node, msg_type, topic, callback, depth, period=0.5):
-        self._node, self._msg_type, self._callback, self._depth = node, msg_type, callback, depth
-        self._topic = node.resolve_topic_name(topic)
-        self._subscription = None
-        self.policies = None        # (reliability, durability) subscribed with
-        self._update()
-        self._timer = node.create_timer(period, self._update)
-
-    def _update(self):
-        publishers = self._node.get_publishers_info_by_topic(self._topic)
-        if not publishers:
-            return
-        qos = [info.qos_profile for info in publishers]
-        policies = (ReliabilityPolicy.RELIABLE
-                    if all(p.reliability == ReliabilityPolicy.RELIABLE for p in qos)
-                    else ReliabilityPolicy.BEST_EFFORT,
-                    DurabilityPolicy.TRANSIENT_LOCAL
-                    if all(p.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in qos)
-                    else DurabilityPolicy.VOLATILE)
-        if policies == self.policies:
-            return
-        if self._subscription is not None:
-            self._node.destroy_subscription(self._subscription)
-        profile = QoSProfile(depth=self._depth, history=HistoryPolicy.KEEP_LAST,
-                             reliability=policies[0], durability=policies[1])
-        self._subscription = self._node.create_subscription(self._msg_type, self._topic,
-                                                            self._callback, profile)
-        self.policies = policies
-        self._node.get_logger().info(f'subscribed to {self._topic} {policies[0].name.lower()}'
-                                     f', {policies[1].name.lower()} (as its publishers)')
-
-
-def subscribe(node, msg_type, topic, callback, qos, depth):
-    """A subscription with the named QoS, or a :class:`MatchingSubscription` for 'auto'."""
-    if qos == AUTO_QOS:
-        return MatchingSubscription(node, msg_type, topic, callback, depth)
-    return node.create_subscription(msg_type, topic, callback, qos_profile(qos, depth=depth))
 
 
 def stamp_ns(stamp):
@@ -158,7 +107,10 @@ class ObstacleNode(Node):
         values.update(declare_parameters(
             self, [param for param in OBSTACLE_NODE_PARAMS if param.name != 'class_ids']))
         self._depth_frames = deque(maxlen=values['buffer_length'])   # (stamp ns, Image)
-        self._pending = deque(maxlen=values['buffer_length'])  # (Detection2DArray, kept)
+        # (Detection2DArray, kept, monotonic receive time); a timer ends waits that no new
+        # message would end.
+        self._pending = deque(maxlen=values['buffer_length'])
+        self.create_timer(0.05, self._process_pending)
         reason = self._apply(values)
         if reason is not None:
             # Each value passed its own check but together they cannot work (e.g. max_range
@@ -268,7 +220,7 @@ class ObstacleNode(Node):
                         else msg.header.frame_id)
             self._publish(self._header(msg, frame_id), [], [], None)
             return
-        self._pending.append((msg, kept))
+        self._pending.append((msg, kept, time.monotonic()))
         self._process_pending()
 
     def _filter(self, msg):
@@ -291,17 +243,22 @@ class ObstacleNode(Node):
         """Measure every waiting detection message that now has its depth frame; drop the
         ones no frame can match any more."""
         while self._pending:
-            msg, kept = self._pending[0]
-            frame = self._pair(msg)
+            msg, kept, received = self._pending[0]
+            frame = self._pair(msg, time.monotonic() - received)
             if frame is None:
                 return          # the oldest waits, so do the younger ones (stamp order)
             self._pending.popleft()
             if frame is not False:
                 self._measure(msg, kept, frame)
 
-    def _pair(self, msg):
+    def _pair(self, msg, waited):
         """The buffered depth frame nearest in stamp to ``msg``; None to keep waiting for one;
-        False when none will come (warned)."""
+        False when none will come (warned). ``waited``: seconds ``msg`` has been pending.
+
+        A detector is often faster than depth_node, so a detection message may arrive before
+        the depth frame of its own image: while the depth stream has not yet reached its stamp,
+        it waits up to ``sync_tolerance`` seconds for that frame rather than taking the
+        previous one."""
         if not self._depth_frames:
             self._warn('no_depth', 'detections waiting: no depth/image received yet')
             return None
@@ -315,6 +272,10 @@ class ObstacleNode(Node):
         tolerance = int(self._params['sync_tolerance'] * 1e9)
         # Ties go to the newest frame (e.g. every stamp zero): iterate newest first.
         stamp, frame = min(reversed(self._depth_frames), key=lambda item: abs(item[0] - wanted))
+        if stamp == wanted:
+            return frame
+        if newest < wanted and waited < self._params['sync_tolerance']:
+            return None         # the frame of this very stamp may still come
         if abs(stamp - wanted) <= tolerance:
             return frame
         if newest < wanted - tolerance:
@@ -446,12 +407,8 @@ class ObstacleNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = ObstacleNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    return run_node(ObstacleNode, 'obstacle_node', startup_errors=(ValueError,), args=args)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

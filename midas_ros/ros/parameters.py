@@ -11,7 +11,7 @@ from typing import Callable, Optional, Sequence, Tuple
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
-from rclpy.exceptions import InvalidParameterValueException
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.parameter import Parameter
 
 
@@ -59,21 +59,26 @@ class Param:
 
 
 def declare_parameters(node, table: Sequence[Param]):
-    """Declare every row; a bad start-up value is logged and replaced by its default.
+    """Declare every row and return ``{name: value}`` of what is in effect.
 
-    Returns ``{name: value}`` of what is in effect.
+    A bad start-up value of a run-time parameter is logged and replaced by its default (it can
+    be set right later). A bad value of a read-only one (model, device, topics) raises
+    ValueError instead: silently running another model than the one asked for would be worse
+    than not starting.
     """
     values = {}
     for param in table:
         try:
             value = node.declare_parameter(param.name, param.default,
                                            param.descriptor()).value
-        except InvalidParameterValueException as error:
-            node.get_logger().error(f'{error}; using the default {param.default!r}')
-            value = node.declare_parameter(param.name, param.default, param.descriptor(),
-                                           ignore_override=True).value
-        reason = param.check(value)
+            reason = param.check(value)
+        except (InvalidParameterValueException, InvalidParameterTypeException) as error:
+            reason = str(error)
+            node.declare_parameter(param.name, param.default, param.descriptor(),
+                                   ignore_override=True)
         if reason is not None:
+            if param.read_only:
+                raise ValueError(reason)
             node.get_logger().error(f'{reason}; using the default {param.default!r}')
             node.set_parameters([Parameter(param.name, value=param.default)])
             value = param.default

@@ -1,9 +1,10 @@
 """What the pipeline runner sees of the graph it started: readiness and live progress.
 
 A small node of the runner's own process, spun on a background thread in a context of its
-own. It only subscribes to small topics (``camera_info``, ``depth/camera_info``,
-``obstacles/nearest``): one message per frame each, never the images or clouds, so watching
-costs the pipeline nothing measurable.
+own. It only subscribes to small topics (``depth/camera_info`` and ``obstacles/nearest``, one
+message per frame, and depth_node's ``/diagnostics``), never the images or clouds, so watching
+costs the pipeline nothing measurable. Frames received and dropped come from the diagnostics:
+the monitor's own view of the source would miss frames while discovery is still matching it.
 """
 import math
 import threading
@@ -13,19 +14,23 @@ from typing import Optional
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, Range
 
 from midas_ros.ros.qos import qos_profile
 
 RATE_WINDOW_S = 5.0
+DEPTH_STATUS_SUFFIX = ': depth'     # depth_node's DiagnosticStatus is '<node name>: depth'
 
 
 @dataclass(frozen=True)
 class Progress:
-    """A snapshot: frames published by the source and processed by depth_node, output rate,
-    latest end-to-end latency (image stamp to depth output received) and nearest obstacle."""
+    """A snapshot: frames depth_node received (as of its last diagnostics), dropped and
+    processed, output rate, latest end-to-end latency (image stamp to depth output received)
+    and nearest obstacle."""
 
     frames_in: int
+    frames_dropped: int
     frames_out: int
     fps: float
     latency_ms: float
@@ -41,13 +46,13 @@ class PipelineMonitor:
         rclpy.init(context=self._context, args=[])
         self.node = rclpy.create_node(name, context=self._context)
         self._lock = threading.Lock()
-        self._frames_in = self._frames_out = 0
+        self._frames_in = self._frames_dropped = self._frames_out = 0
         self._output_times = []         # monotonic receive times within RATE_WINDOW_S
         self._latency_ms = math.nan
         self._nearest_m = None
         self._started = time.monotonic()
         qos = qos_profile('sensor_data', depth=10)
-        self.node.create_subscription(CameraInfo, 'camera_info', self._on_input, qos)
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
         self.node.create_subscription(CameraInfo, 'depth/camera_info', self._on_output, qos)
         self.node.create_subscription(Range, 'obstacles/nearest', self._on_nearest, qos)
         self._executor = SingleThreadedExecutor(context=self._context)
@@ -61,9 +66,14 @@ class PipelineMonitor:
         except ExternalShutdownException:
             pass
 
-    def _on_input(self, _msg):
-        with self._lock:
-            self._frames_in += 1
+    def _on_diagnostics(self, msg):
+        for status in msg.status:
+            if status.name.endswith(DEPTH_STATUS_SUFFIX):
+                values = {kv.key: kv.value for kv in status.values}
+                with self._lock:
+                    self._frames_in = int(values.get('frames received', self._frames_in))
+                    self._frames_dropped = int(values.get('frames dropped',
+                                                          self._frames_dropped))
 
     def _on_output(self, msg):
         now = time.monotonic()
@@ -87,8 +97,8 @@ class PipelineMonitor:
             times = self._output_times
             fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
             last = times[-1] if times else self._started
-            return Progress(self._frames_in, self._frames_out, fps, self._latency_ms,
-                            self._nearest_m, now - last)
+            return Progress(self._frames_in, self._frames_dropped, self._frames_out, fps,
+                            self._latency_ms, self._nearest_m, now - last)
 
     def subscribers(self, topic):
         """Names of the nodes subscribed to ``topic`` (resolved in this node's namespace)."""

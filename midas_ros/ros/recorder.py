@@ -22,11 +22,11 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 
 from midas_ros.recording import COMPRESSIONS, McapRecording, RecordingError, qos_profiles_yaml
 from midas_ros.ros.parameters import Param, declare_parameters
+from midas_ros.ros.qos import matching_qos
 from midas_ros.ros.throttled_log import ThrottledLog
 
 NODE_NAME = 'recorder'
@@ -68,19 +68,6 @@ def offered_qos(profile):
     }
 
 
-def adapted_qos(offered, depth):
-    """A subscription QoS every offered profile matches (rosbag2's adaptation rule)."""
-    reliable = bool(offered) and all(
-        p.reliability == ReliabilityPolicy.RELIABLE for p in offered)
-    transient = bool(offered) and all(
-        p.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in offered)
-    return QoSProfile(depth=depth,
-                      reliability=(ReliabilityPolicy.RELIABLE if reliable
-                                   else ReliabilityPolicy.BEST_EFFORT),
-                      durability=(DurabilityPolicy.TRANSIENT_LOCAL if transient
-                                  else DurabilityPolicy.VOLATILE))
-
-
 class RecorderNode(Node):
     """Subscribes the wanted topics as they appear and appends every message to the file."""
 
@@ -120,14 +107,14 @@ class RecorderNode(Node):
             self._recorded[topic] = None     # do not retry every period
             self.get_logger().error(f'cannot record {topic} ({type_name}): {error}')
             return
-        qos = adapted_qos(offered, self.params['queue_depth'])
+        qos = matching_qos(offered, self.params['queue_depth'])
 
         def on_message(data, info):   # data: the CDR bytes (raw subscription)
             received = info['received_timestamp'] or time.time_ns()
             self.recording.write(topic, data, received, info['source_timestamp'] or received)
 
         self._recorded[topic] = self.create_subscription(msg_type, topic, on_message, qos,
-                                                              raw=True)
+                                                         raw=True)
         self.get_logger().info(f'subscribed {topic} ({type_name}, '
                                f'{qos.reliability.name.lower()})')
 
@@ -136,13 +123,13 @@ class RecorderNode(Node):
         if self.recording.closed:
             return
         self.recording.close()
-        # Not the node's logger: after Ctrl-C its /rosout publisher is already gone.
-        log = rclpy.logging.get_logger(NODE_NAME)
+        # Not the node's logger (nor its name): after Ctrl-C its /rosout publisher is gone.
+        log = rclpy.logging.get_logger(f'midas_ros.{NODE_NAME}')
         counts = self.recording.message_counts
         missing = [t for t in self.wanted if t not in counts]
         size_mb = self.recording.path.stat().st_size / 1e6
         log.info(f'wrote {sum(counts.values())} messages of {len(counts)} topics '
-                               f'({size_mb:.1f} MB) to {self.recording.path}')
+                 f'({size_mb:.1f} MB) to {self.recording.path}')
         if missing:
             log.warning(f"never appeared, not recorded: {', '.join(missing)}")
 

@@ -20,12 +20,11 @@ import collections
 import sys
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import PoseWithCovariance
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from vision_msgs.msg import Detection2DArray
 
+from midas_ros.ros.node_main import run_node
 from midas_ros.ros.parameters import Param, declare_parameters
 from midas_ros.ros.qos import QOS_NAMES, qos_profile
 
@@ -106,18 +105,7 @@ class SyntheticDetectorNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SyntheticDetectorNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(SyntheticDetectorNode, NODE_NAME, startup_errors=(ValueError,), args=args)
 
 
 if __name__ == '__main__':

@@ -33,12 +33,12 @@ import yaml
 
 from midas_ros import report
 from midas_ros.synthetic import SceneConfig
+from midas_ros.ros.pipeline_monitor import DEPTH_STATUS_SUFFIX
 from midas_ros.tools import pipeline
 
 DEFAULT_FRAMES = 60
 DEFAULT_MODEL = 'midas_v21_small_256'
 DEMO_RATE_HZ = 10.0          # what the depth node keeps up with on a 2-core CPU
-DIAGNOSTIC_NAME = ': depth'  # depth_node's DiagnosticStatus name ends with this
 
 
 def weights_available(model_name):
@@ -78,7 +78,7 @@ def _stamp_ns(header):
 
 def _diagnostic_values(msg):
     for status in msg.status:
-        if status.name.endswith(DIAGNOSTIC_NAME):
+        if status.name.endswith(DEPTH_STATUS_SUFFIX):
             return {kv.key: kv.value for kv in status.values}
     return None
 

@@ -33,7 +33,7 @@ def _bool(text):
 
 
 def build_parser():
-    from midas_ros.inference import PRECISIONS
+    from midas_ros.inference import BACKENDS, PRECISIONS
     from midas_ros.models.registry import list_models
     parser = argparse.ArgumentParser(
         prog='python -m midas_ros infer',
@@ -52,6 +52,12 @@ def build_parser():
                         help='download the official checkpoint if it is found nowhere')
     parser.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N')
     parser.add_argument('--precision', default='auto', choices=PRECISIONS)
+    parser.add_argument('--backend', default='torch', choices=BACKENDS,
+                        help='runtime of the network (default: %(default)s); the others export '
+                             'it on first use into the artefact cache')
+    parser.add_argument('--cache-dir', type=Path,
+                        help='artefact cache of the exported backends (default: '
+                             '$MIDAS_ROS_CACHE or ~/.cache/midas_ros/engines)')
     parser.add_argument('--mode', default='auto', choices=('auto', 'exact', 'fast'),
                         help='exact: OpenCV preprocessing and NCHW layout, bit-identical to the '
                              'official run.py on a CPU in fp32; fast: preprocessing on the '
@@ -102,7 +108,7 @@ def _runs_fp32_on_cpu(args):
 
 
 def run(args):
-    from midas_ros.inference import DepthEstimator
+    from midas_ros.inference import BackendError, DepthEstimator
     from midas_ros.models import WeightsError
     files = image_files(args.images)
     # Measured against the official run.py (same random-weight checkpoint, midas_v21_small_256,
@@ -118,8 +124,9 @@ def run(args):
         estimator = DepthEstimator(
             args.model, device=args.device, pretrained=args.pretrained, weights=args.weights,
             weights_dir=args.weights_dir, allow_download=args.allow_download,
-            precision=args.precision, channels_last=not exact)
-    except (WeightsError, OSError, ValueError) as error:
+            precision=args.precision, channels_last=not exact, backend=args.backend,
+            cache_dir=args.cache_dir)
+    except (WeightsError, BackendError, OSError, ValueError) as error:
         raise InferError(f'cannot load {args.model}: {error}') from error
     if not args.pretrained:
         sys.stderr.write('infer: warning: random weights (--pretrained false): the depth is '
@@ -141,6 +148,7 @@ def run(args):
 
 
 def _infer_one(estimator, path, exact):
+    from midas_ros.inference import BackendError
     from midas_ros.models.transforms import reference_preprocess
     rgb = read_rgb(path)
     height, width = rgb.shape[:2]
@@ -149,7 +157,7 @@ def _infer_one(estimator, path, exact):
             return estimator.predict_preprocessed(
                 reference_preprocess(rgb, estimator.config), height, width)
         return estimator.predict(rgb, 'rgb')
-    except ValueError as error:
+    except (BackendError, ValueError) as error:
         raise InferError(f'{path}: {error}') from error
 
 

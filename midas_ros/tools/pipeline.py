@@ -331,7 +331,8 @@ class PipelineRunner:
         latency = (f'{progress.latency_ms:.0f} ms' if progress.latency_ms == progress.latency_ms
                    else '-')
         nearest = f'{progress.nearest_m:.2f} m' if progress.nearest_m is not None else '-'
-        self.say(f'frames {progress.frames_in} in, {progress.frames_out} out | '
+        self.say(f'frames {progress.frames_out} out, {progress.frames_in} in, '
+                 f'{progress.frames_dropped} dropped | '
                  f'{progress.fps:.1f} FPS | latency {latency} | nearest obstacle {nearest}')
 
     def _stop_all(self):

@@ -1,0 +1,102 @@
+"""What every network backend shares: the error type, package imports, and lazy per-size export.
+
+A *runner* is the network seam of ``DepthEstimator``: a callable mapping the normalized 1x3xHxW
+float32 input tensor (on the estimator's device) to a float32 1xHxW prediction tensor on that
+device. The returned tensor may be a buffer the runner reuses on its next call: consume it first.
+
+Exported graphs (ONNX Runtime, OpenVINO, TensorRT) have one fixed input size. A camera stream has
+one size, which the runner first learns from the first frame: ``ExportedRunner`` then fetches
+the graph for that network input size from the cache, exporting it on a miss, and loads it. A new
+size (another camera, a resized stream) repeats that once; the previous graph is released.
+"""
+import importlib
+
+from midas_ros.backends.cache import artefact_key
+
+# The pins midas_ros is tested with; the install hint of the error raised when one is missing.
+INSTALL_HINTS = {
+    'onnxruntime': 'pip install onnxruntime==1.32.0 (onnxruntime-gpu for the CUDA provider)',
+    'openvino': 'pip install openvino==2026.4.1',
+    'tensorrt': "pip install tensorrt-cu12 (NVIDIA's wheel matching the CUDA of your torch), "
+                'or use the TensorRT of JetPack on a Jetson',
+}
+
+
+class BackendError(RuntimeError):
+    """A backend cannot run here: missing package, failed export, stale or foreign engine.
+
+    The message says what to install or rebuild; ``DepthEstimator(backend_fallback=True)``
+    catches it and runs the torch path instead.
+    """
+
+
+def import_backend_package(name):
+    """Import ``name`` (a backend's Python package), or a BackendError saying how to install it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        raise BackendError(f"backend '{name}' needs the Python package '{name}', which does not "
+                           f'import here ({error}): {INSTALL_HINTS[name]}') from error
+
+
+class ExportedRunner:
+    """A runner backed by a graph exported for one network input size, built lazily and cached.
+
+    Subclasses set ``name`` and implement ``version`` (the runtime's version, part of the cache
+    key), ``target`` (what else the artefact is specific to, e.g. the GPU; '' if nothing),
+    ``build(directory, net_w, net_h)`` (write the artefact's files into an empty directory) and
+    ``load(directory, net_w, net_h)`` (return a callable running it: input tensor -> output).
+
+    ``model`` is the torch network (on the CPU, fp32), kept to export again when the size
+    changes; ``cache`` an ``ArtefactCache``.
+    """
+
+    name = ''
+
+    def __init__(self, model, cfg, device, precision, cache):
+        self.model = model
+        self.cfg = cfg
+        self.device = device
+        self.precision = precision
+        self.cache = cache
+        self.artefact = None    # directory of the loaded artefact
+        self._weights_hash = None
+        self._failures = {}     # (net_w, net_h) -> BackendError: not retried on every frame
+        self._size = None       # (net_w, net_h) of the loaded artefact
+        self._run = None
+
+    def version(self):
+        raise NotImplementedError
+
+    def target(self):
+        return ''
+
+    def build(self, directory, net_w, net_h):
+        raise NotImplementedError
+
+    def load(self, directory, net_w, net_h):
+        raise NotImplementedError
+
+    def prepare(self, net_w, net_h):
+        """Make the graph for a ``net_w`` x ``net_h`` input ready (cache hit or export + load)."""
+        if self._size == (net_w, net_h):
+            return
+        if (net_w, net_h) in self._failures:
+            raise self._failures[net_w, net_h]
+        self._run = self._size = None    # release the previous graph before building another
+        if self._weights_hash is None:   # once: hashing a large state_dict takes a second
+            self._weights_hash = self.cache.weights_fingerprint(self.model)
+        key = artefact_key(self.cfg.name, self.name, self.version(), self.target(), net_w, net_h,
+                           self.precision, self._weights_hash)
+        try:
+            directory = self.cache.get_or_build(
+                key, lambda tmp: self.build(tmp, net_w, net_h), what=f'{self.name} graph')
+            self._run = self.load(directory, net_w, net_h)
+        except BackendError as error:
+            self._failures[net_w, net_h] = error
+            raise
+        self.artefact, self._size = directory, (net_w, net_h)
+
+    def __call__(self, net_input):
+        self.prepare(net_input.shape[3], net_input.shape[2])
+        return self._run(net_input)

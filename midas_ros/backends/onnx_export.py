@@ -1,0 +1,51 @@
+"""Export a MiDaS network to ONNX for one fixed input size: the source of every exported backend.
+
+The TorchScript-based exporter (``dynamo=False``, opset 17) is used: it traces the eager model
+that ``create_model`` builds, which is the one validated against the official checkpoints, and it
+exports every variant tested here in seconds (the dynamo exporter needs ``onnxscript`` and
+re-derives the graph from the Python code). The graph has one input ``image`` (1x3xHxW float32,
+normalized) and one output ``depth`` (1xHxW float32), both with static shapes: a camera stream
+has one size, and static shapes let every runtime plan memory and fuse ahead of time.
+"""
+import warnings
+
+import torch
+
+from midas_ros.backends.base import BackendError
+
+INPUT_NAME = 'image'
+OUTPUT_NAME = 'depth'
+OPSET = 17
+
+
+def export_onnx(model, cfg, net_w, net_h, path):
+    """Write ``model`` (variant ``cfg``) as an ONNX graph for a ``net_w`` x ``net_h`` input.
+
+    Exports a CPU fp32 copy when the model lives elsewhere. Raises BackendError naming the
+    variant, the size and the exporter's own first line when the export fails.
+    """
+    if next(model.parameters()).device.type != 'cpu':
+        model = _cpu_copy(model)
+    example = torch.zeros((1, 3, net_h, net_w), dtype=torch.float32)
+    # Tracing records autograd-capable ops: leave inference mode (DepthEstimator.predict, which
+    # exports lazily on the first frame, runs in it) and do not record gradients either.
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        # Tracer warnings flag Python-side shape arithmetic; shapes are static here, so they are
+        # noise (each variant prints dozens).
+        warnings.simplefilter('ignore')
+        try:
+            torch.onnx.export(model.eval(), (example,), str(path), opset_version=OPSET,
+                              dynamo=False, input_names=[INPUT_NAME],
+                              output_names=[OUTPUT_NAME], do_constant_folding=True)
+        except Exception as error:   # the exporter raises many types; one message for all
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise BackendError(
+                f"exporting MiDaS model '{cfg.name}' to ONNX at input {net_w}x{net_h} failed "
+                f'(torch {torch.__version__}, opset {OPSET}): {type(error).__name__}: '
+                f"{first_line}; use backend 'torch' for this variant") from error
+    return path
+
+
+def _cpu_copy(model):
+    import copy
+    return copy.deepcopy(model).float().cpu()

@@ -1,0 +1,157 @@
+"""The pipeline runner and the demo, end to end as subprocesses (random weights, 8 frames)."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+from mcap.reader import make_reader
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+from midas_ros.ros_env import config_path
+from midas_ros.tools import pipeline
+from ros_process import REPO
+from test_report import read_ply
+
+
+def _run(args, tmp_path, timeout):
+    log = tmp_path / 'run.log'
+    with open(log, 'wb') as out:
+        code = subprocess.call([sys.executable, '-m', 'midas_ros'] + args, stdout=out,
+                               stderr=subprocess.STDOUT, cwd=REPO, timeout=timeout,
+                               env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    return code, log.read_text(errors='replace')
+
+
+def _processes_mentioning(text):
+    """PIDs of live processes whose command line contains ``text``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open(f'/proc/{pid}/cmdline', 'rb') as cmdline:
+                if text.encode() in cmdline.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+# -- planning (no processes) -------------------------------------------------------------------
+
+def test_parameter_values_survive_the_command_line():
+    assert pipeline.ros_value('0') == "'0'"            # a camera index stays a string
+    assert pipeline.ros_value("it's") == "'it''s'"
+    assert pipeline.ros_value(True) == 'true'
+    assert pipeline.ros_value(['image', 'depth/image']) == "['image', 'depth/image']"
+
+
+def test_plan_uses_the_launch_yaml_files_then_the_users(tmp_path):
+    extra = tmp_path / 'mine.yaml'
+    camera, nodes = pipeline.plan('synthetic', [extra], frames=5, record=tmp_path / 'r.mcap')
+    names = [node.name for node in nodes]
+    assert names == ['synthetic_detector', 'depth_node', 'obstacle_node', 'recorder']
+    depth = nodes[1]
+    assert depth.params_files == [config_path('depth_node.yaml'), extra.resolve()]
+    assert camera.params_files[-1] == extra.resolve()
+    assert camera.overrides == {'source': 'synthetic', 'max_frames': 5}
+    assert '/ground_truth/depth' not in nodes[-1].overrides['topics']
+    assert 'ground_truth/depth' in nodes[-1].overrides['topics']
+    command = depth.command()
+    assert command[:4] == [sys.executable, '-m', 'midas_ros', 'depth_node']
+    assert command.index(str(config_path('depth_node.yaml'))) < command.index(str(extra.resolve()))
+
+    camera, nodes = pipeline.plan('v4l2:2')
+    assert camera.overrides['source'] == '2'
+    assert [node.name for node in nodes] == ['depth_node', 'obstacle_node']
+
+
+# -- end to end --------------------------------------------------------------------------------
+
+def test_demo_writes_every_artefact(tmp_path):
+    output = tmp_path / 'demo'
+    started = time.monotonic()
+    code, log = _run(['demo', '--output', str(output), '--frames', '8'], tmp_path, 240)
+    assert code == 0, log
+    assert time.monotonic() - started < 120, log
+    assert 'RANDOM WEIGHTS' in log or 'official' in log
+    for name in ('depth_node', 'obstacle_node', 'camera_source', 'recorder'):
+        assert f'[{name}]' in log                      # logs forwarded with node prefixes
+
+    summary = json.loads((output / 'summary.json').read_text())
+    assert summary['frames']['source'] == 8
+    assert 1 <= summary['frames']['depth'] <= 8
+    assert summary['fps'] > 0
+    assert summary['latency_ms']['depth']['p50'] > 0
+    assert summary['scale_fit']['mode'] == 'ground_plane'
+    assert summary['scale_fit']['samples'] >= 1
+    assert summary['depth_error']['frames'] >= 1
+    assert set(summary['obstacle_distance_error']) == {'median_abs_rel', 'matched'}
+
+    montage = cv2.imread(str(output / 'montage.png'))
+    assert montage is not None and montage.shape[1] == 3 * 640
+    video = cv2.VideoCapture(summary['artefacts']['video'])
+    assert video.isOpened() and video.read()[0]
+    points, _ = read_ply(output / 'cloud.ply')
+    assert len(points) == summary['artefacts']['cloud_points'] > 0
+
+    typestore = get_typestore(Stores.EMPTY)
+    decoded = {}
+    with open(output / 'recording.mcap', 'rb') as stream:
+        for schema, channel, message in make_reader(stream).iter_messages():
+            if schema.name not in typestore.fielddefs:
+                typestore.register(get_types_from_msg(schema.data.decode(), schema.name))
+            if channel.topic not in decoded:
+                decoded[channel.topic] = typestore.deserialize_cdr(message.data, schema.name)
+    for topic in ('/image', '/depth/image', '/depth/points', '/obstacles', '/detections',
+                  '/ground_truth/depth', '/diagnostics'):
+        assert topic in decoded, sorted(decoded)
+    assert decoded['/depth/image'].encoding == '32FC1'
+    assert decoded['/depth/points'].header.frame_id == 'camera_optical_frame'
+
+
+def test_a_node_that_dies_fails_the_run(tmp_path):
+    params = tmp_path / 'broken.yaml'
+    params.write_text('depth_node:\n  ros__parameters:\n'
+                      '    model.weights: /nonexistent/weights.pt\n')
+    code, log = _run(['pipeline', '--params', str(params), '--frames', '3'], tmp_path, 120)
+    assert code == 1, log
+    assert 'depth_node exited unexpectedly (status 1)' in log
+    assert not _processes_mentioning(str(params)), 'nodes left running'
+
+
+def test_ctrl_c_stops_every_node(tmp_path):
+    params = tmp_path / 'random_weights.yaml'
+    params.write_text('depth_node:\n  ros__parameters:\n    model.pretrained: false\n'
+                      'camera_source:\n  ros__parameters:\n    rate: 5.0\n')
+    log_path = tmp_path / 'run.log'
+    with open(log_path, 'wb') as out:
+        runner = subprocess.Popen([sys.executable, '-m', 'midas_ros', 'pipeline', '--params',
+                                   str(params)], stdout=out, stderr=subprocess.STDOUT,
+                                  cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED='1'))
+        try:
+            deadline = time.monotonic() + 90
+            while not re.search(r'frames [1-9]\d* out', log_path.read_text()):
+                assert runner.poll() is None and time.monotonic() < deadline, \
+                    log_path.read_text()
+                time.sleep(0.5)
+            assert len(_processes_mentioning(str(params))) == 5   # runner + 4 nodes
+            runner.send_signal(signal.SIGINT)
+            code = runner.wait(timeout=60)
+        finally:
+            if runner.poll() is None:      # the runner must stop its nodes: never SIGKILL it
+                runner.send_signal(signal.SIGINT)
+                runner.wait(timeout=60)
+    log = log_path.read_text()
+    assert code == pipeline.EXIT_INTERRUPTED, log
+    assert 'interrupted: stopping' in log
+    assert 'did not stop' not in log          # SIGINT was enough for every node
+    assert not _processes_mentioning(str(params)), 'nodes left running'
+
+
+def test_missing_params_file_is_one_line(tmp_path):
+    missing = tmp_path / 'nope.yaml'
+    code, log = _run(['pipeline', '--params', str(missing)], tmp_path, 30)
+    assert code == 2 and log.strip() == f'pipeline: parameter file not found: {missing}'
