@@ -71,14 +71,17 @@ class DepthFrame:
 
     relative: np.ndarray            # HxW float32, network output (relative inverse depth)
     depth: np.ndarray               # HxW float32 metres, NaN where invalid (REP 118)
-    colormap: np.ndarray            # HxWx3 uint8 BGR
     scale: ScaleState               # the (a, b) used and how it was obtained
     calibrated: bool                # False: distances are not metric (uncalibrated fallback)
+    colormap: Optional[np.ndarray] = None       # HxWx3 uint8 BGR
     points: Optional[np.ndarray] = None         # h x w x 3 float32 optical-frame xyz
     points_rgb: Optional[np.ndarray] = None     # h x w x 3 uint8 RGB of the cloud's pixels
     cloud_intrinsics: Optional[Intrinsics] = None
     scan: Optional[object] = None               # geometry.LaserScanData
     timings: Optional[dict] = None              # seconds per stage
+
+
+PRODUCTS = frozenset({'colormap', 'cloud', 'scan'})
 
 
 class _CameraModel:
@@ -152,8 +155,10 @@ class DepthPipeline:
             buffer = self._buffers[name] = np.empty(shape, dtype=dtype)
         return buffer
 
-    def process(self, image, channel_order, intrinsics, stamp_s, anchors=None):
-        """All products of one frame.
+    def process(self, image, channel_order, intrinsics, stamp_s, anchors=None,
+                products=PRODUCTS):
+        """The products of one frame: relative and metric depth always, and those of
+        ``products`` (``colormap``, ``cloud``, ``scan``) that the settings enable.
 
         ``image``: uint8 HxWxC (or HxW mono) in ``channel_order``; ``intrinsics``: for this
         image size; ``stamp_s``: the frame time in seconds (drives the scale smoothing);
@@ -191,14 +196,14 @@ class DepthPipeline:
                                         max_depth=settings.max_depth)
         timings['scale'] = time.perf_counter() - tick
 
+        frame = DepthFrame(relative, depth, state, calibrated, timings=timings)
+        if 'colormap' in products:
+            tick = time.perf_counter()
+            frame.colormap = self._colorizer.colorize(
+                depth, out=self._buffer('colormap', (height, width, 3), np.uint8))
+            timings['colormap'] = time.perf_counter() - tick
         tick = time.perf_counter()
-        colormap = self._colorizer.colorize(depth, out=self._buffer('colormap',
-                                                                    (height, width, 3), np.uint8))
-        timings['colormap'] = time.perf_counter() - tick
-
-        frame = DepthFrame(relative, depth, colormap, state, calibrated, timings=timings)
-        tick = time.perf_counter()
-        if camera.backprojector is not None:
+        if camera.backprojector is not None and 'cloud' in products:
             backprojector = camera.backprojector
             frame.points = backprojector.points(
                 depth, out=self._buffer('points', backprojector.shape + (3,), np.float32))
@@ -206,7 +211,7 @@ class DepthPipeline:
             if settings.cloud_color:
                 frame.points_rgb = self._cloud_colors(backprojector.sample(image), channel_order)
         timings['cloud'] = time.perf_counter() - tick
-        if camera.scan is not None:
+        if camera.scan is not None and 'scan' in products:
             tick = time.perf_counter()
             frame.scan = camera.scan.convert(depth)
             timings['scan'] = time.perf_counter() - tick

@@ -152,6 +152,8 @@ class DepthEstimator:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
         if backend == 'openvino' and str(device).strip().lower() == 'auto':
             device = 'cpu'   # OpenVINO runs on the CPU even where a CUDA device exists
+        if backend == 'onnxruntime' and precision == 'auto':
+            precision = 'fp32'   # what ONNX Runtime runs here, on a GPU as well
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device, self.config)
         if self.device.type == 'cuda':
@@ -194,6 +196,8 @@ class DepthEstimator:
         self.runner = TorchRunner(self._model, self.device, self.precision, channels_last,
                                   compile)
         self.backend = 'torch'
+        if hasattr(self, 'preprocessor'):   # at a frame: from the next one, the torch layout
+            self.preprocessor = DevicePreprocessor(self.config, self.device, channels_last)
 
     @torch.inference_mode()
     def predict(self, image, channel_order='rgb', out=None):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import SetParametersAtomically
 from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
 
 from midas_ros.geometry import DepthToScan, Intrinsics
@@ -138,7 +138,9 @@ def test_every_output_matches_the_input(depth_node):
 
 
 def _set_parameters(probe, namespace, values):
-    client = probe.node.create_client(SetParameters, f'{namespace}/depth_node/set_parameters')
+    """Set ``values`` in one atomic request (all or nothing, as `ros2 param load` does)."""
+    client = probe.node.create_client(SetParametersAtomically,
+                                      f'{namespace}/depth_node/set_parameters_atomically')
     assert client.wait_for_service(timeout_sec=30)
     parameters = []
     for name, value in values.items():
@@ -147,9 +149,9 @@ def _set_parameters(probe, namespace, values):
         else:
             pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=float(value))
         parameters.append(ParameterMsg(name=name, value=pv))
-    future = client.call_async(SetParameters.Request(parameters=parameters))
+    future = client.call_async(SetParametersAtomically.Request(parameters=parameters))
     probe.spin_until(future.done, 10)
-    return future.result().results[0]
+    return future.result().result
 
 
 def test_bad_parameters_are_rejected_whole(depth_node):
@@ -162,6 +164,8 @@ def test_bad_parameters_are_rejected_whole(depth_node):
     result = _set_parameters(probe, namespace, {'depth.max': math.nan})
     assert not result.successful
     result = _set_parameters(probe, namespace, {'scale.mode': 'fixed', 'scale.a': 0.5})
+    assert result.successful, result.reason
+    result = _set_parameters(probe, namespace, {'scale.mode': 'uncalibrated'})
     assert result.successful, result.reason
 
 
@@ -235,3 +239,42 @@ def test_missing_weights_fail_at_start_saying_where_it_looked(tmp_path):
     assert 'https://github.com/isl-org/MiDaS/releases/download/v2_1/midas_v21_small_256.pt' \
         in output
     assert 'Traceback' not in output
+
+
+def test_fixed_scale_set_at_run_time_gives_exactly_that_depth(depth_node):
+    namespace, process, probe, image_pub, info_pub = depth_node
+    result = _set_parameters(probe, namespace, {'scale.mode': 'fixed', 'scale.a': 20.0,
+                                                'scale.b': 0.05, 'scale.time_constant': 0.0})
+    assert result.successful, result.reason
+    image = array_to_image(textured_image(), 'rgb8')
+    stamp = image.header.stamp = _stamp(400.0)
+    info = intrinsics_to_camera_info(INTRINSICS)
+    info.header = image.header
+    topics = ('depth/image', 'depth/relative')
+    assert _send_until(probe, [info_pub, image_pub], [info, image],
+                       lambda: all(_received_with_stamp(probe, namespace, t, stamp)
+                                   for t in topics), 60), process.output()[-3000:]
+    depth, _ = image_to_array(_received_with_stamp(probe, namespace, 'depth/image', stamp)[-1])
+    relative, _ = image_to_array(
+        _received_with_stamp(probe, namespace, 'depth/relative', stamp)[-1])
+    expected = 1.0 / (20.0 * relative.astype(np.float64) + 0.05)
+    in_range = (expected >= 0.1) & (expected <= 20.0)     # depth.min / depth.max defaults
+    assert in_range.any()
+    np.testing.assert_allclose(depth[in_range], expected[in_range], rtol=1e-5)
+    assert np.all(np.isnan(depth[~in_range]))
+
+
+def test_diagnostics_report_scale_and_frame_statistics(depth_node):
+    from diagnostic_msgs.msg import DiagnosticArray
+    namespace, process, probe, _, _ = depth_node
+    received = probe.collect(DiagnosticArray, '/diagnostics')
+    name = f'{namespace}/depth_node: depth'
+
+    def ours():
+        return [s for m in received for s in m.status if s.name == name]
+    assert probe.spin_until(lambda: ours(), 10), [s.name for m in received for s in m.status]
+    values = {kv.key: kv.value for kv in ours()[-1].values}
+    for key in ('scale mode', 'frames processed', 'frames dropped', 'frame rate (Hz)',
+                'fit inlier ratio', 'fit residual', 'scale a', 'scale b'):
+        assert key in values, key
+    assert int(values['frames processed']) >= 1

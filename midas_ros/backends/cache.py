@@ -58,6 +58,7 @@ class ArtefactCache:
             return final
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f'.{key}.', dir=self.directory))
+        os.chmod(tmp, 0o777 & ~current_umask())   # mkdtemp's 0o700 would hide it from others
         try:
             start = time.perf_counter()
             build(tmp)
@@ -108,6 +109,13 @@ class ArtefactCache:
         return digest
 
 
+def current_umask():
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def state_dict_sha256(model):
     """Hex SHA-256 over ``model``'s state_dict (names, dtypes, shapes and tensor bytes)."""
     import torch
@@ -127,6 +135,7 @@ def _write_json(path, data, atomic=False):
         path.write_text(text)
         return
     handle, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
+    os.chmod(tmp, 0o666 & ~current_umask())
     try:
         with os.fdopen(handle, 'w') as f:
             f.write(text)

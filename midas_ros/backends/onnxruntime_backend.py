@@ -81,4 +81,6 @@ class _BoundSession:
         if self.device_type == 'cuda':   # ORT runs on its own stream: let torch's work finish
             torch.cuda.current_stream(net_input.device).synchronize()
         self.session.run_with_iobinding(self.binding)
+        if self.device_type == 'cuda':   # and torch's next kernels must see ORT's output
+            self.binding.synchronize_outputs()
         return self.output

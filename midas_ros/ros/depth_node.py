@@ -11,7 +11,8 @@ Published, every one with the input image's header (stamp, frame_id unless ``fra
 
 The node is only translation: messages -> numpy -> ``DepthPipeline`` -> messages. Frames are
 handed from the subscription to one worker thread through a one-slot mailbox, so the node always
-works on the newest frame and a slow model drops frames instead of building a backlog.
+works on the newest frame and a slow model drops frames instead of building a backlog. Only the
+outputs that have subscribers are computed and built; with none, frames are not even inferred.
 """
 import math
 import threading
@@ -26,10 +27,9 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, Point
 from midas_ros.depth_pipeline import DepthPipeline, DepthSettings
 from midas_ros.geometry import (Intrinsics, laser_scan_points, project_points,
                                 transform_from_xyz_rpy)
-from midas_ros.ros.conversions import (ConversionError, OrganizedCloudBuilder, array_to_image,
-                                       camera_info_to_intrinsics, cloud_to_xyz,
-                                       compressed_to_array, depth_to_metres, image_to_array,
-                                       intrinsics_to_camera_info, laser_scan)
+from midas_ros.ros.conversions import (ConversionError, camera_info_to_intrinsics, cloud_to_xyz,
+                                       compressed_to_array, depth_to_metres, image_to_array)
+from midas_ros.ros.depth_messages import DEPTH_TOPICS, DepthMessageBuilder, products_for
 from midas_ros.ros.depth_node_params import DEPTH_NODE_PARAMS
 from midas_ros.ros.node_main import run_node
 from midas_ros.ros.parameters import declare_parameters, on_set_parameters
@@ -41,6 +41,9 @@ FIRST_CAMERA_INFO_WAIT_S = 0.5
 DEFAULT_FRAME = 'camera_optical_frame'
 # Image encoding -> channel order the estimator understands.
 CHANNEL_ORDER = {'rgb8': 'rgb', 'bgr8': 'bgr', 'rgba8': 'rgba', 'bgra8': 'bgra', 'mono8': 'mono'}
+OUTPUT_TYPES = {'depth/image': Image, 'depth/relative': Image, 'depth/colormap': Image,
+                'depth/camera_info': CameraInfo, 'depth/points': PointCloud2,
+                'depth/scan': LaserScan}
 ANCHOR_MESSAGES = {'scan': LaserScan, 'range': Range, 'points': PointCloud2, 'depth': Image}
 
 
@@ -106,6 +109,8 @@ class DepthNode(Node):
         self.anchor_transform = _check_extrinsic(values)
         estimator = self._create_estimator(values)
         self.pipeline = DepthPipeline(estimator, settings_from_parameters(values))
+        # The worker thread runs the pipeline while parameter changes reconfigure it.
+        self._pipeline_lock = threading.Lock()
         if values['scale.mode'] == 'uncalibrated':
             self.get_logger().warning(
                 "scale.mode is 'uncalibrated': depth is only relative (the median pixel of each "
@@ -116,14 +121,10 @@ class DepthNode(Node):
             on_set_parameters(DEPTH_NODE_PARAMS, lambda: self.values, self._apply_parameters))
 
         output_qos = qos_profile(values['output.qos'])
-        self.pub_depth = self.create_publisher(Image, 'depth/image', output_qos)
-        self.pub_relative = self.create_publisher(Image, 'depth/relative', output_qos)
-        self.pub_colormap = self.create_publisher(Image, 'depth/colormap', output_qos)
-        self.pub_info = self.create_publisher(CameraInfo, 'depth/camera_info', output_qos)
-        self.pub_points = self.create_publisher(PointCloud2, 'depth/points', output_qos)
-        self.pub_scan = self.create_publisher(LaserScan, 'depth/scan', output_qos)
+        self.outputs = {topic: self.create_publisher(OUTPUT_TYPES[topic], topic, output_qos)
+                        for topic in DEPTH_TOPICS}
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.cloud_builder = OrganizedCloudBuilder(color=values['cloud.color'])
+        self.messages = DepthMessageBuilder()
 
         # Depth 1: a frame waiting in DDS behind a newer one is worth nothing.
         self.frames = _LatestFrame()
@@ -138,13 +139,13 @@ class DepthNode(Node):
         self.camera_info = None
         self._camera_info_arrived = threading.Condition()
         self._first_camera_info_wait = True
-        self.anchors = None  # (message, receive time) for the sparse mode
-        if values['scale.mode'] == 'sparse':
-            anchor_type = ANCHOR_MESSAGES[values['scale.anchor_type']]
-            self.create_subscription(anchor_type, 'anchors', self._on_anchors,
-                                     qos_profile('sensor_data', depth=1))
+        # Subscribed in every mode, so that scale.mode can become 'sparse' at run time; with
+        # no publisher it costs nothing.
+        self.anchors = None  # (message, receive time)
+        self.create_subscription(ANCHOR_MESSAGES[values['scale.anchor_type']], 'anchors',
+                                 self._on_anchors, qos_profile('sensor_data', depth=1))
 
-        self.stats = {'processed': 0, 'errors': 0, 'latency_s': 0.0, 'fps': 0.0}
+        self.stats = {'processed': 0, 'idle': 0, 'errors': 0, 'latency_s': 0.0, 'fps': 0.0}
         self.last_frame = None
         self._rate_window = []
         self.create_timer(values['diagnostics.period'], self._publish_diagnostics)
@@ -177,7 +178,8 @@ class DepthNode(Node):
         try:
             transform = _check_extrinsic(candidate)
             intrinsics = self.last_frame[1] if self.last_frame else None
-            self.pipeline.configure(settings_from_parameters(candidate), intrinsics)
+            with self._pipeline_lock:
+                self.pipeline.configure(settings_from_parameters(candidate), intrinsics)
         except ValueError as error:
             return str(error)
         self.anchor_transform = transform
@@ -290,40 +292,37 @@ class DepthNode(Node):
             self.get_logger().info(f'image size changed from {previous[0][0]}x{previous[0][1]} '
                                    f'to {width}x{height}')
         self.last_frame = ((width, height), intrinsics)
+        # Like depth_image_proc, work only for outputs someone listens to: nothing at all
+        # (not even the network) while no one does.
+        wanted = [topic for topic, publisher in self.outputs.items()
+                  if publisher.get_subscription_count() > 0]
+        if not wanted:
+            self.stats['idle'] += 1
+            return
         stamp = msg.header.stamp
         anchors = (self._current_anchors(intrinsics)
                    if self.values['scale.mode'] == 'sparse' else None)
-        frame = self.pipeline.process(pixels, order, intrinsics,
-                                      stamp.sec + stamp.nanosec * 1e-9, anchors)
-        self.last_scale = frame.scale
-        tick = time.perf_counter()
-        self._publish(msg.header, intrinsics, frame)
-        frame.timings['publish'] = time.perf_counter() - tick
+        header = msg.header
+        header.frame_id = self._output_frame(header.frame_id)
+        with self._pipeline_lock:
+            frame = self.pipeline.process(pixels, order, intrinsics,
+                                          stamp.sec + stamp.nanosec * 1e-9, anchors,
+                                          products_for(wanted))
+            self.last_scale = frame.scale
+            # Built inside the lock: the frame's arrays are buffers the next frame reuses.
+            messages = self.messages.build(frame, intrinsics, header,
+                                           self.values['scan.frame_id'], wanted)
+        for topic, message in messages.items():
+            self.outputs[topic].publish(message)
         self._count(time.perf_counter() - start)
 
-    def _publish(self, in_header, intrinsics, frame):
-        header = in_header
-        frame_id = self.values['frame_id'] or in_header.frame_id
+    def _output_frame(self, image_frame_id):
+        frame_id = self.values['frame_id'] or image_frame_id
         if not frame_id:
             self.get_logger().warning(f"input images have no frame_id: using '{DEFAULT_FRAME}'",
                                       once=True)
             frame_id = DEFAULT_FRAME
-        header.frame_id = frame_id
-        self.pub_depth.publish(array_to_image(frame.depth, '32FC1', header))
-        self.pub_relative.publish(array_to_image(frame.relative, '32FC1', header))
-        self.pub_colormap.publish(array_to_image(frame.colormap, 'bgr8', header))
-        self.pub_info.publish(intrinsics_to_camera_info(intrinsics, header))
-        if frame.points is not None:
-            if self.cloud_builder.color != (frame.points_rgb is not None):
-                self.cloud_builder = OrganizedCloudBuilder(color=frame.points_rgb is not None)
-            self.pub_points.publish(self.cloud_builder.build(frame.points, header,
-                                                             frame.points_rgb))
-        if frame.scan is not None:
-            scan = frame.scan
-            scan_header = type(header)(stamp=header.stamp, frame_id=self.values['scan.frame_id'])
-            self.pub_scan.publish(laser_scan(scan_header, scan.angle_min, scan.angle_max,
-                                             scan.angle_increment, scan.ranges, scan.range_min,
-                                             scan.range_max))
+        return frame_id
 
     def _count(self, latency_s):
         now = time.monotonic()
@@ -347,6 +346,7 @@ class DepthNode(Node):
             'frames processed': self.stats['processed'],
             'frames dropped': self.frames.dropped,
             'frames failed': self.stats['errors'],
+            'frames skipped (no subscribers)': self.stats['idle'],
             'frame rate (Hz)': f"{self.stats['fps']:.2f}",
             'latency (ms)': f"{self.stats['latency_s'] * 1e3:.1f}",
         }

@@ -127,20 +127,19 @@ class ModelResult:
 
 
 class MessageStage:
-    """What depth_node does after the pipeline: the output messages, then their serialization.
+    """What depth_node does after the pipeline: its output messages (built by the node's own
+    ``DepthMessageBuilder``), then their serialization, which rclpy's ``publish`` does before
+    handing them to the middleware."""
 
-    Mirrors ``DepthNode._publish`` (3 Images, CameraInfo, PointCloud2, LaserScan); serializing
-    each message is what rclpy's ``publish`` does before handing it to the middleware.
-    """
-
-    def __init__(self, color):
+    def __init__(self):
         from rclpy.serialization import serialize_message
         from std_msgs.msg import Header
 
         from midas_ros.ros import conversions
+        from midas_ros.ros.depth_messages import DepthMessageBuilder
         self._conversions = conversions
         self._serialize = serialize_message
-        self._cloud = conversions.OrganizedCloudBuilder(color=color)
+        self._builder = DepthMessageBuilder()
         self.header = Header(frame_id='camera_optical_frame')
 
     def image_message(self, rgb):
@@ -151,19 +150,8 @@ class MessageStage:
         return self._conversions.image_to_array(msg)[0]
 
     def build(self, frame, intrinsics):
-        convert, header = self._conversions, self.header
-        messages = [convert.array_to_image(frame.depth, '32FC1', header),
-                    convert.array_to_image(frame.relative, '32FC1', header),
-                    convert.array_to_image(frame.colormap, 'bgr8', header),
-                    convert.intrinsics_to_camera_info(intrinsics, header)]
-        if frame.points is not None:
-            messages.append(self._cloud.build(frame.points, header, frame.points_rgb))
-        if frame.scan is not None:
-            scan = frame.scan
-            messages.append(convert.laser_scan(header, scan.angle_min, scan.angle_max,
-                                               scan.angle_increment, scan.ranges,
-                                               scan.range_min, scan.range_max))
-        return messages
+        return list(self._builder.build(frame, intrinsics, self.header,
+                                        'camera_depth_frame').values())
 
     def serialize(self, messages):
         return sum(len(self._serialize(msg)) for msg in messages)
@@ -218,7 +206,7 @@ def measure_model(model_name, args):
     result = ModelResult(model_name, cfg.release, f'{net_w}x{net_h}', cfg.num_parameters / 1e6,
                          str(estimator.device), torch.get_num_threads(), 0, args.warmup)
     try:
-        messages = MessageStage(color=True)
+        messages = MessageStage()
         inputs = [messages.image_message(rgb) for rgb in frames]
     except ImportError as error:  # e.g. a GPU machine without the ROS wheels
         messages, inputs = None, frames

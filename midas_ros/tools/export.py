@@ -66,6 +66,8 @@ def run(args):
     from midas_ros.models import WeightsError, create_model, get_config
     from midas_ros.models.transforms import network_input_size
     cfg = get_config(args.model)
+    if args.format == 'onnx' and args.precision != 'fp32':
+        raise ExportError('--format onnx exports fp32 only (openvino and tensorrt offer fp16)')
     try:
         net_w, net_h = network_input_size(cfg, args.width, args.height)
         device = resolve_device('cpu' if args.format != 'tensorrt' else args.device)
@@ -79,8 +81,6 @@ def run(args):
           flush=True)
     try:
         if args.format == 'onnx' and args.output:   # plain ONNX: no runtime needed
-            if args.precision != 'fp32':
-                raise ExportError('--format onnx exports fp32 only')
             _atomic_output(args.output, lambda tmp: export_onnx(model, cfg, net_w, net_h, tmp))
             print(f'wrote {args.output}')
             return 0
@@ -100,9 +100,11 @@ def run(args):
 
 def _atomic_output(path, write):
     """``write(tmp_path)`` next to ``path``, then rename it there: no half-written outputs."""
+    from midas_ros.backends.cache import current_umask
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
     os.close(handle)
+    os.chmod(tmp, 0o666 & ~current_umask())   # mkstemp's 0o600 is for secrets, not models
     try:
         write(Path(tmp))
         os.replace(tmp, path)
