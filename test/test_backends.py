@@ -239,6 +239,14 @@ def test_missing_package_is_one_error_naming_the_install(tmp_path, monkeypatch):
         tiny_estimator('onnxruntime', tmp_path)
 
 
+@installed('onnxruntime')
+def test_missing_onnx_exporter_package_is_named_at_the_first_frame(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'onnx', None)
+    estimator = tiny_estimator('onnxruntime', tmp_path)
+    with pytest.raises(BackendError, match=r'pip install onnx=='):
+        estimator.predict(textured_image(30, 40))
+
+
 def test_missing_package_falls_back_to_torch_when_allowed(tmp_path, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, 'openvino', None)
     image = textured_image(30, 40)

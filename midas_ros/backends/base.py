@@ -19,6 +19,7 @@ INSTALL_HINTS = {
     'openvino': 'pip install openvino==2026.4.1',
     'tensorrt': "pip install tensorrt-cu12 (NVIDIA's wheel matching the CUDA of your torch), "
                 'or use the TensorRT of JetPack on a Jetson',
+    'onnx': 'pip install onnx==1.23.2',
 }
 
 
@@ -30,13 +31,17 @@ class BackendError(RuntimeError):
     """
 
 
-def import_backend_package(name):
-    """Import ``name`` (a backend's Python package), or a BackendError saying how to install it."""
+def import_backend_package(name, purpose=None):
+    """Import package ``name``, or a BackendError saying how to install it.
+
+    ``purpose`` names what needs it in the message (default: the backend of the same name).
+    """
     try:
         return importlib.import_module(name)
     except ImportError as error:
-        raise BackendError(f"backend '{name}' needs the Python package '{name}', which does not "
-                           f'import here ({error}): {INSTALL_HINTS[name]}') from error
+        raise BackendError(f"{purpose or f'backend {name!r}'} needs the Python package "
+                           f"'{name}', which does not import here ({error}): "
+                           f'{INSTALL_HINTS[name]}') from error
 
 
 class ExportedRunner:
@@ -89,8 +94,13 @@ class ExportedRunner:
         key = artefact_key(self.cfg.name, self.name, self.version(), self.target(), net_w, net_h,
                            self.precision, self._weights_hash)
         try:
-            directory = self.cache.get_or_build(
-                key, lambda tmp: self.build(tmp, net_w, net_h), what=f'{self.name} graph')
+            try:
+                directory = self.cache.get_or_build(
+                    key, lambda tmp: self.build(tmp, net_w, net_h), what=f'{self.name} graph')
+            except OSError as error:   # read-only home, full disk: say where to point it
+                raise BackendError(
+                    f'cannot write the artefact cache {self.cache.directory} ({error}): set '
+                    '$MIDAS_ROS_CACHE (or cache_dir) to a writable folder') from error
             self._run = self.load(directory, net_w, net_h)
         except BackendError as error:
             self._failures[net_w, net_h] = error

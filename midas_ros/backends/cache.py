@@ -104,8 +104,11 @@ class ArtefactCache:
         except (OSError, ValueError, KeyError):
             pass   # no sidecar yet, or an unreadable one: hash again
         digest = file_sha256(path)
-        sidecar.parent.mkdir(parents=True, exist_ok=True)
-        _write_json(sidecar, dict(identity, sha256=digest), atomic=True)
+        try:
+            sidecar.parent.mkdir(parents=True, exist_ok=True)
+            _write_json(sidecar, dict(identity, sha256=digest), atomic=True)
+        except OSError:
+            pass   # an unwritable cache is reported when an artefact is built; hash next time
         return digest
 
 

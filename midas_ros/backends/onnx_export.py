@@ -1,17 +1,18 @@
 """Export a MiDaS network to ONNX for one fixed input size: the source of every exported backend.
 
-The TorchScript-based exporter (``dynamo=False``, opset 17) is used: it traces the eager model
-that ``create_model`` builds, which is the one validated against the official checkpoints, and it
-exports every variant tested here in seconds (the dynamo exporter needs ``onnxscript`` and
-re-derives the graph from the Python code). The graph has one input ``image`` (1x3xHxW float32,
-normalized) and one output ``depth`` (1xHxW float32), both with static shapes: a camera stream
-has one size, and static shapes let every runtime plan memory and fuse ahead of time.
+The TorchScript-based exporter (``dynamo=False``, opset 17; it writes through the ``onnx``
+package) is used: it traces the eager model that ``create_model`` builds, the one validated
+against the official checkpoints, and exported every variant tried here in seconds to a minute
+(the dynamo exporter needs ``onnxscript`` and re-derives the graph from the Python code). The graph
+has one input ``image`` (1x3xHxW float32, normalized) and one output ``depth`` (1xHxW float32),
+both with static shapes: a camera stream has one size, and static shapes let every runtime plan
+memory and fuse ahead of time.
 """
 import warnings
 
 import torch
 
-from midas_ros.backends.base import BackendError
+from midas_ros.backends.base import BackendError, import_backend_package
 
 INPUT_NAME = 'image'
 OUTPUT_NAME = 'depth'
@@ -24,6 +25,8 @@ def export_onnx(model, cfg, net_w, net_h, path):
     Exports a CPU fp32 copy when the model lives elsewhere. Raises BackendError naming the
     variant, the size and the exporter's own first line when the export fails.
     """
+    # torch's exporter writes through the onnx package; without it, it fails after tracing.
+    import_backend_package('onnx', purpose='exporting to ONNX')
     if next(model.parameters()).device.type != 'cpu':
         model = _cpu_copy(model)
     example = torch.zeros((1, 3, net_h, net_w), dtype=torch.float32)

@@ -155,7 +155,8 @@ class DepthNode(Node):
         image_topic = 'image' if values['image.transport'] == 'raw' else 'image/compressed'
         self.get_logger().info(
             f"depth_node ready: model {values['model.name']} on {estimator.device} "
-            f'({estimator.precision}), subscribed to {self.resolve_topic_name(image_topic)}')
+            f'({estimator.backend}, {estimator.precision}), subscribed to '
+            f'{self.resolve_topic_name(image_topic)}')
 
     # ---------------------------------------------------------------- set-up
     def _create_estimator(self, values):
@@ -171,7 +172,8 @@ class DepthNode(Node):
             allow_download=values['model.allow_download'],
             precision=values['inference.precision'],
             channels_last=values['inference.channels_last'],
-            compile=values['inference.compile'], cpu_threads=values['inference.cpu_threads'])
+            compile=values['inference.compile'], cpu_threads=values['inference.cpu_threads'],
+            backend=values['model.backend'], backend_fallback=values['model.backend_fallback'])
 
     def _apply_parameters(self, candidate):
         """Build everything the candidate values need; swap it in only if all of it works."""
@@ -341,6 +343,7 @@ class DepthNode(Node):
                                   hardware_id=self.values['model.name'])
         scale = getattr(self, 'last_scale', None)
         values = {
+            'backend': self.pipeline.estimator.backend,
             'scale mode': self.values['scale.mode'],
             'frames received': self.frames.received,
             'frames processed': self.stats['processed'],

@@ -19,12 +19,12 @@ import time
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.serialization import deserialize_message
 
 from midas_ros.recording import COMPRESSIONS, McapRecording, RecordingError, qos_profiles_yaml
+from midas_ros.ros.node_main import run_node
 from midas_ros.ros.parameters import Param, declare_parameters
 from midas_ros.ros.qos import matching_qos
 from midas_ros.ros.throttled_log import ThrottledLog
@@ -118,6 +118,10 @@ class RecorderNode(Node):
         self.get_logger().info(f'subscribed {topic} ({type_name}, '
                                f'{qos.reliability.name.lower()})')
 
+    def destroy_node(self):
+        self.close()
+        return super().destroy_node()
+
     def close(self):
         """Finish the file and say what it holds."""
         if self.recording.closed:
@@ -149,22 +153,8 @@ def read_messages(path, topics=None):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = RecorderNode()
-        rclpy.spin(node)
-    except (RecordingError, OSError) as error:
-        rclpy.logging.get_logger(NODE_NAME).error(f'cannot record: {error}')
-        return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(RecorderNode, NODE_NAME, startup_errors=(RecordingError, OSError),
+                    args=args)
 
 
 if __name__ == '__main__':

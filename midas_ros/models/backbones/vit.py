@@ -8,6 +8,7 @@ the tokens are laid out on the patch grid, projected by a 1x1 conv and resampled
 1/16, 1/32 of the input. The hybrid (ViT-B + ResNet-50 stem) takes its two finest levels straight
 from ResNet stages.
 """
+import math
 from collections import OrderedDict
 from typing import List, Optional, Sequence, Tuple
 
@@ -88,7 +89,7 @@ def resize_position_embedding(pos_embed: torch.Tensor, grid: Sequence[int],
                               num_prefix_tokens: int = 1) -> torch.Tensor:
     """Bilinearly resize a square grid of position embeddings to ``grid`` (prefix tokens kept)."""
     prefix, patch = pos_embed[:, :num_prefix_tokens], pos_embed[0, num_prefix_tokens:]
-    side = int(round(patch.shape[0] ** 0.5))
+    side = math.isqrt(int(patch.shape[0]))
     if (side, side) == tuple(grid):
         return pos_embed
     patch = patch.reshape(1, side, side, -1).permute(0, 3, 1, 2)
