@@ -353,6 +353,7 @@ class NodeResult:
     all_outputs_latency_ms: List[float] = field(default_factory=list)
     node_processing_ms: List[float] = field(default_factory=list)
     node_dropped: int = 0
+    node_stages: dict = field(default_factory=dict)  # stage -> ms (node's smoothed times)
     rss: List[tuple] = field(default_factory=list)   # (seconds since start, MB)
 
 
@@ -422,6 +423,7 @@ class NodeProbe:
         self.arrivals = {}   # stamp key -> {output: perf_counter}
         self.node_processing_ms = []
         self.node_dropped = 0   # the node's own count (diagnostics), since it started
+        self.node_stages = {}   # stage -> ms, the node's latest smoothed per-stage times
         for topic in self.outputs:
             self.node.create_subscription(types[topic], topic,
                                           lambda msg, topic=topic: self._arrived(topic, msg),
@@ -439,6 +441,8 @@ class NodeProbe:
                     self.node_processing_ms.append(float(item.value))
                 elif item.key == 'frames dropped':
                     self.node_dropped = int(item.value)
+                elif item.key.startswith('time '):   # 'time <stage> (ms)', smoothed
+                    self.node_stages[item.key[5:-5]] = float(item.value)
 
     def publish(self, image_msg, info_msg):
         """Send one frame (CameraInfo first, as drivers do); returns its stamp key."""
@@ -591,6 +595,7 @@ def _drive_node(probe, process, frames, intrinsics, args, log_path, sampler):
     result.elapsed_s = last_arrival - start
     result.node_processing_ms = list(probe.node_processing_ms)
     result.node_dropped = probe.node_dropped - dropped_before
+    result.node_stages = dict(probe.node_stages)
     return result
 
 
@@ -617,6 +622,9 @@ def print_node_result(result, args, log_path, domain_id):
         if values:
             lines.append('| {} | {:.1f} | {:.1f} |'.format(name, *median_p90(values)))
     print('\n'.join(lines) + '\n')
+    if result.node_stages:
+        print('Node stages (ms, smoothed, from /diagnostics): ' + ', '.join(
+            f'{stage} {ms:.1f}' for stage, ms in result.node_stages.items()) + '\n')
     fps = result.completed / result.elapsed_s if result.elapsed_s > 0 else 0.0
     lost = result.published - result.completed
     print(f'Throughput: {fps:.2f} frames/s with every output ({result.completed} complete frames '
