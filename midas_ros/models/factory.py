@@ -3,7 +3,18 @@
 Each architecture module is imported only when its variant is built: importing timm (all DPT
 backbones and EfficientNet) costs seconds that listing or validating variants should not pay.
 """
+import warnings
+
 from torch import nn
+
+# timm 0.6.13 (pinned: the checkpoints' key names come from it) predates torch 2.14: it
+# decorates activations with the deprecated torch.jit.script and calls torch.meshgrid without
+# `indexing` (whose default, 'ij', is what it means). Neither changes a result; both warnings
+# would only clutter every node's start-up log.
+warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated',
+                        category=FutureWarning)
+warnings.filterwarnings('ignore', message='torch.meshgrid: in an upcoming release',
+                        category=UserWarning)
 
 
 def build_model(cfg) -> nn.Module:
