@@ -278,3 +278,75 @@ def test_diagnostics_report_scale_and_frame_statistics(depth_node):
                 'fit inlier ratio', 'fit residual', 'scale a', 'scale b'):
         assert key in values, key
     assert int(values['frames processed']) >= 1
+
+
+def test_without_subscribers_the_network_does_not_run(tmp_path):
+    from diagnostic_msgs.msg import DiagnosticArray
+    namespace = unique_namespace('lazy')
+    process = NodeProcess('depth_node', ['-r', f'__ns:={namespace}', '-p',
+                                         'model.pretrained:=false', '-p', 'device:=cpu',
+                                         '-p', 'diagnostics.period:=0.5'], tmp_path=tmp_path)
+    probe = RosTestNode('lazy_probe')
+    try:
+        diagnostics = probe.collect(DiagnosticArray, '/diagnostics')
+        image_pub = probe.node.create_publisher(Image, f'{namespace}/image',
+                                                qos_profile('sensor_data'))
+        image = array_to_image(textured_image(64, 48), 'rgb8')
+        name = f'{namespace}/depth_node: depth'
+
+        def counts():
+            for msg in reversed(diagnostics):
+                for status in msg.status:
+                    if status.name == name:
+                        values = {kv.key: kv.value for kv in status.values}
+                        return (int(values['frames skipped (no subscribers)']),
+                                int(values['frames processed']))
+            return 0, 0
+        assert _send_until(probe, [image_pub], [image], lambda: counts()[0] >= 3, 60), \
+            process.output()[-2000:]
+        assert counts()[1] == 0
+        # A subscriber appears: frames are processed again.
+        probe.collect(Image, f'{namespace}/depth/image', qos_profile('sensor_data'))
+        assert _send_until(probe, [image_pub], [image], lambda: counts()[1] >= 1, 60)
+    finally:
+        probe.close()
+        process.stop()
+
+
+def test_sparse_mode_projects_laser_anchors_into_the_image(depth_node):
+    """A forward-looking 2D lidar at the camera (scale.anchor_extrinsic all zeros): its rays
+    within the field of view land on the principal row and are all used by the fit."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    namespace, process, probe, image_pub, info_pub = depth_node
+    result = _set_parameters(probe, namespace, {'scale.mode': 'sparse'})
+    assert result.successful, result.reason
+    scan_pub = probe.node.create_publisher(LaserScan, f'{namespace}/anchors',
+                                           qos_profile('sensor_data'))
+    rays = 101
+    half_fov = math.atan2(WIDTH / 2, INTRINSICS.fx) * 0.8
+    scan = LaserScan(angle_min=-half_fov, angle_max=half_fov,
+                     angle_increment=2 * half_fov / (rays - 1), range_min=0.1, range_max=30.0,
+                     ranges=[3.0] * rays)
+    # Plus rays behind the camera, which must not count.
+    behind = LaserScan(angle_min=math.pi - 0.1, angle_max=math.pi + 0.1, angle_increment=0.01,
+                       range_min=0.1, range_max=30.0, ranges=[3.0] * 21)
+    received = probe.collect(DiagnosticArray, '/diagnostics')
+    name = f'{namespace}/depth_node: depth'
+
+    def samples():
+        for msg in reversed(received):
+            for status in msg.status:
+                if status.name == name:
+                    values = {kv.key: kv.value for kv in status.values}
+                    return values['scale mode'], int(values['fit samples'])
+        return None, 0
+    image = array_to_image(textured_image(), 'rgb8')
+    info = intrinsics_to_camera_info(INTRINSICS)
+    try:
+        assert _send_until(probe, [scan_pub, info_pub, image_pub], [scan, info, image],
+                           lambda: samples() == ('sparse', rays), 60), \
+            (samples(), process.output()[-2000:])
+        assert _send_until(probe, [scan_pub, info_pub, image_pub], [behind, info, image],
+                           lambda: samples() == ('sparse', 0), 60), samples()
+    finally:
+        assert _set_parameters(probe, namespace, {'scale.mode': 'uncalibrated'}).successful

@@ -26,8 +26,8 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, Range
 
 from midas_ros.depth_pipeline import DepthPipeline, DepthSettings
-from midas_ros.geometry import (Intrinsics, laser_scan_points, project_points,
-                                transform_from_xyz_rpy)
+from midas_ros.geometry import (BODY_FROM_OPTICAL, Intrinsics, laser_scan_points,
+                                project_points, transform_from_xyz_rpy)
 from midas_ros.ros.conversions import (ConversionError, camera_info_to_intrinsics, cloud_to_xyz,
                                        compressed_to_array, depth_to_metres, image_to_array)
 from midas_ros.ros.depth_messages import DEPTH_TOPICS, DepthMessageBuilder, products_for
@@ -65,12 +65,21 @@ def settings_from_parameters(values):
         scan_range_max=values['scan.range_max'])
 
 
-def _check_extrinsic(values):
+def anchor_transform(values):
+    """4x4 transform from the anchor sensor's frame to the camera optical frame.
+
+    ``scale.anchor_extrinsic`` is the sensor's pose in the camera's REP 103 body frame (x
+    forward, y left, z up; what camera_link -> sensor transforms say), because that is how a
+    lidar or range finder mounted next to a camera is measured: all zeros is a forward-looking
+    sensor at the camera. Raises ValueError for a malformed value.
+    """
     extrinsic = list(values['scale.anchor_extrinsic'])
     if len(extrinsic) != 6 or not all(math.isfinite(v) for v in extrinsic):
         raise ValueError('scale.anchor_extrinsic must be 6 finite numbers [x, y, z, roll, '
                          f'pitch, yaw], got {extrinsic}')
-    return transform_from_xyz_rpy(*extrinsic)
+    optical_from_body = np.eye(4)
+    optical_from_body[:3, :3] = BODY_FROM_OPTICAL.T
+    return optical_from_body @ transform_from_xyz_rpy(*extrinsic)
 
 
 class _LatestFrame:
@@ -106,7 +115,7 @@ class DepthNode(Node):
         self.values = declare_parameters(self, DEPTH_NODE_PARAMS)
         self.throttled = ThrottledLog(self.get_logger(), THROTTLE_S)
         values = self.values
-        self.anchor_transform = _check_extrinsic(values)
+        self.anchor_transform = anchor_transform(values)
         estimator = self._create_estimator(values)
         self.pipeline = DepthPipeline(estimator, settings_from_parameters(values))
         # The worker thread runs the pipeline while parameter changes reconfigure it.
@@ -176,7 +185,7 @@ class DepthNode(Node):
     def _apply_parameters(self, candidate):
         """Build everything the candidate values need; swap it in only if all of it works."""
         try:
-            transform = _check_extrinsic(candidate)
+            transform = anchor_transform(candidate)
             intrinsics = self.last_frame[1] if self.last_frame else None
             with self._pipeline_lock:
                 self.pipeline.configure(settings_from_parameters(candidate), intrinsics)

@@ -66,7 +66,8 @@ DEPTH_NODE_PARAMS = (
           "'anchors' (LaserScan, Range, PointCloud2 or a sparse depth Image)",
           choices=ANCHOR_TYPES, read_only=True),
     Param('scale.anchor_extrinsic', [0.0, 0.0, 0.0, 0.0, 0.0, 0.0], 'sparse mode: pose of the '
-          'anchor sensor in the camera optical frame, [x, y, z, roll, pitch, yaw] (m, rad)'),
+          'anchor sensor in the camera body frame (x forward, y left, z up, as camera_link), '
+          '[x, y, z, roll, pitch, yaw] (m, rad); zeros: a forward-looking sensor at the camera'),
     Param('scale.anchor_timeout', 0.5, 'sparse mode: anchors older than this (s) are not used',
           min=0.0, max=60.0),
     Param('scale.time_constant', 1.0, 'smoothing time constant of the scale (s); 0: none',
