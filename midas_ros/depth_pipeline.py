@@ -73,6 +73,7 @@ class DepthFrame:
     depth: np.ndarray               # HxW float32 metres, NaN where invalid (REP 118)
     scale: ScaleState               # the (a, b) used and how it was obtained
     calibrated: bool                # False: distances are not metric (uncalibrated fallback)
+    scale_problem: str = ''         # why the configured scale mode cannot work, if it cannot
     colormap: Optional[np.ndarray] = None       # HxWx3 uint8 BGR
     points: Optional[np.ndarray] = None         # h x w x 3 float32 optical-frame xyz
     points_rgb: Optional[np.ndarray] = None     # h x w x 3 uint8 RGB of the cloud's pixels
@@ -85,17 +86,39 @@ PRODUCTS = frozenset({'colormap', 'cloud', 'scan'})
 
 
 class _CameraModel:
-    """What depends on (settings, intrinsics): rebuilt only when either changes."""
+    """What depends on (settings, intrinsics): rebuilt only when either changes.
 
-    def __init__(self, settings, intrinsics):
+    ``strict``: raise when the scale mode cannot work with this camera (a parameter change is
+    then refused); otherwise fall back to the uncalibrated scale and keep the reason in
+    ``scale_problem``, so that a camera whose geometry does not fit the configuration (say,
+    a horizon below the image) still gets every output, marked uncalibrated.
+    """
+
+    def __init__(self, settings, intrinsics, strict=False):
         intrinsics.validate()
         self.intrinsics = intrinsics
-        self.scale_estimator = create_estimator(settings.scale_mode, intrinsics,
-                                                **settings.scale_options())
+        self.scale_problem = ''
+        try:
+            self.scale_estimator = create_estimator(settings.scale_mode, intrinsics,
+                                                    **settings.scale_options())
+        except ValueError as error:
+            if strict:
+                raise
+            self.scale_problem = f'scale.mode {settings.scale_mode} cannot work: {error}'
+            self.scale_estimator = UncalibratedScale(settings.uncalibrated_median_depth)
         self.backprojector = (Backprojector(intrinsics, settings.cloud_decimation)
                               if settings.cloud_enabled else None)
         self.scan = (DepthToScan(intrinsics, settings.scan_height, settings.scan_range_min,
                                  settings.scan_range_max) if settings.scan_enabled else None)
+
+
+_SCALE_FIELDS = ('scale_mode', 'scale_a', 'scale_b', 'uncalibrated_median_depth',
+                 'camera_height', 'camera_pitch_deg', 'camera_roll_deg', 'floor_rows',
+                 'time_constant', 'min_inlier_ratio', 'max_residual', 'max_depth')
+
+
+def _scale_fields(settings):
+    return tuple(getattr(settings, name) for name in _SCALE_FIELDS)
 
 
 def check_settings(settings):
@@ -133,11 +156,15 @@ class DepthPipeline:
         check_settings(settings)
         camera = None
         if intrinsics is not None:
-            camera = _CameraModel(settings, intrinsics)
+            camera = _CameraModel(settings, intrinsics, strict=True)
+        previous = self._settings
         self._settings = settings
         self._camera = camera
-        self._smoother = ScaleSmoother(settings.time_constant, settings.min_inlier_ratio,
-                                       settings.max_residual)
+        # The scale filter restarts only when what it filters changes, not for, say, a new
+        # colour map range.
+        if previous is None or _scale_fields(previous) != _scale_fields(settings):
+            self._smoother = ScaleSmoother(settings.time_constant, settings.min_inlier_ratio,
+                                           settings.max_residual)
         self._fallback_scale = UncalibratedScale(settings.uncalibrated_median_depth)
         max_depth = settings.colormap_max_depth
         self._colorizer = DepthColorizer((settings.min_depth, max_depth) if max_depth > 0
@@ -196,7 +223,8 @@ class DepthPipeline:
                                         max_depth=settings.max_depth)
         timings['scale'] = time.perf_counter() - tick
 
-        frame = DepthFrame(relative, depth, state, calibrated, timings=timings)
+        frame = DepthFrame(relative, depth, state, calibrated, camera.scale_problem,
+                           timings=timings)
         if 'colormap' in products:
             tick = time.perf_counter()
             frame.colormap = self._colorizer.colorize(

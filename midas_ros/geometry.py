@@ -57,6 +57,17 @@ class Intrinsics:
                           self.fx * sx, self.fy * sy,
                           (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5)
 
+    def resized_to(self, width, height, aspect_tolerance=0.01):
+        """These intrinsics for the same view resized to ``width`` x ``height`` (e.g. a
+        downscaled stream, or a network output). ValueError when the aspect ratio differs by
+        more than ``aspect_tolerance`` (sizes rounded to whole pixels differ a little): that is
+        another view, not a resize."""
+        sx, sy = width / self.width, height / self.height
+        if abs(sx / sy - 1.0) > aspect_tolerance:
+            raise ValueError(f'{width}x{height} is not a resize of {self.width}x{self.height} '
+                             '(different aspect ratio)')
+        return self.scaled(sx, sy)
+
     def hfov_deg(self):
         return math.degrees(2.0 * math.atan2(self.width / 2.0, self.fx))
 

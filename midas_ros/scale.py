@@ -415,6 +415,8 @@ class ScaleSmoother:
 
     def update(self, fit, stamp_s):
         """Fold in this frame's fit (stamp in seconds) and return the scale to use."""
+        if self._stamp is not None and stamp_s < self._stamp:
+            self.reset()    # time went backwards (a bag looping): the old scale's age is unknown
         reason = self._rejection(fit)
         if not reason:
             dt = None if self._stamp is None else stamp_s - self._stamp

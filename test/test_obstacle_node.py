@@ -224,13 +224,15 @@ def test_people_in_32fc1_and_16uc1_depth(graph):
         labels = [m for m in markers.markers if m.type == Marker.TEXT_VIEW_FACING]
         assert len(cubes) == len(labels) == len(PEOPLE)
         assert all(m.action == Marker.ADD and m.header.frame_id == FRAME for m in cubes)
+        # A valid (unit) orientation: RViz rejects the all-zero default quaternion.
+        assert all(m.pose.orientation.w == 1.0 for m in cubes + labels)
         for label, panel in zip(labels, PEOPLE):
             name, distance, unit = label.text.split()
             assert name == 'person' and unit == 'm'
             assert float(distance) == pytest.approx(panel[1], rel=0.02)
         closest = min(panel[1] for panel in PEOPLE)
         assert nearest.range == pytest.approx(closest, rel=0.02)
-        assert nearest.header.frame_id == FRAME
+        assert nearest.header.frame_id == 'camera_depth_frame'   # x forward, not optical
         assert nearest.min_range <= nearest.range <= nearest.max_range
     for a, b in zip(outputs['32FC1'].detections, outputs['16UC1'].detections):
         assert a.bbox.center.position.z == pytest.approx(b.bbox.center.position.z, abs=2e-3)

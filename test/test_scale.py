@@ -267,3 +267,13 @@ def test_calibrate_scale_reports_bad_rows(tmp_path, capsys):
         calibrate_scale.main([str(tmp_path / 'bad.yaml')])
     assert exit_info.value.code == 1
     assert 'sample 2' in capsys.readouterr().err
+
+
+def test_smoother_restarts_when_time_goes_backwards():
+    """A bag looping back: the last good scale's age is unknown, so it is not kept."""
+    from midas_ros.scale import ScaleFit, ScaleSmoother, failed_fit
+    smoother = ScaleSmoother(time_constant_s=1.0)
+    good = ScaleFit(2.0, 0.1, True, inlier_ratio=1.0, residual=0.0)
+    assert smoother.update(good, 100.0).calibrated
+    state = smoother.update(failed_fit('no anchors'), 10.0)   # back in time, and a bad fit
+    assert not state.calibrated and math.isnan(state.a)

@@ -92,7 +92,11 @@ class CameraSourceNode(Node):
         self.finished, self.exit_code, self.published = False, 0, 0
         self.source = open_source(params['source'], params['width'], params['height'],
                                   params['hfov_deg'], params['seed'])
-        self.calibration = self._calibration()
+        try:
+            self.calibration = self._calibration()
+        except Exception:
+            self.source.close()     # main() never gets the node to close it
+            raise
         qos = qos_profile(params['qos'])
         self._image_pub = self.create_publisher(Image, 'image', qos)
         self._info_pub = self.create_publisher(CameraInfo, 'camera_info', qos)

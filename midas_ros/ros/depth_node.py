@@ -10,7 +10,8 @@ Published, every one with the input image's header (stamp, frame_id unless ``fra
   depth/scan (LaserScan, when ``scan.enabled``), /diagnostics.
 
 The node is only translation: messages -> numpy -> ``DepthPipeline`` -> messages. Frames are
-handed from the subscription to one worker thread through a one-slot mailbox, so the node always
+processed in the process's main thread while ROS callbacks run in a background executor thread
+(see ``main``); the subscription hands frames over through a one-slot mailbox, so the node always
 works on the newest frame and a slow model drops frames instead of building a backlog. Only the
 outputs that have subscribers are computed and built; with none, frames are not even inferred.
 """
@@ -118,7 +119,8 @@ class DepthNode(Node):
         self.anchor_transform = anchor_transform(values)
         estimator = self._create_estimator(values)
         self.pipeline = DepthPipeline(estimator, settings_from_parameters(values))
-        # The worker thread runs the pipeline while parameter changes reconfigure it.
+        # The processing (main) thread runs the pipeline while parameter changes, in the
+        # callback thread, reconfigure it.
         self._pipeline_lock = threading.Lock()
         if values['scale.mode'] == 'uncalibrated':
             self.get_logger().warning(
@@ -157,6 +159,7 @@ class DepthNode(Node):
         self.stats = {'processed': 0, 'idle': 0, 'errors': 0, 'latency_s': 0.0, 'fps': 0.0}
         self.stage_times = {}
         self.last_frame = None
+        self.last_scale = None   # (ScaleState, whether the depth was metric) of the last frame
         self._rate_window = []
         self.create_timer(values['diagnostics.period'], self._publish_diagnostics)
         image_topic = 'image' if values['image.transport'] == 'raw' else 'image/compressed'
@@ -225,16 +228,18 @@ class DepthNode(Node):
             else:
                 if (intrinsics.width, intrinsics.height) == (width, height):
                     return intrinsics
-                if intrinsics.width * height == intrinsics.height * width:
-                    # Same camera, resized image (e.g. a downscaled stream): scale K with it.
+                try:
+                    # The same camera, resized image (e.g. a downscaled stream): scale K.
+                    resized = intrinsics.resized_to(width, height)
+                except ValueError as error:
+                    self.throttled.warning(
+                        f'camera_info does not fit the image ({error}): using '
+                        f"camera.hfov_deg={self.values['camera.hfov_deg']}")
+                else:
                     self.throttled.warning(
                         f'camera_info is {intrinsics.width}x{intrinsics.height}, image is '
                         f'{width}x{height}: scaling the intrinsics')
-                    return intrinsics.scaled(width / intrinsics.width)
-                self.throttled.warning(
-                    f'camera_info is {intrinsics.width}x{intrinsics.height} but the image is '
-                    f'{width}x{height} (different aspect): using '
-                    f"camera.hfov_deg={self.values['camera.hfov_deg']}")
+                    return resized
         else:
             self.get_logger().info(
                 'no camera_info received yet: assuming a '
@@ -260,6 +265,13 @@ class DepthNode(Node):
         msg, received = self.anchors
         if time.monotonic() - received > self.values['scale.anchor_timeout']:
             return None
+        try:
+            return self._anchors_from(msg, intrinsics)
+        except ConversionError as error:   # a bad anchor message must not cost the frame
+            self.throttled.warning(f'anchors ignored: {error}')
+            return None
+
+    def _anchors_from(self, msg, intrinsics):
         if isinstance(msg, Image):  # a sparse depth image registered to the camera
             depth = depth_to_metres(msg)
             v, u = np.nonzero(np.isfinite(depth) & (depth > 0))
@@ -318,7 +330,9 @@ class DepthNode(Node):
             frame = self.pipeline.process(pixels, order, intrinsics,
                                           stamp.sec + stamp.nanosec * 1e-9, anchors,
                                           products_for(wanted))
-            self.last_scale = frame.scale
+            self.last_scale = frame.scale, frame.calibrated
+            if frame.scale_problem:
+                self.throttled.warning(f'{frame.scale_problem}; publishing uncalibrated depth')
             # Built inside the lock: the frame's arrays are buffers the next frame reuses.
             tick = time.perf_counter()
             messages = self.messages.build(frame, intrinsics, header,
@@ -357,10 +371,11 @@ class DepthNode(Node):
     def _publish_diagnostics(self):
         status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: depth',
                                   hardware_id=self.values['model.name'])
-        scale = getattr(self, 'last_scale', None)
+        scale, metric = self.last_scale or (None, False)
         values = {
             'backend': self.pipeline.estimator.backend,
             'scale mode': self.values['scale.mode'],
+            'depth metric': str(metric),
             'frames received': self.frames.received,
             'frames processed': self.stats['processed'],
             'frames dropped': self.frames.dropped,
@@ -371,7 +386,7 @@ class DepthNode(Node):
         }
         if self.stats['processed'] == 0:
             status.level, status.message = DiagnosticStatus.WARN, 'no image processed yet'
-        elif scale is None or not (scale.calibrated or self.values['scale.mode'] == 'fixed'):
+        elif not metric:
             status.level = DiagnosticStatus.WARN
             status.message = 'depth is uncalibrated (relative)'
         else:
@@ -380,13 +395,14 @@ class DepthNode(Node):
             fit = scale.fit
             values.update({
                 'scale a': f'{scale.a:.6g}', 'scale b': f'{scale.b:.6g}',
-                'scale calibrated': str(scale.calibrated), 'scale stale': str(scale.stale),
+                'scale stale': str(scale.stale),
                 'fit accepted': str(scale.accepted), 'fit rejection': scale.reason,
                 'fit inliers': str(fit.inliers), 'fit samples': str(fit.samples),
                 'fit inlier ratio': f'{fit.inlier_ratio:.3f}',
                 'fit residual': f'{fit.residual:.4f}'})
+        # A snapshot: the processing thread adds stages while this runs in the callback one.
         values.update({f'time {stage} (ms)': f'{seconds * 1e3:.2f}'
-                       for stage, seconds in self.stage_times.items()})
+                       for stage, seconds in list(self.stage_times.items())})
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
@@ -406,7 +422,16 @@ def main(args=None):
         return 1
     executor = SingleThreadedExecutor(context=node.context)
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, name='ros_callbacks', daemon=True)
+
+    def spin():
+        try:
+            executor.spin()
+        except ExternalShutdownException:
+            pass
+        except Exception as error:  # a dead callback thread must not leave a silent node
+            node.get_logger().fatal(f'ROS callbacks stopped: {type(error).__name__}: {error}')
+            rclpy.try_shutdown(context=node.context)
+    spinner = threading.Thread(target=spin, name='ros_callbacks', daemon=True)
     spinner.start()
     try:
         node.run()

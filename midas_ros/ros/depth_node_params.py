@@ -1,10 +1,10 @@
 """depth_node's parameters: one table, the single source of the defaults ``config/depth_node.yaml``
 documents (test_parameters.py keeps them in step)."""
 from midas_ros.models.registry import list_models
+from midas_ros.scale import MODES as SCALE_MODES
 from midas_ros.ros.parameters import Param
 from midas_ros.ros.qos import QOS_NAMES, SUBSCRIPTION_QOS_NAMES
 
-SCALE_MODES = ('uncalibrated', 'fixed', 'ground_plane', 'sparse')
 ANCHOR_TYPES = ('scan', 'range', 'points', 'depth')
 
 DEPTH_NODE_PARAMS = (

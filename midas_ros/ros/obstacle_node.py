@@ -71,10 +71,11 @@ OBSTACLE_NODE_PARAMS = (
           read_only=True),
     Param('output_qos', 'reliable', 'QoS of the published topics (reliable: RViz and every '
           'subscriber match)', choices=QOS_NAMES, read_only=True),
+    Param('range_frame_id', 'camera_depth_frame', 'frame of obstacles/nearest: at the camera, '
+          'x forward (Range consumers measure along +x; the optical frame\'s +x points right)'),
 )
 
 _WARN_PERIOD_S = 5.0        # rate limit of warnings about the input
-_ASPECT_TOLERANCE = 0.01    # camera_info and depth image sizes differing by one scale factor
 _MIN_MARKER_SIZE = 0.02     # m: flat objects still get a visible box
 _LABEL_HEIGHT = 0.25        # m: text size of the marker labels
 _BOX_ALPHA = 0.45
@@ -303,16 +304,17 @@ class ObstacleNode(Node):
         if (intrinsics.width, intrinsics.height) != (width, height):
             # Detections and camera_info describe the camera image; the depth image is the
             # same view resized (e.g. a network's output size): scale both to it.
-            sx, sy = width / intrinsics.width, height / intrinsics.height
-            if abs(sx / sy - 1.0) > _ASPECT_TOLERANCE:
-                self._warn('aspect', f'skipping detections: depth image is {width}x{height} but '
-                           f'depth/camera_info describes {intrinsics.width}x'
-                           f'{intrinsics.height} (a different aspect ratio)')
+            try:
+                resized = intrinsics.resized_to(width, height)
+            except ValueError as error:
+                self._warn('aspect', f'skipping detections: depth image vs depth/camera_info: '
+                           f'{error}')
                 return
+            sx, sy = width / intrinsics.width, height / intrinsics.height
             self._warn('resized', f'depth image is {width}x{height}, depth/camera_info '
                        f'{intrinsics.width}x{intrinsics.height}: scaling intrinsics and '
                        f'boxes by {sx:.4g}')
-            intrinsics = intrinsics.scaled(sx, sy)
+            intrinsics = resized
             boxes = [box.scaled(sx, sy) for box in boxes]
         obstacles = fuse(depth, intrinsics, boxes, self._config)
         for obstacle in obstacles:
@@ -375,6 +377,7 @@ class ObstacleNode(Node):
             box = Marker(header=header, ns='obstacles', id=index, type=Marker.CUBE,
                          action=Marker.ADD)
             box.pose.position.x, box.pose.position.y, box.pose.position.z = x, y, z
+            box.pose.orientation.w = 1.0
             box.scale.x, box.scale.y, box.scale.z = (max(size, _MIN_MARKER_SIZE)
                                                      for size in obstacle.extent)
             box.color.r, box.color.g, box.color.b, box.color.a = red, green, blue, _BOX_ALPHA
@@ -385,6 +388,7 @@ class ObstacleNode(Node):
             label.pose.position.x = x
             label.pose.position.y = y - obstacle.extent[1] / 2 - _LABEL_HEIGHT
             label.pose.position.z = z
+            label.pose.orientation.w = 1.0
             label.scale.z = _LABEL_HEIGHT
             label.color.r = label.color.g = label.color.b = label.color.a = 1.0
             markers.markers += [box, label]
@@ -398,9 +402,12 @@ class ObstacleNode(Node):
     def _nearest_range(self, header, obstacles, intrinsics):
         """sensor_msgs/Range: the standard 'distance to the nearest thing in a cone' message
         (Nav2's collision monitor and range layer, safety monitors); +inf when no obstacle
-        has a distance (REP 117). Its axis is the optical axis: the distance is depth."""
+        has a distance (REP 117). Range consumers put the cone along +x of the header frame,
+        which in the optical frame points right, so it is stamped in ``range_frame_id`` (x
+        forward at the camera, like depth_node's scan); the distance is the depth."""
         closest = nearest(obstacles)
         fov = math.radians(intrinsics.hfov_deg()) if intrinsics else 0.0
+        header = Header(stamp=header.stamp, frame_id=self._params['range_frame_id'])
         return Range(header=header, radiation_type=Range.INFRARED, field_of_view=fov,
                      min_range=self._config.min_range, max_range=self._config.max_range,
                      range=closest.distance if closest else math.inf)
