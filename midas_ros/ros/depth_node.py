@@ -226,6 +226,11 @@ class DepthNode(Node):
                 self.throttled.warning(f'camera_info unusable ({error}); using camera.hfov_deg='
                                        f"{self.values['camera.hfov_deg']}")
             else:
+                if any(info.d):
+                    self.get_logger().warning(
+                        'camera_info has lens distortion: depth_node treats images as '
+                        'rectified (pinhole K); subscribe it to a rectified stream '
+                        '(image_rect) for exact geometry', once=True)
                 if (intrinsics.width, intrinsics.height) == (width, height):
                     return intrinsics
                 try:

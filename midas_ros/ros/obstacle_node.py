@@ -3,11 +3,13 @@
 Subscribes (relative names, so ``-r __ns:=/robot`` moves them all):
   ``depth/image``        sensor_msgs/Image, 32FC1 metres or 16UC1 millimetres (REP 118)
   ``depth/camera_info``  sensor_msgs/CameraInfo of that depth image
-  ``detections``         vision_msgs/Detection2DArray, boxes in the depth image's pixels
+  ``detections``         vision_msgs/Detection2DArray, boxes in the pixels of the image
+                         depth/camera_info describes (scaled if the depth image is resized)
 Publishes, stamped with the detection message's stamp, in the depth image's frame:
   ``obstacles``          vision_msgs/Detection3DArray, one per kept detection
   ``obstacles/markers``  visualization_msgs/MarkerArray, a box and a 'class 2.34 m' label each
-  ``obstacles/nearest``  sensor_msgs/Range, the nearest obstacle's distance
+  ``obstacles/nearest``  sensor_msgs/Range, the nearest obstacle's distance, in
+                         ``range_frame_id`` (x forward: how Range consumers read it)
 
 Detections are computed on an image some time after it was taken and arrive later still, so
 each detection message is paired with the buffered depth frame nearest to it in stamp; one
