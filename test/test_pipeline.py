@@ -88,7 +88,11 @@ def test_demo_writes_every_artefact(tmp_path):
     assert summary['scale_fit']['mode'] == 'ground_plane'
     assert summary['scale_fit']['samples'] >= 1
     assert summary['depth_error']['frames'] >= 1
-    assert set(summary['obstacle_distance_error']) == {'median_abs_rel', 'matched'}
+    # With random weights most depth is 'no reading', so in 8 frames it can happen that no
+    # obstacle has both a measured and a true distance: 'matched' is 0 then.
+    obstacle_error = summary['obstacle_distance_error']
+    assert set(obstacle_error) == {'median_abs_rel', 'matched'}
+    assert (obstacle_error['median_abs_rel'] is None) == (obstacle_error['matched'] == 0)
 
     montage = cv2.imread(str(output / 'montage.png'))
     assert montage is not None and montage.shape[1] == 3 * 640

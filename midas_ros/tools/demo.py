@@ -251,9 +251,10 @@ class _RunReader:
                 'samples': len(diagnostics)},
             'depth_error': {'median_abs_rel': report.median_or_none(self.depth_errors),
                             'frames': len(self.depth_errors)} if self.depth_errors else None,
+            # 'matched' 0 (and no error) when no obstacle had a measured and a true distance.
             'obstacle_distance_error': {
                 'median_abs_rel': report.median_or_none(self.distance_errors),
-                'matched': len(self.distance_errors)} if self.boxes else None,
+                'matched': len(self.distance_errors)},
         }
 
 
