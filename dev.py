@@ -11,6 +11,8 @@ and the interface packages no registry carries (vision_msgs), built offline. Wor
 stamps show it is already done, so a second run starts in about a second.
 """
 import hashlib
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,14 +35,41 @@ def _requirements_digest():
     return digest.hexdigest()
 
 
+def _apt_install(*packages):
+    """Install Debian packages when we may (root with apt-get); False when we cannot."""
+    if not shutil.which('apt-get') or os.geteuid() != 0:
+        return False
+    _run(['apt-get', 'update', '-qq'])
+    _run(['apt-get', 'install', '-y', '-qq', '--no-install-recommends', *packages],
+         env=dict(os.environ, DEBIAN_FRONTEND='noninteractive'))
+    return True
+
+
+def _build_interfaces():
+    """Build the interface packages into the venv (skipped when up to date). Their generated
+    type support is C and C++: without a compiler, install one when we may and try again."""
+    command = [str(VENV_PYTHON), str(REPO / 'interfaces' / 'build_interfaces.py'),
+               '--prefix', str(VENV)]
+    if subprocess.call(command) == 0:
+        return
+    have_compilers = shutil.which('cc') and shutil.which('c++')
+    if have_compilers or not _apt_install('gcc', 'g++', 'libc6-dev'):
+        sys.exit('dev.py: building the interface packages failed (see above)')
+    _run(command)
+
+
 def setup():
     """Create or update .venv/ so that it holds exactly what requirements.txt pins."""
     if not VENV_PYTHON.exists():
         try:
             _run([sys.executable, '-m', 'venv', VENV])
         except subprocess.CalledProcessError:
-            sys.exit('dev.py: could not create .venv (on Debian/Ubuntu: apt-get install '
-                     'python3-venv)')
+            version = f'{sys.version_info.major}.{sys.version_info.minor}'
+            if not _apt_install(f'python{version}-venv'):
+                sys.exit('dev.py: could not create .venv (on Debian/Ubuntu: apt-get install '
+                         'python3-venv)')
+            shutil.rmtree(VENV, ignore_errors=True)
+            _run([sys.executable, '-m', 'venv', VENV])
     digest = _requirements_digest()
     if not STAMP.exists() or STAMP.read_text().strip() != digest:
         _run([VENV_PYTHON, '-m', 'pip', 'install', '--quiet', '--upgrade', 'pip'])
@@ -54,7 +83,7 @@ def setup():
     pth = Path(site_packages) / 'midas_ros_source.pth'
     if not pth.exists() or pth.read_text().strip() != str(REPO):
         pth.write_text(str(REPO) + '\n')
-    _run([VENV_PYTHON, REPO / 'interfaces' / 'build_interfaces.py', '--prefix', VENV])
+    _build_interfaces()
 
 
 def _isolated_environment():
