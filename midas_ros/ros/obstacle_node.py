@@ -40,6 +40,7 @@ from midas_ros.ros.node_main import run_node
 from midas_ros.ros.parameters import Param, declare_parameters, on_set_parameters
 from midas_ros.ros.qos import (AUTO_QOS, QOS_NAMES, SUBSCRIPTION_QOS_NAMES, qos_profile,
                                subscribe)
+from midas_ros.ros.throttled_log import ThrottledLog
 
 _FUSION_DEFAULTS = FusionConfig()
 OBSTACLE_NODE_PARAMS = (
@@ -127,7 +128,7 @@ class ObstacleNode(Node):
         self.add_on_set_parameters_callback(
             on_set_parameters(OBSTACLE_NODE_PARAMS, lambda: self._params, self._apply))
 
-        self._last_warning = {}     # kind -> time.monotonic() of its last warning
+        self.throttled = ThrottledLog(self.get_logger(), _WARN_PERIOD_S)
         self._intrinsics = None     # of the latest valid depth/camera_info
         self._metres = None         # reused float32 buffer for 16UC1 frames
         self._marker_count = 0      # markers of each namespace currently shown in RViz
@@ -184,21 +185,13 @@ class ObstacleNode(Node):
 
     # -- inputs ------------------------------------------------------------------------------
 
-    def _warn(self, kind, text):
-        """A warning at most every _WARN_PERIOD_S per ``kind`` (rclpy's own throttle is per
-        call site, which would let one kind of problem hide the others)."""
-        now = time.monotonic()
-        if now - self._last_warning.get(kind, -math.inf) >= _WARN_PERIOD_S:
-            self._last_warning[kind] = now
-            self.get_logger().warning(text)
-
     def _on_camera_info(self, msg):
         # The latest calibration applies to every buffered frame: it changes rarely, and
         # pairing it by stamp too would only delay the first measurement.
         try:
             self._intrinsics = camera_info_to_intrinsics(msg)
         except ConversionError as error:
-            self._warn('camera_info', f'ignoring depth/camera_info: {error}')
+            self.throttled.warning(f'ignoring depth/camera_info: {error}')
             return
         self._process_pending()
 
@@ -210,21 +203,24 @@ class ObstacleNode(Node):
                                       f"or 16UC1 millimetres)")
             image_to_array(msg)     # checks size, step and data length; a view, no copy
         except ConversionError as error:
-            self._warn('depth', f'ignoring depth/image: {error}')
+            self.throttled.warning(f'ignoring depth/image: {error}')
             return
         self._depth_frames.append((stamp_ns(msg.header.stamp), msg))
         self._process_pending()
 
     def _on_detections(self, msg):
-        kept = self._filter(msg)
-        if not kept:
-            # Nothing to measure: say so at once, clearing the markers, without depth.
-            frame_id = (self._depth_frames[-1][1].header.frame_id if self._depth_frames
-                        else msg.header.frame_id)
-            self._publish(self._header(msg, frame_id), [], [], None)
-            return
-        self._pending.append((msg, kept, time.monotonic()))
+        if len(self._pending) == self._pending.maxlen:
+            dropped = self._pending[0][0].header.stamp
+            self.throttled.warning(f'dropping detections stamped {stamp_ns(dropped) * 1e-9:.3f}'
+                                   ': too many wait for depth (buffer_length)')
+        self._pending.append((msg, self._filter(msg), time.monotonic()))
         self._process_pending()
+
+    def _publish_empty(self, msg):
+        """Nothing to measure: say so without depth, clearing the markers."""
+        frame_id = (self._depth_frames[-1][1].header.frame_id if self._depth_frames
+                    else msg.header.frame_id)
+        self._publish(self._header(msg, frame_id), [], [], None)
 
     def _filter(self, msg):
         """[(Detection2D, Box)] of the detections that pass the class and score filters."""
@@ -247,6 +243,10 @@ class ObstacleNode(Node):
         ones no frame can match any more."""
         while self._pending:
             msg, kept, received = self._pending[0]
+            if not kept:    # published in turn, so outputs never go back in time
+                self._pending.popleft()
+                self._publish_empty(msg)
+                continue
             frame = self._pair(msg, time.monotonic() - received)
             if frame is None:
                 return          # the oldest waits, so do the younger ones (stamp order)
@@ -263,10 +263,10 @@ class ObstacleNode(Node):
         it waits up to ``sync_tolerance`` seconds for that frame rather than taking the
         previous one."""
         if not self._depth_frames:
-            self._warn('no_depth', 'detections waiting: no depth/image received yet')
+            self.throttled.warning('detections waiting: no depth/image received yet')
             return None
         if self._intrinsics is None:
-            self._warn('no_camera_info', 'detections waiting: no depth/camera_info received yet')
+            self.throttled.warning('detections waiting: no depth/camera_info received yet')
             return None
         wanted = stamp_ns(msg.header.stamp)
         newest, newest_frame = self._depth_frames[-1]
@@ -284,12 +284,13 @@ class ObstacleNode(Node):
         if newest < wanted - tolerance:
             # Depth lags behind: the matching frame may still come. Nothing is published
             # from the old frames meanwhile (they would be stale).
-            self._warn('depth_late', f'detections waiting: the newest depth frame is '
-                       f'{(wanted - newest) * 1e-9:.3f} s older than them')
+            self.throttled.warning(f'detections waiting: the newest depth frame is '
+                                   f'{(wanted - newest) * 1e-9:.3f} s older than them')
             return None
-        self._warn('unpaired', f'dropping detections stamped {wanted * 1e-9:.3f}: the nearest '
-                   f'depth frame is {(stamp - wanted) * 1e-9:+.3f} s away (sync_tolerance '
-                   f"{self._params['sync_tolerance']} s)")
+        self.throttled.warning(
+            f'dropping detections stamped {wanted * 1e-9:.3f}: the nearest depth frame is '
+            f"{(stamp - wanted) * 1e-9:+.3f} s away (sync_tolerance "
+            f"{self._params['sync_tolerance']} s)")
         return False
 
     # -- measuring and publishing ------------------------------------------------------------
@@ -298,7 +299,7 @@ class ObstacleNode(Node):
         try:
             depth = self._depth_in_metres(frame)
         except ConversionError as error:
-            self._warn('depth', f'ignoring depth/image: {error}')
+            self.throttled.warning(f'ignoring depth/image: {error}')
             return
         intrinsics = self._intrinsics
         boxes = [box for _, box in kept]
@@ -309,13 +310,13 @@ class ObstacleNode(Node):
             try:
                 resized = intrinsics.resized_to(width, height)
             except ValueError as error:
-                self._warn('aspect', f'skipping detections: depth image vs depth/camera_info: '
-                           f'{error}')
+                self.throttled.warning(
+                    f'skipping detections: depth image vs depth/camera_info: {error}')
                 return
             sx, sy = width / intrinsics.width, height / intrinsics.height
-            self._warn('resized', f'depth image is {width}x{height}, depth/camera_info '
-                       f'{intrinsics.width}x{intrinsics.height}: scaling intrinsics and '
-                       f'boxes by {sx:.4g}')
+            self.throttled.warning(
+                f'depth image is {width}x{height}, depth/camera_info {intrinsics.width}x'
+                f'{intrinsics.height}: scaling intrinsics and boxes by {sx:.4g}')
             intrinsics = resized
             boxes = [box.scaled(sx, sy) for box in boxes]
         obstacles = fuse(depth, intrinsics, boxes, self._config)
