@@ -264,16 +264,23 @@ def test_fixed_scale_set_at_run_time_gives_exactly_that_depth(depth_node):
     assert np.all(np.isnan(depth[~in_range]))
 
 
+def _latest_depth_status(diagnostics, namespace):
+    """{key: value} of the newest depth_node status in ``diagnostics`` (messages), or {}."""
+    name = f'{namespace}/depth_node: depth'
+    for msg in reversed(diagnostics):
+        for status in msg.status:
+            if status.name == name:
+                return {kv.key: kv.value for kv in status.values}
+    return {}
+
+
 def test_diagnostics_report_scale_and_frame_statistics(depth_node):
     from diagnostic_msgs.msg import DiagnosticArray
     namespace, process, probe, _, _ = depth_node
     received = probe.collect(DiagnosticArray, '/diagnostics')
-    name = f'{namespace}/depth_node: depth'
-
-    def ours():
-        return [s for m in received for s in m.status if s.name == name]
-    assert probe.spin_until(lambda: ours(), 10), [s.name for m in received for s in m.status]
-    values = {kv.key: kv.value for kv in ours()[-1].values}
+    assert probe.spin_until(lambda: _latest_depth_status(received, namespace), 10), \
+        [s.name for m in received for s in m.status]
+    values = _latest_depth_status(received, namespace)
     for key in ('scale mode', 'frames processed', 'frames dropped', 'frame rate (Hz)',
                 'fit inlier ratio', 'fit residual', 'scale a', 'scale b'):
         assert key in values, key
@@ -292,16 +299,11 @@ def test_without_subscribers_the_network_does_not_run(tmp_path):
         image_pub = probe.node.create_publisher(Image, f'{namespace}/image',
                                                 qos_profile('sensor_data'))
         image = array_to_image(textured_image(64, 48), 'rgb8')
-        name = f'{namespace}/depth_node: depth'
 
         def counts():
-            for msg in reversed(diagnostics):
-                for status in msg.status:
-                    if status.name == name:
-                        values = {kv.key: kv.value for kv in status.values}
-                        return (int(values['frames skipped (no subscribers)']),
-                                int(values['frames processed']))
-            return 0, 0
+            values = _latest_depth_status(diagnostics, namespace)
+            return (int(values.get('frames skipped (no subscribers)', 0)),
+                    int(values.get('frames processed', 0)))
         assert _send_until(probe, [image_pub], [image], lambda: counts()[0] >= 3, 60), \
             process.output()[-2000:]
         assert counts()[1] == 0
@@ -331,15 +333,10 @@ def test_sparse_mode_projects_laser_anchors_into_the_image(depth_node):
     behind = LaserScan(angle_min=math.pi - 0.1, angle_max=math.pi + 0.1, angle_increment=0.01,
                        range_min=0.1, range_max=30.0, ranges=[3.0] * 21)
     received = probe.collect(DiagnosticArray, '/diagnostics')
-    name = f'{namespace}/depth_node: depth'
 
     def samples():
-        for msg in reversed(received):
-            for status in msg.status:
-                if status.name == name:
-                    values = {kv.key: kv.value for kv in status.values}
-                    return values['scale mode'], int(values['fit samples'])
-        return None, 0
+        values = _latest_depth_status(received, namespace)
+        return values.get('scale mode'), int(values.get('fit samples', 0))
     image = array_to_image(textured_image(), 'rgb8')
     info = intrinsics_to_camera_info(INTRINSICS)
     try:
