@@ -3,9 +3,15 @@
 Runs the exact command external checks use (random weights on CPU) under a fresh namespace.
 """
 import math
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParametersAtomically
@@ -52,14 +58,12 @@ def depth_node(tmp_path_factory):
 
 
 def _stamp(seconds):
-    from builtin_interfaces.msg import Time
     return Time(sec=int(seconds), nanosec=int(round((seconds % 1) * 1e9)))
 
 
 def _send_until(probe, publishers, messages, condition, timeout):
     """Publish ``messages`` every ~0.2 s (DDS discovery takes a moment) until ``condition``."""
     state = {'next': 0.0}
-    import time
 
     def step():
         now = time.monotonic()
@@ -211,9 +215,6 @@ def test_bad_input_is_reported_and_the_node_keeps_running(depth_node):
 
 
 def _start_and_wait(ros_args, tmp_path, env=None, timeout=60):
-    import os
-    import subprocess
-    import sys
     command = [sys.executable, '-m', 'midas_ros', 'depth_node', '--ros-args',
                '-r', f"__ns:={unique_namespace('fail')}", *ros_args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
@@ -275,7 +276,6 @@ def _latest_depth_status(diagnostics, namespace):
 
 
 def test_diagnostics_report_scale_and_frame_statistics(depth_node):
-    from diagnostic_msgs.msg import DiagnosticArray
     namespace, process, probe, _, _ = depth_node
     received = probe.collect(DiagnosticArray, '/diagnostics')
     assert probe.spin_until(lambda: _latest_depth_status(received, namespace), 10), \
@@ -288,7 +288,6 @@ def test_diagnostics_report_scale_and_frame_statistics(depth_node):
 
 
 def test_without_subscribers_the_network_does_not_run(tmp_path):
-    from diagnostic_msgs.msg import DiagnosticArray
     namespace = unique_namespace('lazy')
     process = NodeProcess('depth_node', ['-r', f'__ns:={namespace}', '-p',
                                          'model.pretrained:=false', '-p', 'device:=cpu',
@@ -318,7 +317,6 @@ def test_without_subscribers_the_network_does_not_run(tmp_path):
 def test_sparse_mode_projects_laser_anchors_into_the_image(depth_node):
     """A forward-looking 2D lidar at the camera (scale.anchor_extrinsic all zeros): its rays
     within the field of view land on the principal row and are all used by the fit."""
-    from diagnostic_msgs.msg import DiagnosticArray
     namespace, process, probe, image_pub, info_pub = depth_node
     result = _set_parameters(probe, namespace, {'scale.mode': 'sparse'})
     assert result.successful, result.reason

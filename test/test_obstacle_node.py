@@ -153,6 +153,11 @@ class Graph:
         self.parameters = node.create_client(SetParameters,
                                              self._topic('obstacle_node/set_parameters'))
 
+    def publish_depth(self, depth_msg):
+        """A depth frame and its camera_info, as a depth camera sends them."""
+        self.info_pub.publish(intrinsics_to_camera_info(INTRINSICS, depth_msg.header))
+        self.depth_pub.publish(depth_msg)
+
     def _topic(self, name):
         return f'{self.namespace}/{name}'
 
@@ -302,8 +307,7 @@ def test_detections_arriving_before_their_depth_frame_wait_for_it(graph):
         graph.detections_pub.publish(detections)
         graph.probe.spin_until(lambda: False, 0.1)
     depth_msg = depth_message(render(PEOPLE), when)
-    graph.info_pub.publish(intrinsics_to_camera_info(INTRINSICS, depth_msg.header))
-    graph.depth_pub.publish(depth_msg)
+    graph.publish_depth(depth_msg)
     obstacles, _, _ = graph.wait_for(detections.header.stamp, 10.0)
     assert obstacles is not None, graph.process.output()
     assert_obstacles_match(obstacles, PEOPLE)
@@ -314,15 +318,13 @@ def test_detections_pair_with_their_own_frame_not_the_previous_one(graph):
     detections wait (briefly) for the frame of their own stamp."""
     when = 65.0
     previous = depth_message(render(PEOPLE[:1]), when - 0.1)     # another scene, 0.1 s older
-    graph.info_pub.publish(intrinsics_to_camera_info(INTRINSICS, previous.header))
-    graph.depth_pub.publish(previous)
+    graph.publish_depth(previous)
     graph.probe.spin_until(lambda: False, 0.2)
     detections = detections_message(PEOPLE, when)
     graph.detections_pub.publish(detections)
     graph.probe.spin_until(lambda: False, 0.05)
     own = depth_message(render(PEOPLE), when)
-    graph.info_pub.publish(intrinsics_to_camera_info(INTRINSICS, own.header))
-    graph.depth_pub.publish(own)
+    graph.publish_depth(own)
     obstacles, _, _ = graph.wait_for(detections.header.stamp, 10.0)
     assert obstacles is not None, graph.process.output()
     assert_obstacles_match(obstacles, PEOPLE)
