@@ -62,6 +62,9 @@ CAMERA_SOURCE_PARAMS = (
     Param('wait_for_subscribers', 0, "hold the first frame until this many subscribers of "
           "'image' are matched (for recordings that must not miss frames)", min=0, max=1000,
           read_only=True),
+    Param('wait_for_truth_subscribers', 0, 'synthetic scene: also hold it until this many '
+          "subscribers of 'ground_truth/detections' are matched (a detector stand-in that must "
+          'not miss frames)', min=0, max=1000, read_only=True),
 )
 
 
@@ -142,11 +145,21 @@ class CameraSourceNode(Node):
         info.p = list(calibration.projection_matrix())
         return info
 
-    def _publish_next(self):
-        wanted = self.params['wait_for_subscribers']
-        if wanted and self.published == 0 and self._image_pub.get_subscription_count() < wanted:
-            self.get_logger().info(f'waiting for {wanted} subscriber(s) of image',
+    def _subscribers_matched(self):
+        """Whether the subscribers the first frame waits for are matched (logged if not)."""
+        waits = [(self._image_pub, 'image', self.params['wait_for_subscribers'])]
+        if self._publish_truth:
+            waits.append((self._detections_pub, 'ground_truth/detections',
+                          self.params['wait_for_truth_subscribers']))
+        missing = [f'{wanted} of {topic}' for publisher, topic, wanted in waits
+                   if publisher.get_subscription_count() < wanted]
+        if missing:
+            self.get_logger().info(f"waiting for subscribers: {', '.join(missing)}",
                                    throttle_duration_sec=5.0)
+        return not missing
+
+    def _publish_next(self):
+        if self.published == 0 and not self._subscribers_matched():
             return
         try:
             frame = self.source.read()

@@ -106,7 +106,7 @@ def plan(source=SYNTHETIC, params_files=(), frames=0, record=None, topics=None):
     if synthetic:
         nodes.append(NodeSpec('synthetic_detector', 'synthetic_detector',
                               [config_path('synthetic_scene.yaml')] + extra,
-                              ready_when=('publishes', 'detections')))
+                              ready_when=('subscribes', 'ground_truth/detections')))
     nodes += [
         NodeSpec('depth_node', 'depth_node', [config_path('depth_node.yaml')] + extra,
                  ready_when=('publishes', 'depth/image')),
@@ -264,8 +264,12 @@ class PipelineRunner:
         status = self._wait_ready(monitor)
         if status is not None:
             return status
-        image_subscribers = len(monitor.subscribers('image'))
-        self.source_node.overrides['wait_for_subscribers'] = image_subscribers
+        # camera_source holds its first frame until it has matched, itself, every subscriber
+        # that is up now, so neither depth_node, nor the recorder, nor the synthetic detector
+        # (which reads the truth, not the image) misses the start of a short run.
+        self.source_node.overrides['wait_for_subscribers'] = len(monitor.subscribers('image'))
+        self.source_node.overrides['wait_for_truth_subscribers'] = len(
+            monitor.subscribers('ground_truth/detections'))
         self._start(self.source_node)
         source = self.source_node.name
         next_report = time.monotonic() + PROGRESS_PERIOD_S
