@@ -302,7 +302,8 @@ def test_synthetic_detector_relays_truth_with_the_image_header(tmp_path):
             f'{namespace}/detections') == 1, 20.0)
         source = NodeProcess('camera_source', [
             '-r', f'__ns:={namespace}', '-p', 'width:=160', '-p', 'height:=120', '-p',
-            'max_frames:=20', '-p', 'rate:=20.0', '-p', 'wait_for_subscribers:=1'], tmp_path)
+            'max_frames:=20', '-p', 'rate:=20.0', '-p', 'wait_for_subscribers:=1',
+            '-p', 'wait_for_truth_subscribers:=2'], tmp_path)   # the probe and the detector
         probe.spin_until(lambda: probe.node.count_subscribers(
             f'{namespace}/ground_truth/detections') >= 2 or not source.alive(), 20.0)
         # Discovery between the three processes may cost the detector the first few frames.
@@ -316,7 +317,12 @@ def test_synthetic_detector_relays_truth_with_the_image_header(tmp_path):
         probe.close()
     stamps = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in images}
     by_stamp = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in truths}
-    for array in detections:
+    # Best-effort delivery may cost the probe an image or a truth the detector did get: check
+    # every detection whose image and truth the probe saw too, and that most of them are.
+    checked = [array for array in detections
+               if (array.header.stamp.sec, array.header.stamp.nanosec) in stamps.keys() & by_stamp]
+    assert len(checked) >= 10, (len(images), len(truths), len(detections))
+    for array in checked:
         key = (array.header.stamp.sec, array.header.stamp.nanosec)
         assert array.header == stamps[key].header          # the image's stamp and frame_id
         expected = [d.id for d in by_stamp[key].detections
