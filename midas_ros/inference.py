@@ -132,14 +132,15 @@ class DepthEstimator:
     ``backend`` runs the network: 'torch' (default), 'onnxruntime', 'openvino' (CPU; with
     ``device='auto'`` it picks the CPU), 'tensorrt' (CUDA) or 'auto': the fastest runtime
     installed here that matches torch fp32 (``backends.choice``; checked on the first frame,
-    torch after a warning if not), ``backend_choice`` says which and why. The others run a graph exported for
-    the network input size of the first frame, found in or added to the artefact cache in
-    ``cache_dir`` (default ``$MIDAS_ROS_CACHE`` or ``~/.cache/midas_ros/engines``); a new image
-    size exports once more. When the backend cannot run (package missing, export failed, engine
-    for another GPU) a ``BackendError`` says what to install or rebuild -- or, with
-    ``backend_fallback``, a warning is logged and the torch path runs instead. ``backend`` is
-    the backend actually running (e.g. 'torch' after a fallback), ``requested_backend`` the one
-    asked for. ``channels_last`` and ``compile`` concern the torch path only.
+    torch after a warning if not), ``backend_choice`` says which and why. Backends other than
+    torch run a graph exported for the network input size of the first frame, found in or
+    added to the artefact cache in ``cache_dir`` (default ``$MIDAS_ROS_CACHE`` or
+    ``~/.cache/midas_ros/engines``); a new image size exports once more. When the backend
+    cannot run (package missing, export failed, engine for another GPU) a ``BackendError`` says
+    what to install or rebuild -- or, with ``backend_fallback``, a warning is logged and the
+    torch path runs instead. ``backend`` is the backend actually running (e.g. 'torch' after a
+    fallback), ``requested_backend`` the one asked for. ``channels_last`` and ``compile``
+    concern the torch path only.
 
     After each ``predict``, ``last_timings`` holds seconds per stage: ``upload`` (host image to
     the device), ``preprocess``, ``inference``, ``postprocess`` (upsampling), ``download``.

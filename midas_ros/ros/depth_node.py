@@ -11,9 +11,10 @@ Published, every one with the input image's header (stamp, frame_id unless ``fra
 
 The node is only translation: messages -> numpy -> ``DepthPipeline`` -> messages. Frames are
 processed in the process's main thread while ROS callbacks run in a background executor thread
-(see ``main``); the subscription hands frames over through a one-slot mailbox, so the node always
-works on the newest frame and a slow model drops frames instead of building a backlog. Only the
-outputs that have subscribers are computed and built; with none, frames are not even inferred.
+(see ``main``); the subscription hands frames over, still serialized, through a one-slot mailbox
+(``midas_ros.intake``), so the node always works on the newest frame, a slow model drops frames
+instead of building a backlog, and only the frame taken is deserialized. Only the outputs that
+have subscribers are computed and built; with none, frames are not even inferred.
 """
 import math
 import threading
@@ -24,11 +25,14 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, Range
 
 from midas_ros.depth_pipeline import DepthPipeline, DepthSettings
+from midas_ros.cpu_budget import prefer_passive_waiting
 from midas_ros.geometry import (BODY_FROM_OPTICAL, Intrinsics, laser_scan_points,
                                 project_points, transform_from_xyz_rpy)
+from midas_ros.intake import LatestFrame
 from midas_ros.ros.conversions import (ConversionError, camera_info_to_intrinsics, cloud_to_xyz,
                                        compressed_to_array, depth_to_metres, image_to_array)
 from midas_ros.ros.depth_messages import DEPTH_TOPICS, DepthMessageBuilder, products_for
@@ -83,31 +87,6 @@ def anchor_transform(values):
     return optical_from_body @ transform_from_xyz_rpy(*extrinsic)
 
 
-class _LatestFrame:
-    """A one-slot mailbox: ``put`` replaces what is waiting (counted as dropped)."""
-
-    def __init__(self):
-        self._condition = threading.Condition()
-        self._message = None
-        self.dropped = 0
-        self.received = 0
-
-    def put(self, message):
-        with self._condition:
-            if self._message is not None:
-                self.dropped += 1
-            self._message = message
-            self.received += 1
-            self._condition.notify()
-
-    def take(self, timeout):
-        with self._condition:
-            if self._message is None:
-                self._condition.wait(timeout)
-            message, self._message = self._message, None
-            return message
-
-
 class DepthNode(Node):
     """Thin ROS wrapper of ``DepthPipeline``; see the module docstring for topics."""
 
@@ -137,14 +116,14 @@ class DepthNode(Node):
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.messages = DepthMessageBuilder()
 
-        # Depth 1: a frame waiting in DDS behind a newer one is worth nothing.
-        self.frames = _LatestFrame()
-        if values['image.transport'] == 'compressed':
-            self._image_subscription = subscribe(self, CompressedImage, 'image/compressed',
-                                                 self.frames.put, values['image.qos'], 1)
-        else:
-            self._image_subscription = subscribe(self, Image, 'image', self.frames.put,
-                                                 values['image.qos'], 1)
+        # Depth 1: a frame waiting in DDS behind a newer one is worth nothing. Raw: a frame
+        # the node drops is never deserialized.
+        self.frames = LatestFrame()
+        self._image_type = CompressedImage if values['image.transport'] == 'compressed' \
+            else Image
+        self._image_subscription = subscribe(
+            self, self._image_type, 'image' if self._image_type is Image else 'image/compressed',
+            self.frames.put, values['image.qos'], 1, raw=True)
         self._info_subscription = subscribe(self, CameraInfo, 'camera_info',
                                             self._on_camera_info, values['image.qos'], 5)
         self.camera_info = None
@@ -167,6 +146,9 @@ class DepthNode(Node):
             f"depth_node ready: model {values['model.name']} on {estimator.device} "
             f'({estimator.backend}, {estimator.precision}), subscribed to '
             f'{self.resolve_topic_name(image_topic)}')
+        self.get_logger().info(f"backend {estimator.backend} (model.backend "
+                               f"{values['model.backend']}): {estimator.backend_choice.reason}; "
+                               f'{estimator.thread_plan.describe()}')
 
     # ---------------------------------------------------------------- set-up
     def _create_estimator(self, values):
@@ -183,6 +165,8 @@ class DepthNode(Node):
             precision=values['inference.precision'],
             channels_last=values['inference.channels_last'],
             compile=values['inference.compile'], cpu_threads=values['inference.cpu_threads'],
+            interop_threads=values['inference.interop_threads'],
+            opencv_threads=values['inference.opencv_threads'],
             backend=values['model.backend'], backend_fallback=values['model.backend_fallback'])
 
     def _apply_parameters(self, candidate):
@@ -296,11 +280,11 @@ class DepthNode(Node):
     def run(self):
         """Process frames until shutdown. Call from the process's main thread (see ``main``)."""
         while rclpy.ok(context=self.context):
-            msg = self.frames.take(timeout=0.2)
-            if msg is None:
+            payload = self.frames.take(timeout=0.2)
+            if payload is None:
                 continue
             try:
-                self._process(msg)
+                self._process(payload)
             except (ConversionError, ValueError) as error:
                 self.stats['errors'] += 1
                 self.throttled.warning(f'frame skipped: {error}')
@@ -308,8 +292,10 @@ class DepthNode(Node):
                 self.stats['errors'] += 1
                 self.throttled.error(f'frame failed: {type(error).__name__}: {error}')
 
-    def _process(self, msg):
+    def _process(self, payload):
         start = time.perf_counter()
+        msg = deserialize_message(payload, self._image_type)
+        deserialized = time.perf_counter()
         pixels, order = self._decode(msg)
         height, width = pixels.shape[:2]
         self._await_first_camera_info()
@@ -343,6 +329,7 @@ class DepthNode(Node):
             messages = self.messages.build(frame, intrinsics, header,
                                            self.values['scan.frame_id'], wanted)
             frame.timings['messages'] = time.perf_counter() - tick
+        frame.timings['deserialize'] = deserialized - start
         tick = time.perf_counter()
         for topic, message in messages.items():
             self.outputs[topic].publish(message)
@@ -379,11 +366,14 @@ class DepthNode(Node):
         scale, metric = self.last_scale or (None, False)
         values = {
             'backend': self.pipeline.estimator.backend,
+            'backend reason': self.pipeline.estimator.backend_choice.reason,
+            'threads': self.pipeline.estimator.thread_plan.describe(),
             'scale mode': self.values['scale.mode'],
             'depth metric': str(metric),
             'frames received': self.frames.received,
             'frames processed': self.stats['processed'],
             'frames dropped': self.frames.dropped,
+            'intake per received frame (ms)': f'{self.frames.put_seconds * 1e3:.3f}',
             'frames failed': self.stats['errors'],
             'frames skipped (no subscribers)': self.stats['idle'],
             'frame rate (Hz)': f"{self.stats['fps']:.2f}",
@@ -418,6 +408,7 @@ def main(args=None):
     """Frames are processed in the main thread and ROS callbacks run in a background one:
     torch's CPU thread pool is fastest driven from the thread that created it (measured on 2
     cores: 46 ms per midas_v21_small_256 forward from the main thread, 72 ms from another)."""
+    prefer_passive_waiting()   # before torch is imported: idle OpenMP threads must not spin
     rclpy.init(args=args)
     try:
         node = DepthNode()
