@@ -28,10 +28,11 @@ from rclpy.node import Node
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, Range
 
-from midas_ros.depth_pipeline import DepthPipeline, DepthSettings
+from midas_ros.depth_pipeline import DepthPipeline, DepthSettings, check_intrinsics
 from midas_ros.cpu_budget import prefer_passive_waiting
 from midas_ros.geometry import (BODY_FROM_OPTICAL, Intrinsics, laser_scan_points,
                                 project_points, transform_from_xyz_rpy)
+from midas_ros.handoff import Handoff
 from midas_ros.intake import LatestFrame
 from midas_ros.ros.conversions import (ConversionError, camera_info_to_intrinsics, cloud_to_xyz,
                                        compressed_to_array, depth_to_metres, image_to_array,
@@ -338,19 +339,28 @@ class DepthNode(Node):
 
     # ---------------------------------------------------------------- work
     def run(self):
-        """Process frames until shutdown. Call from the process's main thread (see ``main``)."""
-        while rclpy.ok(context=self.context):
-            payload = self.frames.take(timeout=0.2)
-            if payload is None:
-                continue
-            try:
-                self._process(payload)
-            except (ConversionError, ValueError) as error:
-                self.stats['errors'] += 1
-                self.throttled.warning(f'frame skipped: {error}')
-            except Exception as error:  # keep the node alive whatever one frame does
-                self.stats['errors'] += 1
-                self.throttled.error(f'frame failed: {type(error).__name__}: {error}')
+        """Process frames until shutdown. Call from the process's main thread (see ``main``):
+        the network runs here, each frame's outputs in the ``outputs`` worker, overlapping
+        the next frame's network (``midas_ros.handoff``)."""
+        self._outputs_stage = Handoff('depth_outputs')
+        try:
+            while rclpy.ok(context=self.context):
+                payload = self.frames.take(timeout=0.2)
+                if payload is not None:
+                    self._guarded(self._process, payload)
+        finally:
+            self._outputs_stage.close()
+
+    def _guarded(self, work, *args):
+        """``work(*args)``; a failure costs that frame only (counted, logged, rate-limited)."""
+        try:
+            work(*args)
+        except (ConversionError, ValueError) as error:
+            self.stats['errors'] += 1
+            self.throttled.warning(f'frame skipped: {error}')
+        except Exception as error:  # keep the node alive whatever one frame does
+            self.stats['errors'] += 1
+            self.throttled.error(f'frame failed: {type(error).__name__}: {error}')
 
     def _process(self, payload):
         start = time.perf_counter()
@@ -380,10 +390,21 @@ class DepthNode(Node):
         anchors = (self._current_anchors(intrinsics, header.frame_id) if mode == 'sparse'
                    else None)
         floor = self._floor_for(header.frame_id, stamp) if mode == 'ground_plane' else None
+        check_intrinsics(intrinsics, pixels)
+        inference = self.pipeline.infer(pixels, order)
+        inference.timings['deserialize'] = deserialized - start
+        # ``pixels`` views ``msg``'s data: the job keeps both alive until it has run.
+        self._outputs_stage.submit(self._guarded, self._finish, msg, pixels, order, intrinsics,
+                                   inference, anchors, floor, wanted, start)
+
+    def _finish(self, msg, pixels, order, intrinsics, inference, anchors, floor, wanted, start):
+        """Second stage (``outputs`` worker): metric depth, products, messages, publishing."""
+        header = msg.header
+        stamp = header.stamp
         with self._pipeline_lock:
-            frame = self.pipeline.process(pixels, order, intrinsics,
-                                          stamp.sec + stamp.nanosec * 1e-9, anchors,
-                                          products_for(wanted), floor)
+            frame = self.pipeline.finish(inference, pixels, order, intrinsics,
+                                         stamp.sec + stamp.nanosec * 1e-9, anchors,
+                                         products_for(wanted), floor)
             self.last_scale = frame.scale, frame.calibrated
             if frame.scale_problem:
                 self.throttled.warning(f'{frame.scale_problem}; publishing uncalibrated depth')
@@ -392,7 +413,6 @@ class DepthNode(Node):
             messages = self.messages.build(frame, intrinsics, header,
                                            self.values['scan.frame_id'], wanted)
             frame.timings['messages'] = time.perf_counter() - tick
-        frame.timings['deserialize'] = deserialized - start
         tick = time.perf_counter()
         for topic, message in messages.items():
             self.outputs[topic].publish(message)
