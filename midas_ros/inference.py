@@ -328,6 +328,11 @@ class DepthEstimator:
     def warmup(self, width=640, height=480, channel_order='rgb', iterations=2):
         """Run a few frames so lazy initialization (kernels, autotuning) is not paid live."""
         channels = {'mono': ()}.get(channel_order, (len(channel_order),))
-        image = np.zeros((height, width) + channels, dtype=np.uint8)
+        # A gradient, not a constant: the first frame of an 'auto' backend is also its parity
+        # check against torch, which needs an output with some range.
+        rows, cols = np.indices((height, width))
+        gradient = ((rows * 255 // max(height - 1, 1) + cols * 255 // max(width - 1, 1)) // 2)
+        image = np.empty((height, width) + channels, dtype=np.uint8)
+        image.reshape(height, width, -1)[...] = gradient.astype(np.uint8)[..., None]
         for _ in range(iterations):
             self.predict(image, channel_order)

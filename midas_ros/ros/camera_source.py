@@ -97,9 +97,11 @@ class CameraSourceNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self.params = params = declare_parameters(self, CAMERA_SOURCE_PARAMS)
         self.finished, self.exit_code, self.published = False, 0, 0
+        replay = params['synthetic_replay_frames']
+        if params['max_frames'] > 0:   # never render more than will be published
+            replay = min(replay, params['max_frames'])
         self.source = open_source(params['source'], params['width'], params['height'],
-                                  params['hfov_deg'], params['seed'],
-                                  params['synthetic_replay_frames'])
+                                  params['hfov_deg'], params['seed'], replay)
         try:
             self.calibration = self._calibration()
         except Exception:

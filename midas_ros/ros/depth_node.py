@@ -125,6 +125,11 @@ class DepthNode(Node):
                         for topic in DEPTH_TOPICS}
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.messages = DepthMessageBuilder()
+        # One-time costs of a first frame (the graph for a 640x480 camera loaded or exported,
+        # the 'auto' parity check, lazy kernels) paid before subscribing: a camera waiting for
+        # this subscriber then loses no frames to them. Another image size pays its own once.
+        if hasattr(estimator, 'warmup'):
+            estimator.warmup(iterations=1)
 
         # Depth 1: a frame waiting in DDS behind a newer one is worth nothing. Raw: a frame
         # the node drops is never deserialized.
@@ -157,8 +162,8 @@ class DepthNode(Node):
             f'({estimator.backend}, {estimator.precision}), subscribed to '
             f'{self.resolve_topic_name(image_topic)}')
         self.get_logger().info(f"backend {estimator.backend} (model.backend "
-                               f"{values['model.backend']}): {estimator.backend_choice.reason}; "
-                               f'{estimator.thread_plan.describe()}')
+                               f"{values['model.backend']}): {self._runtime()[0]}; "
+                               f'{self._runtime()[1]}')
 
     # ---------------------------------------------------------------- set-up
     def _create_estimator(self, values):
@@ -191,6 +196,13 @@ class DepthNode(Node):
         self.anchor_transform = transform
         self.values = candidate
         return None
+
+    def _runtime(self):
+        """(why this backend, the thread plan) of the estimator, '' for what it lacks."""
+        estimator = self.pipeline.estimator
+        choice = getattr(estimator, 'backend_choice', None)
+        plan = getattr(estimator, 'thread_plan', None)
+        return (choice.reason if choice else '', plan.describe() if plan else '')
 
     # ---------------------------------------------------------------- inputs
     def _on_camera_info(self, msg):
@@ -449,8 +461,8 @@ class DepthNode(Node):
         scale, metric = self.last_scale or (None, False)
         values = {
             'backend': self.pipeline.estimator.backend,
-            'backend reason': self.pipeline.estimator.backend_choice.reason,
-            'threads': self.pipeline.estimator.thread_plan.describe(),
+            'backend reason': self._runtime()[0],
+            'threads': self._runtime()[1],
             'scale mode': self.values['scale.mode'],
             'depth metric': str(metric),
             'frames received': self.frames.received,

@@ -793,6 +793,54 @@ def _drive_node(probe, camera, process, args, log_path, sampler):
     return result
 
 
+def run_camera_source(args):
+    """``--camera-source``: the CPU camera_source's synthetic scene takes at ``--rate`` (10 Hz
+    by default), its image and ground truth subscribed, over ``--duration`` seconds."""
+    import rclpy
+    import rclpy.executors
+    from sensor_msgs.msg import Image
+
+    from midas_ros.ros.qos import qos_profile
+    from midas_ros.ros_env import isolated_ros_environment
+    os.environ.update(isolated_ros_environment())
+    rate = args.rate or 10.0
+    namespace = f'/midas_benchmark_camera_{os.getpid()}'
+    command = [sys.executable, '-m', 'midas_ros', 'camera_source', '--ros-args', '-r',
+               f'__ns:={namespace}', '-p', f'rate:={rate}', '-p', f'width:={args.width}',
+               '-p', f'height:={args.height}', '-p',
+               f'synthetic_replay_frames:={args.replay_frames}']
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node('midas_benchmark_camera_probe', namespace=namespace,
+                             context=context)
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    received = [0]
+    for topic in ('image', 'ground_truth/depth'):
+        node.create_subscription(Image, topic, lambda _, topic=topic: received.__setitem__(
+            0, received[0] + (topic == 'image')), qos_profile('sensor_data'), raw=True)
+    try:
+        deadline = time.monotonic() + args.startup_timeout
+        while received[0] < 3:   # started, rendered, streaming
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise BenchmarkError('camera_source did not start streaming')
+            executor.spin_once(timeout_sec=0.1)
+        cpu_start, start, count = process_cpu_seconds(process.pid), time.monotonic(), received[0]
+        while time.monotonic() < start + args.duration:
+            executor.spin_once(timeout_sec=0.1)
+        cpu, elapsed = process_cpu_seconds(process.pid) - cpu_start, time.monotonic() - start
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+        stop_process(process)
+    print(f'camera_source, synthetic scene {args.width}x{args.height} at {rate:g} Hz, '
+          f'synthetic_replay_frames {args.replay_frames}: {100.0 * cpu / elapsed:.1f} % of one '
+          f'core over {elapsed:.0f} s, {(received[0] - count) / elapsed:.1f} images/s received '
+          f'({time.strftime("%Y-%m-%d")}; {hardware_description()})')
+
+
 def rss_summary(samples):
     """(start, end, max, slope MB/min) of [(t, MB)] samples; slope by least squares."""
     times = np.array([t for t, _ in samples])
@@ -875,6 +923,12 @@ def build_parser():
                         help='--node: seconds of the official run.py path, timed first under '
                              'the same camera and load (0: skip; default %(default)s)')
     parser.add_argument('--official-child', action='store_true', help=argparse.SUPPRESS)
+    parser.add_argument('--camera-source', action='store_true',
+                        help="measure camera_source's CPU use instead (synthetic scene at "
+                             '--rate, default 10 Hz, for --duration seconds)')
+    parser.add_argument('--replay-frames', type=int, default=60,
+                        help='--camera-source: its synthetic_replay_frames (default %(default)s;'
+                             ' 0: render live)')
     parser.add_argument('--frame-timeout', type=float, default=10.0,
                         help='--node: seconds to wait for one frame\'s outputs')
     parser.add_argument('--startup-timeout', type=float, default=180.0,
@@ -896,7 +950,9 @@ def main(argv=None):
         return 0
     prefer_passive_waiting()   # as depth_node does, before torch is imported
     try:
-        if args.node:
+        if args.camera_source:
+            run_camera_source(args)
+        elif args.node:
             run_node(args)
         else:
             run_in_process(args, argv)
