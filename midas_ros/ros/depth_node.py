@@ -26,13 +26,14 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, Range
 
-from midas_ros.depth_pipeline import DepthPipeline, DepthSettings
+from midas_ros.depth_pipeline import DepthPipeline, DepthSettings, SkippedOutputs
 from midas_ros.geometry import (BODY_FROM_OPTICAL, Intrinsics, laser_scan_points,
                                 project_points, transform_from_xyz_rpy)
 from midas_ros.ros.conversions import (ConversionError, camera_info_to_intrinsics, cloud_to_xyz,
                                        compressed_to_array, depth_to_metres, image_to_array,
                                        projection_is_set)
-from midas_ros.ros.depth_messages import DEPTH_TOPICS, DepthMessageBuilder, products_for
+from midas_ros.ros.depth_messages import (DEPTH_TOPICS, DepthMessageBuilder, products_for,
+                                          skipped_topics)
 from midas_ros.ros.depth_node_params import DEPTH_NODE_PARAMS
 from midas_ros.ros.parameters import declare_parameters, on_set_parameters
 from midas_ros.ros.qos import qos_profile, subscribe
@@ -145,6 +146,7 @@ class DepthNode(Node):
                         for topic in DEPTH_TOPICS}
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.messages = DepthMessageBuilder()
+        self.skipped_outputs = SkippedOutputs()
 
         # Depth 1: a frame waiting in DDS behind a newer one is worth nothing.
         self.frames = _LatestFrame()
@@ -406,11 +408,21 @@ class DepthNode(Node):
             messages = self.messages.build(frame, intrinsics, header,
                                            self.values['scan.frame_id'], wanted)
             frame.timings['messages'] = time.perf_counter() - tick
+            self._report_skipped(wanted, skipped_topics(frame, wanted, self.messages.problems))
         tick = time.perf_counter()
         for topic, message in messages.items():
             self.outputs[topic].publish(message)
         frame.timings['publish'] = time.perf_counter() - tick
         self._count(time.perf_counter() - start, frame.timings)
+
+    def _report_skipped(self, wanted, skipped):
+        """An output that cannot be made costs only itself: one warning when it starts being
+        skipped (or for another reason), one line when it is back; diagnostics list it."""
+        started, recovered = self.skipped_outputs.update(wanted, skipped)
+        for topic, reason in started.items():
+            self.get_logger().warning(f'{topic} skipped: {reason}; the other outputs continue')
+        for topic in recovered:
+            self.get_logger().info(f'{topic} published again')
 
     def _output_frame(self, image_frame_id):
         frame_id = self.values['frame_id'] or image_frame_id
@@ -469,6 +481,13 @@ class DepthNode(Node):
                 'fit inlier ratio': f'{fit.inlier_ratio:.3f}',
                 'fit residual': f'{fit.residual:.4f}'})
         values.update(self.geometry)
+        skipped = dict(self.skipped_outputs.reasons)    # a snapshot (processing thread)
+        values.update({f'output {topic}': f'skipped: {reason}'
+                       for topic, reason in skipped.items()})
+        if skipped and status.level == DiagnosticStatus.OK:
+            status.level = DiagnosticStatus.WARN
+        if skipped:
+            status.message += f"; skipped: {', '.join(sorted(skipped))}"
         # A snapshot: the processing thread adds stages while this runs in the callback one.
         values.update({f'time {stage} (ms)': f'{seconds * 1e3:.2f}'
                        for stage, seconds in list(self.stage_times.items())})
