@@ -301,8 +301,8 @@ class DepthNode(Node):
                 transform = self.tf.lookup(image_frame, sensor_frame, msg.header.stamp,
                                            TF_WAIT_S)
             except TransformUnavailable as error:
-                self.throttled.warning(f'anchors: no transform {error}; using '
-                                       'scale.anchor_extrinsic')
+                self.tf.report_missing(self.throttled, f'anchors: no transform {error}; '
+                                       'using scale.anchor_extrinsic')
                 source = f'scale.anchor_extrinsic (no transform {error})'
             else:
                 self.geometry = {'anchor transform source': f'tf {sensor_frame} -> {image_frame}'}
@@ -326,8 +326,8 @@ class DepthNode(Node):
                     self.tf.lookup(ground_frame, image_frame, stamp, TF_WAIT_S))
                 source = f'tf {ground_frame} -> {image_frame}'
             except TransformUnavailable as error:
-                self.throttled.warning(f'ground_plane: no transform {error}; using '
-                                       'scale.camera_height/_pitch_deg/_roll_deg')
+                self.tf.report_missing(self.throttled, f'ground_plane: no transform {error}; '
+                                       'using scale.camera_height/_pitch_deg/_roll_deg')
                 source = f'parameters (no transform {error})'
         used = floor or FloorPlane.from_height_pitch_roll(
             values['scale.camera_height'], math.radians(values['scale.camera_pitch_deg']),
