@@ -8,6 +8,11 @@ Published, every one with the input image's header (stamp, frame_id unless ``fra
   depth/image (32FC1 metres, NaN = no reading), depth/relative (32FC1 network output),
   depth/colormap (bgr8), depth/camera_info, depth/points (organized PointCloud2),
   depth/scan (LaserScan, when ``scan.enabled``), /diagnostics.
+TF (``ros/tf_frames.py``, when tf2_ros is installed): with ``scale.ground_frame`` set, the
+ground_plane mode takes the floor from ``ground_frame -> image frame`` at each image's stamp;
+sparse anchors are moved from their message's frame_id into the image frame at their stamp.
+Either falls back to its parameters (camera height/pitch/roll, ``scale.anchor_extrinsic``)
+with a rate-limited warning, and /diagnostics says which source the last frame used.
 
 The node is only translation: messages -> numpy -> ``DepthPipeline`` -> messages. Frames are
 processed in the process's main thread while ROS callbacks run in a background executor thread
