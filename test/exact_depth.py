@@ -113,6 +113,9 @@ class InProcessDepthNode:
         overrides = [Parameter(name, value=value) for name, value in parameters.items()]
         self.node = ExactDepthNode(context=self.context, namespace=namespace,
                                    parameter_overrides=overrides)
+        start = getattr(self.node, 'start', None)
+        if start is not None:   # a lifecycle depth_node: configure and activate, as run_node
+            start()
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._threads = [threading.Thread(target=self._spin, daemon=True),
