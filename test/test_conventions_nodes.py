@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParametersAtomically
@@ -38,6 +39,8 @@ def set_parameters(probe, node_path, values):
             pv = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
         elif isinstance(value, str):
             pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        elif isinstance(value, int):
+            pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
         else:
             pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=float(value))
         parameters.append(ParameterMsg(name=name, value=pv))
@@ -59,6 +62,7 @@ class DepthGraph:
         self.probe = RosTestNode('conv_probe')
         for topic, msg_type in DEPTH_OUTPUTS.items():
             self.probe.collect(msg_type, self.topic(topic), qos_profile('sensor_data', depth=5))
+        self.diagnostics = self.probe.collect(DiagnosticArray, '/diagnostics')
         self.image_pub = self.probe.node.create_publisher(Image, self.topic('image'),
                                                           qos_profile('sensor_data'))
         self.info_pub = self.probe.node.create_publisher(CameraInfo, self.topic('camera_info'),
@@ -92,6 +96,15 @@ class DepthGraph:
     def set(self, values):
         result = set_parameters(self.probe, f'{self.namespace}/depth_node', values)
         assert result.successful, result.reason
+
+    def status(self):
+        """{key: value} of this node's newest diagnostics status, or {}."""
+        for array in reversed(self.diagnostics):
+            for status in array.status:
+                if status.name.startswith(f'{self.namespace}/depth_node'):
+                    values = {kv.key: kv.value for kv in status.values}
+                    return dict(values, message=status.message)
+        return {}
 
     def close(self):
         self.probe.close()
@@ -238,3 +251,33 @@ def test_obstacle_node_too_near_and_too_far(obstacle_graph, fill, expected):
                                                 [Box(320.0, 240.0, 80.0, 80.0)])
     assert math.isnan(obstacles.detections[0].bbox.center.position.z)
     assert nearest.range == expected
+
+
+def test_a_scan_that_cannot_be_made_costs_only_the_scan(depth_graph):
+    """The issue's example: scan.height too tall for the principal row (cy = 200): depth
+    image, cloud and camera_info keep flowing, with one warning and a diagnostics entry."""
+    # Refused at run time while the current camera (cy = 235) cannot take it...
+    result = set_parameters(depth_graph.probe, f'{depth_graph.namespace}/depth_node',
+                            {'scan.height': 480})
+    assert not result.successful and 'does not fit' in result.reason
+    depth_graph.set({'scan.height': 470, 'scale.b': 0.5})
+    # ... and a camera whose principal row makes it impossible costs only the scan.
+    low_cy = camera_info(p=[500.0, 0, 310, 0, 0, 500, 200, 0, 0, 0, 1, 0])
+    topics = ('depth/image', 'depth/points', 'depth/camera_info')
+    for when in (50.0, 51.0, 52.0):
+        out = depth_graph.frame(when, low_cy, topics)
+        depth, _ = image_to_array(out['depth/image'])
+        assert np.allclose(depth, 2.0, rtol=1e-4)
+    assert not [m for m in depth_graph.probe.received[depth_graph.topic('depth/scan')]
+                if 50 <= m.header.stamp.sec <= 52]
+    assert depth_graph.probe.spin_until(
+        lambda: 'output depth/scan' in depth_graph.status(), 5.0)
+    status = depth_graph.status()
+    assert 'does not fit' in status['output depth/scan'] and 'depth/scan' in status['message']
+    log = depth_graph.process.output()
+    assert log.count('depth/scan skipped') == 1, log[-3000:]
+    # Back to a camera it fits: the scan returns, said once.
+    out = depth_graph.frame(53.0, camera_info())
+    assert len(out['depth/scan'].ranges) == WIDTH
+    assert depth_graph.process.output().count('depth/scan published again') == 1
+    depth_graph.set({'scan.height': 1})

@@ -8,6 +8,11 @@ Published, every one with the input image's header (stamp, frame_id unless ``fra
   depth/image (32FC1 metres, NaN = no reading), depth/relative (32FC1 network output),
   depth/colormap (bgr8), depth/camera_info, depth/points (organized PointCloud2),
   depth/scan (LaserScan, when ``scan.enabled``), /diagnostics.
+TF (``ros/tf_frames.py``, when tf2_ros is installed): with ``scale.ground_frame`` set, the
+ground_plane mode takes the floor from ``ground_frame -> image frame`` at each image's stamp;
+sparse anchors are moved from their message's frame_id into the image frame at their stamp.
+Either falls back to its parameters (camera height/pitch/roll, ``scale.anchor_extrinsic``)
+with a rate-limited warning, and /diagnostics says which source the last frame used.
 
 The node is only translation: messages -> numpy -> ``DepthPipeline`` -> messages. Frames are
 processed in the process's main thread while ROS callbacks run in a background executor thread
@@ -28,8 +33,9 @@ from rclpy.node import Node
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, Range
 
-from midas_ros.depth_pipeline import DepthPipeline, DepthSettings, check_intrinsics
 from midas_ros.cpu_budget import prefer_passive_waiting
+from midas_ros.depth_pipeline import (DepthPipeline, DepthSettings, SkippedOutputs,
+                                      check_intrinsics)
 from midas_ros.geometry import (BODY_FROM_OPTICAL, Intrinsics, laser_scan_points,
                                 project_points, transform_from_xyz_rpy)
 from midas_ros.handoff import Handoff
@@ -37,7 +43,8 @@ from midas_ros.intake import LatestFrame
 from midas_ros.ros.conversions import (ConversionError, camera_info_to_intrinsics, cloud_to_xyz,
                                        compressed_to_array, depth_to_metres, image_to_array,
                                        projection_is_set)
-from midas_ros.ros.depth_messages import DEPTH_TOPICS, DepthMessageBuilder, products_for
+from midas_ros.ros.depth_messages import (DEPTH_TOPICS, DepthMessageBuilder, products_for,
+                                          skipped_topics)
 from midas_ros.ros.depth_node_params import DEPTH_NODE_PARAMS
 from midas_ros.ros.parameters import declare_parameters, on_set_parameters
 from midas_ros.ros.qos import qos_profile, subscribe
@@ -125,6 +132,7 @@ class DepthNode(Node):
                         for topic in DEPTH_TOPICS}
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.messages = DepthMessageBuilder()
+        self.skipped_outputs = SkippedOutputs()
         # One-time costs of a first frame (the graph for a 640x480 camera loaded or exported,
         # the 'auto' parity check, lazy kernels) paid before subscribing: a camera waiting for
         # this subscriber then loses no frames to them. Another image size pays its own once.
@@ -296,8 +304,8 @@ class DepthNode(Node):
                 transform = self.tf.lookup(image_frame, sensor_frame, msg.header.stamp,
                                            TF_WAIT_S)
             except TransformUnavailable as error:
-                self.throttled.warning(f'anchors: no transform {error}; using '
-                                       'scale.anchor_extrinsic')
+                self.tf.report_missing(self.throttled, f'anchors: no transform {error}; '
+                                       'using scale.anchor_extrinsic')
                 source = f'scale.anchor_extrinsic (no transform {error})'
             else:
                 self.geometry = {'anchor transform source': f'tf {sensor_frame} -> {image_frame}'}
@@ -321,8 +329,8 @@ class DepthNode(Node):
                     self.tf.lookup(ground_frame, image_frame, stamp, TF_WAIT_S))
                 source = f'tf {ground_frame} -> {image_frame}'
             except TransformUnavailable as error:
-                self.throttled.warning(f'ground_plane: no transform {error}; using '
-                                       'scale.camera_height/_pitch_deg/_roll_deg')
+                self.tf.report_missing(self.throttled, f'ground_plane: no transform {error}; '
+                                       'using scale.camera_height/_pitch_deg/_roll_deg')
                 source = f'parameters (no transform {error})'
         used = floor or FloorPlane.from_height_pitch_roll(
             values['scale.camera_height'], math.radians(values['scale.camera_pitch_deg']),
@@ -425,11 +433,21 @@ class DepthNode(Node):
             messages = self.messages.build(frame, intrinsics, header,
                                            self.values['scan.frame_id'], wanted)
             frame.timings['messages'] = time.perf_counter() - tick
+            self._report_skipped(wanted, skipped_topics(frame, wanted, self.messages.problems))
         tick = time.perf_counter()
         for topic, message in messages.items():
             self.outputs[topic].publish(message)
         frame.timings['publish'] = time.perf_counter() - tick
         self._count(time.perf_counter() - start, frame.timings)
+
+    def _report_skipped(self, wanted, skipped):
+        """An output that cannot be made costs only itself: one warning when it starts being
+        skipped (or for another reason), one line when it is back; diagnostics list it."""
+        started, recovered = self.skipped_outputs.update(wanted, skipped)
+        for topic, reason in started.items():
+            self.get_logger().warning(f'{topic} skipped: {reason}; the other outputs continue')
+        for topic in recovered:
+            self.get_logger().info(f'{topic} published again')
 
     def _output_frame(self, image_frame_id):
         frame_id = self.values['frame_id'] or image_frame_id
@@ -491,6 +509,13 @@ class DepthNode(Node):
                 'fit inlier ratio': f'{fit.inlier_ratio:.3f}',
                 'fit residual': f'{fit.residual:.4f}'})
         values.update(self.geometry)
+        skipped = dict(self.skipped_outputs.reasons)    # a snapshot (processing thread)
+        values.update({f'output {topic}': f'skipped: {reason}'
+                       for topic, reason in skipped.items()})
+        if skipped and status.level == DiagnosticStatus.OK:
+            status.level = DiagnosticStatus.WARN
+        if skipped:
+            status.message += f"; skipped: {', '.join(sorted(skipped))}"
         # A snapshot: the processing thread adds stages while this runs in the callback one.
         values.update({f'time {stage} (ms)': f'{seconds * 1e3:.2f}'
                        for stage, seconds in list(self.stage_times.items())})
