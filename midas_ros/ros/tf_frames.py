@@ -10,10 +10,11 @@ says the node uses its parameters, and every lookup raises :class:`TransformUnav
 A missing transform (frame unknown, not connected, stamp outside the buffer) is an expected
 state: the caller falls back or skips and says why (``TransformUnavailable``'s text).
 """
+from geometry_msgs.msg import TransformStamped
 from rclpy.duration import Duration
 from rclpy.time import Time
 
-from midas_ros.geometry import transform_from_quaternion
+from midas_ros.geometry import quaternion_from_rotation, transform_from_quaternion
 
 TF2_MISSING = 'tf2_ros not available, using parameters'
 
@@ -26,6 +27,33 @@ def transform_to_matrix(transform):
     """4x4 matrix of a geometry_msgs/Transform (translation, rotation quaternion)."""
     t, q = transform.translation, transform.rotation
     return transform_from_quaternion((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+
+
+def matrix_to_transform(parent_frame, child_frame, parent_from_child, stamp):
+    """geometry_msgs/TransformStamped of a 4x4 ``parent_from_child`` (child coordinates ->
+    parent coordinates, the TF convention: the child's pose in the parent)."""
+    message = TransformStamped()
+    message.header.frame_id, message.child_frame_id = parent_frame, child_frame
+    message.header.stamp = stamp
+    translation, rotation = message.transform.translation, message.transform.rotation
+    translation.x, translation.y, translation.z = (float(v) for v in parent_from_child[:3, 3])
+    rotation.x, rotation.y, rotation.z, rotation.w = quaternion_from_rotation(
+        parent_from_child[:3, :3])
+    return message
+
+
+def publish_static_transforms(node, transforms):
+    """Publish ``transforms`` (TransformStamped) on /tf_static with tf2_ros's
+    StaticTransformBroadcaster; returns it (keep it alive while the node runs), or None with
+    one info line when tf2_ros is not installed."""
+    try:
+        import tf2_ros
+    except ImportError:
+        node.get_logger().info('tf2_ros not available: /tf_static not published')
+        return None
+    broadcaster = tf2_ros.StaticTransformBroadcaster(node)
+    broadcaster.sendTransform(list(transforms))
+    return broadcaster
 
 
 class FrameTransforms:
