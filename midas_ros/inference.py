@@ -51,7 +51,11 @@ def resolve_device(device='auto'):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got '{device}'")
     if resolved.type == 'cuda':
         if not torch.cuda.is_available():
-            raise ValueError(f"device '{device}' requested but CUDA is not available here")
+            why = ('this torch is a CPU-only build' if torch.version.cuda is None else
+                   f'torch {torch.__version__} (CUDA {torch.version.cuda}) finds no CUDA '
+                   'driver or GPU')
+            raise ValueError(f"device '{device}' requested but CUDA is not available here "
+                             f"({why}): use device 'cpu' or 'auto'")
         if resolved.index is None:
             resolved = torch.device('cuda', torch.cuda.current_device())
         elif resolved.index >= torch.cuda.device_count():

@@ -337,3 +337,70 @@ def test_warmup_runs_once_per_size_and_logs_its_duration(caplog):
     assert seconds > 0 and estimator.warmed_up[64, 48] == seconds
     assert calls == [(1, 3, 192, 256), (1, 3, 256, 192)]
     assert 'warm-up for 64x48 images:' in caplog.text and '(torch, fp32 on cpu)' in caplog.text
+
+
+def test_compiled_levit_does_not_recompile_on_frame_two(monkeypatch):
+    """LeViT fills its attention-bias cache on its first call: compiling before it has run
+    would guard on the empty cache and compile again on frame 2 (reproduced without the eager
+    pass: 1 graph after frame 1, 2 after frame 2)."""
+    from midas_ros.backends import torch_backend
+    from midas_ros.models import create_model
+    graphs = []
+
+    def counting_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+    real_compile = torch.compile
+    monkeypatch.setattr(torch_backend.torch, 'compile',
+                        lambda model: real_compile(model, backend=counting_backend))
+    torch._dynamo.reset()
+    runner = TorchRunner(create_model('dpt_levit_224', pretrained=False), torch.device('cpu'),
+                         channels_last=False, compile=True)
+    image = net_input(224, 224)
+    counts = []
+    with torch.inference_mode():
+        for _ in range(3):
+            runner(image)
+            counts.append(len(graphs))
+    assert counts[0] >= 1 and counts == [counts[0]] * 3
+
+
+# ----------------------------------------------------------------------- device and export
+
+def test_device_parameter_accepts_cuda_n_and_nothing_else():
+    from midas_ros.ros.depth_node_params import DEPTH_NODE_PARAMS
+    device = next(param for param in DEPTH_NODE_PARAMS if param.name == 'device')
+    for good in ('auto', 'cpu', 'cuda', 'cuda:0', 'cuda:12'):
+        assert device.check(good) is None
+    for bad in ('gpu', 'cuda:', 'cuda:x', 'CUDA', 'cpu:0', 'cuda:1 '):
+        assert 'does not match' in device.check(bad)
+    assert device.descriptor().additional_constraints == 'matches auto|cpu|cuda(:[0-9]+)?'
+
+
+def test_node_asked_for_cuda_1_without_cuda_refuses_to_start_naming_cuda(tmp_path):
+    from ros_process import NodeProcess
+    process = NodeProcess('depth_node', ['-p', 'device:=cuda:1', '-p', 'model.pretrained:=false'],
+                          tmp_path=tmp_path)
+    try:
+        process.process.wait(120)
+    finally:
+        process.stop()
+    output = process.output()
+    assert process.process.returncode == 1, output
+    assert "cannot start: device 'cuda:1' requested but CUDA is not available here" in output
+    assert 'is not one of' not in output and 'does not match' not in output
+
+
+@pytest.mark.parametrize('fmt, device, cfg, expected', [
+    ('tensorrt', 'cuda:0', SMALL, 'fp16'),
+    ('tensorrt', 'cuda:0', SWIN, 'fp32'),   # sm_75: bf16 emulated
+    ('tensorrt', 'cuda:1', SWIN, 'bf16'),   # sm_86
+    ('onnx', 'cuda:1', SMALL, 'fp32'),
+    ('openvino', 'cpu', SMALL, 'fp32'),
+])
+def test_export_precision_defaults_to_what_the_node_runs(cuda, fmt, device, cfg, expected):
+    from midas_ros.tools import export as export_tool
+    args = export_tool.build_parser().parse_args(['--model', cfg.name, '--format', fmt])
+    assert args.precision == 'auto'
+    assert export_tool.export_precision(fmt, 'auto', torch.device(device), cfg)[0] == expected
+    assert choose_precision('auto', torch.device(device), cfg)[0] == expected or fmt == 'onnx'
