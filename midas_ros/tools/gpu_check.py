@@ -227,7 +227,7 @@ def main(argv=None):
     except ValueError as error:
         sys.stderr.write(f'gpu_check: error: {error}\n')
         return 2
-    hardware = hardware_description(device.type)
+    hardware = hardware_description('cpu')
     if device.type == 'cuda':
         major, minor = torch.cuda.get_device_capability(device)
         hardware += (f' | {device}: {torch.cuda.get_device_name(device)} sm_{major}{minor}, '
