@@ -26,19 +26,26 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, Range
 
-from midas_ros.depth_pipeline import DepthPipeline, DepthSettings
+from midas_ros.depth_pipeline import DepthPipeline, DepthSettings, SkippedOutputs
 from midas_ros.geometry import (BODY_FROM_OPTICAL, Intrinsics, laser_scan_points,
                                 project_points, transform_from_xyz_rpy)
 from midas_ros.ros.conversions import (ConversionError, camera_info_to_intrinsics, cloud_to_xyz,
-                                       compressed_to_array, depth_to_metres, image_to_array)
-from midas_ros.ros.depth_messages import DEPTH_TOPICS, DepthMessageBuilder, products_for
+                                       compressed_to_array, depth_to_metres, image_to_array,
+                                       projection_is_set)
+from midas_ros.ros.depth_messages import (DEPTH_TOPICS, DepthMessageBuilder, products_for,
+                                          skipped_topics)
 from midas_ros.ros.depth_node_params import DEPTH_NODE_PARAMS
 from midas_ros.ros.parameters import declare_parameters, on_set_parameters
 from midas_ros.ros.qos import qos_profile, subscribe
+from midas_ros.ros.tf_frames import FrameTransforms, TransformUnavailable
 from midas_ros.ros.throttled_log import ThrottledLog
+from midas_ros.scale import FloorPlane
 
 THROTTLE_S = 5.0
 FIRST_CAMERA_INFO_WAIT_S = 0.5
+# How long a frame may wait for the transform of its own stamp (the robot's TF for that
+# instant is often published just after the image).
+TF_WAIT_S = 0.1
 DEFAULT_FRAME = 'camera_optical_frame'
 # Image encoding -> channel order the estimator understands.
 CHANNEL_ORDER = {'rgb8': 'rgb', 'bgr8': 'bgr', 'rgba8': 'rgba', 'bgra8': 'bgra', 'mono8': 'mono'}
@@ -115,6 +122,9 @@ class DepthNode(Node):
         super().__init__('depth_node', **kwargs)
         self.values = declare_parameters(self, DEPTH_NODE_PARAMS)
         self.throttled = ThrottledLog(self.get_logger(), THROTTLE_S)
+        self.tf = FrameTransforms(self)
+        # Where the last frame's scale geometry came from (TF or parameters), for diagnostics.
+        self.geometry = {}
         values = self.values
         self.anchor_transform = anchor_transform(values)
         estimator = self._create_estimator(values)
@@ -136,6 +146,7 @@ class DepthNode(Node):
                         for topic in DEPTH_TOPICS}
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.messages = DepthMessageBuilder()
+        self.skipped_outputs = SkippedOutputs()
 
         # Depth 1: a frame waiting in DDS behind a newer one is worth nothing.
         self.frames = _LatestFrame()
@@ -228,11 +239,12 @@ class DepthNode(Node):
                 self.throttled.warning(f'camera_info unusable ({error}); using camera.hfov_deg='
                                        f"{self.values['camera.hfov_deg']}")
             else:
-                if any(info.d):
+                if any(info.d) and not projection_is_set(info):
+                    # With P set, D describes the raw image and P the rectified one: normal.
                     self.get_logger().warning(
-                        'camera_info has lens distortion: depth_node treats images as '
-                        'rectified (pinhole K); subscribe it to a rectified stream '
-                        '(image_rect) for exact geometry', once=True)
+                        'camera_info has lens distortion and no projection matrix P: '
+                        'depth_node treats images as rectified (pinhole K); subscribe it to a '
+                        'rectified stream (image_rect) for exact geometry', once=True)
                 if (intrinsics.width, intrinsics.height) == (width, height):
                     return intrinsics
                 try:
@@ -265,7 +277,7 @@ class DepthNode(Node):
                                   f"(accepted: {', '.join(CHANNEL_ORDER)})")
         return pixels, order
 
-    def _current_anchors(self, intrinsics):
+    def _current_anchors(self, intrinsics, image_frame):
         """Anchors ``(u, v, z, valid)`` in this image from the newest anchor message."""
         if self.anchors is None:
             return None
@@ -273,12 +285,62 @@ class DepthNode(Node):
         if time.monotonic() - received > self.values['scale.anchor_timeout']:
             return None
         try:
-            return self._anchors_from(msg, intrinsics)
+            return self._anchors_from(msg, intrinsics, image_frame)
         except ConversionError as error:   # a bad anchor message must not cost the frame
             self.throttled.warning(f'anchors ignored: {error}')
             return None
 
-    def _anchors_from(self, msg, intrinsics):
+    def _anchor_transform_for(self, msg, image_frame):
+        """optical_from_sensor for an anchor message: TF from its frame_id at its stamp, else
+        ``scale.anchor_extrinsic``; the source goes to diagnostics."""
+        sensor_frame = msg.header.frame_id
+        if not sensor_frame:
+            source = 'scale.anchor_extrinsic (anchors have no frame_id)'
+        elif not self.tf.available:
+            source = 'scale.anchor_extrinsic (tf2_ros not available)'
+        else:
+            try:
+                transform = self.tf.lookup(image_frame, sensor_frame, msg.header.stamp,
+                                           TF_WAIT_S)
+            except TransformUnavailable as error:
+                self.throttled.warning(f'anchors: no transform {error}; using '
+                                       'scale.anchor_extrinsic')
+                source = f'scale.anchor_extrinsic (no transform {error})'
+            else:
+                self.geometry = {'anchor transform source': f'tf {sensor_frame} -> {image_frame}'}
+                return transform
+        self.geometry = {'anchor transform source': source}
+        return self.anchor_transform
+
+    def _floor_for(self, image_frame, stamp):
+        """This frame's floor from TF (``scale.ground_frame`` -> ``image_frame`` at ``stamp``),
+        or None for the one of the parameters; what was used goes to diagnostics."""
+        values = self.values
+        ground_frame = values['scale.ground_frame']
+        floor = None
+        if not ground_frame:
+            source = 'parameters'
+        elif not self.tf.available:
+            source = 'parameters (tf2_ros not available)'
+        else:
+            try:
+                floor = FloorPlane.from_transform(
+                    self.tf.lookup(ground_frame, image_frame, stamp, TF_WAIT_S))
+                source = f'tf {ground_frame} -> {image_frame}'
+            except TransformUnavailable as error:
+                self.throttled.warning(f'ground_plane: no transform {error}; using '
+                                       'scale.camera_height/_pitch_deg/_roll_deg')
+                source = f'parameters (no transform {error})'
+        used = floor or FloorPlane.from_height_pitch_roll(
+            values['scale.camera_height'], math.radians(values['scale.camera_pitch_deg']),
+            math.radians(values['scale.camera_roll_deg']))
+        pitch, roll = used.pitch_roll()
+        self.geometry = {'floor source': source, 'camera height (m)': f'{used.height:.4f}',
+                         'camera pitch (deg)': f'{math.degrees(pitch):.3f}',
+                         'camera roll (deg)': f'{math.degrees(roll):.3f}'}
+        return floor
+
+    def _anchors_from(self, msg, intrinsics, image_frame):
         if isinstance(msg, Image):  # a sparse depth image registered to the camera
             depth = depth_to_metres(msg)
             v, u = np.nonzero(np.isfinite(depth) & (depth > 0))
@@ -292,7 +354,7 @@ class DepthNode(Node):
             points = np.array([[msg.range, 0.0, 0.0]]) if in_range else np.zeros((0, 3))
         else:
             points = cloud_to_xyz(msg).reshape(-1, 3)
-        return project_points(points, self.anchor_transform, intrinsics)
+        return project_points(points, self._anchor_transform_for(msg, image_frame), intrinsics)
 
     # ---------------------------------------------------------------- work
     def run(self):
@@ -349,14 +411,17 @@ class DepthNode(Node):
             self.stats['idle'] += 1
             return
         stamp = msg.header.stamp
-        anchors = (self._current_anchors(intrinsics)
-                   if self.values['scale.mode'] == 'sparse' else None)
         header = msg.header
         header.frame_id = self._output_frame(header.frame_id)
+        mode = self.values['scale.mode']
+        self.geometry = {}
+        anchors = (self._current_anchors(intrinsics, header.frame_id) if mode == 'sparse'
+                   else None)
+        floor = self._floor_for(header.frame_id, stamp) if mode == 'ground_plane' else None
         with self._pipeline_lock:
             frame = self.pipeline.process(pixels, order, intrinsics,
                                           stamp.sec + stamp.nanosec * 1e-9, anchors,
-                                          products_for(wanted))
+                                          products_for(wanted), floor)
             self.last_scale = frame.scale, frame.calibrated
             if frame.scale_problem:
                 self.throttled.warning(f'{frame.scale_problem}; publishing uncalibrated depth')
@@ -365,11 +430,21 @@ class DepthNode(Node):
             messages = self.messages.build(frame, intrinsics, header,
                                            self.values['scan.frame_id'], wanted)
             frame.timings['messages'] = time.perf_counter() - tick
+            self._report_skipped(wanted, skipped_topics(frame, wanted, self.messages.problems))
         tick = time.perf_counter()
         for topic, message in messages.items():
             self.outputs[topic].publish(message)
         frame.timings['publish'] = time.perf_counter() - tick
         self._count(time.perf_counter() - start, frame.timings)
+
+    def _report_skipped(self, wanted, skipped):
+        """An output that cannot be made costs only itself: one warning when it starts being
+        skipped (or for another reason), one line when it is back; diagnostics list it."""
+        started, recovered = self.skipped_outputs.update(wanted, skipped)
+        for topic, reason in started.items():
+            self.get_logger().warning(f'{topic} skipped: {reason}; the other outputs continue')
+        for topic in recovered:
+            self.get_logger().info(f'{topic} published again')
 
     def _output_frame(self, image_frame_id):
         frame_id = self.values['frame_id'] or image_frame_id
@@ -444,6 +519,14 @@ class DepthNode(Node):
                 'fit inliers': str(fit.inliers), 'fit samples': str(fit.samples),
                 'fit inlier ratio': f'{fit.inlier_ratio:.3f}',
                 'fit residual': f'{fit.residual:.4f}'})
+        values.update(self.geometry)
+        skipped = dict(self.skipped_outputs.reasons)    # a snapshot (processing thread)
+        values.update({f'output {topic}': f'skipped: {reason}'
+                       for topic, reason in skipped.items()})
+        if skipped and status.level == DiagnosticStatus.OK:
+            status.level = DiagnosticStatus.WARN
+        if skipped:
+            status.message += f"; skipped: {', '.join(sorted(skipped))}"
         # A snapshot: the processing thread adds stages while this runs in the callback one.
         values.update({f'time {stage} (ms)': f'{seconds * 1e3:.2f}'
                        for stage, seconds in list(self.stage_times.items())})

@@ -63,6 +63,8 @@ def demo_parameters(pretrained, model_name, scene=SceneConfig()):
             'scale.mode': 'ground_plane',
             'scale.camera_height': scene.camera_height,
             'scale.camera_pitch_deg': scene.camera_pitch_deg,
+            # From camera_source's /tf_static when tf2_ros is installed; the two above else.
+            'scale.ground_frame': 'base_footprint',
             'scan.enabled': True,
             # Every other pixel in each direction: a quarter of the cloud bytes to record.
             'cloud.decimation': 2,
@@ -243,6 +245,7 @@ class _RunReader:
                            'obstacles': report.percentiles(self.obstacle_latency)},
             'scale_fit': {
                 'mode': diagnostics[-1].get('scale mode') if diagnostics else None,
+                'floor_source': diagnostics[-1].get('floor source') if diagnostics else None,
                 'inlier_ratio': report.median_or_none(
                     _float(d.get('fit inlier ratio')) for d in diagnostics),
                 'residual': report.median_or_none(
