@@ -280,6 +280,7 @@ class GroundPlaneScale(ScaleEstimator):
         self._set_candidates(floor_rows, floor_mask)
         self.floor = FloorPlane.from_height_pitch_roll(camera_height, pitch, roll)
         self._pixels, self._inverse_floor = self._samples(self.floor)
+        self._frame_floor = None    # (FloorPlane, its samples) of the last frame's own floor
         self.description = self.floor.describe()
         self.inlier_threshold = inlier_threshold
         self.iterations = iterations
@@ -361,10 +362,13 @@ class GroundPlaneScale(ScaleEstimator):
                               f'{expected}')
         pixels, inverse_floor = self._pixels, self._inverse_floor
         if floor is not None and floor != self.floor:
-            try:
-                pixels, inverse_floor = self._samples(floor)
-            except ValueError as error:
-                return failed_fit(str(error))
+            # A static TF gives the same floor every frame: its samples are kept.
+            if self._frame_floor is None or self._frame_floor[0] != floor:
+                try:
+                    self._frame_floor = (floor, self._samples(floor))
+                except ValueError as error:
+                    return failed_fit(str(error))
+            pixels, inverse_floor = self._frame_floor[1]
         return fit_inverse_depth(relative.reshape(-1)[pixels], inverse_floor,
                                  self.inlier_threshold, self.iterations, self._rng,
                                  min_samples=10)

@@ -50,21 +50,23 @@ def transform_msg(parent, child, xyz, q, when=None):
     return msg
 
 
-def level_from_optical(pitch):
-    """Columns: optical x, y, z in a level frame at the camera (x forward, y left, z up)."""
-    cp, sp = math.cos(pitch), math.sin(pitch)
-    forward = np.array([cp, 0.0, -sp])
-    right = np.array([0.0, -1.0, 0.0])
-    return np.stack([right, np.cross(forward, right), forward], axis=1)
+def level_from_optical(pitch, roll=0.0):
+    """Rotation of the optical frame in a level frame at the camera (x forward, y left, z up):
+    the body pitched by ``pitch`` (down) and rolled by ``roll`` (right side down), R = Ry Rx."""
+    cp, sp, cr, sr = math.cos(pitch), math.sin(pitch), math.cos(roll), math.sin(roll)
+    pitch_m = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
+    roll_m = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
+    body_from_optical = np.array([[0, 0, 1], [-1, 0, 0], [0, -1, 0]], dtype=float)
+    return pitch_m @ roll_m @ body_from_optical
 
 
-def render(pitch):
-    """Optical-axis depth of a floor HEIGHT_M below a camera pitched down by ``pitch`` and a
-    wall WALL_M ahead of it."""
+def render(pitch, roll=0.0):
+    """Optical-axis depth of a floor HEIGHT_M below a camera pitched down by ``pitch`` (and
+    rolled by ``roll``) and a wall WALL_M ahead of it."""
     v, u = np.mgrid[0:INTRINSICS.height, 0:INTRINSICS.width].astype(np.float64)
     rays = np.stack([(u - INTRINSICS.cx) / INTRINSICS.fx, (v - INTRINSICS.cy) / INTRINSICS.fy,
                      np.ones_like(u)], axis=-1)
-    d = rays @ level_from_optical(pitch).T
+    d = rays @ level_from_optical(pitch, roll).T
     with np.errstate(divide='ignore'):
         floor = np.where(d[..., 2] < 0, -HEIGHT_M / d[..., 2], np.inf)
         wall = np.where(d[..., 0] > 0, WALL_M / d[..., 0], np.inf)
@@ -111,6 +113,9 @@ class InProcessDepthNode:
         overrides = [Parameter(name, value=value) for name, value in parameters.items()]
         self.node = ExactDepthNode(context=self.context, namespace=namespace,
                                    parameter_overrides=overrides)
+        start = getattr(self.node, 'start', None)
+        if start is not None:   # a lifecycle depth_node: configure and activate, as run_node
+            start()
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._threads = [threading.Thread(target=self._spin, daemon=True),

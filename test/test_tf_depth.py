@@ -99,6 +99,30 @@ def test_ground_plane_follows_a_pitching_camera_through_tf(rig):
     assert errors['parameters'][0] < 0.02, errors   # at the assumed pitch it is right, of course
 
 
+def test_ground_plane_honours_the_roll_from_tf(rig):
+    """A chassis rolled 6 degrees (right side down): TF's roll is used, the parameters' 0 is
+    not, and /diagnostics reports it."""
+    node, probe, frames, namespace = rig
+    node.set(scale__ground_frame=frames['base_footprint'])
+    pitch, roll = math.radians(PITCH_DEG), math.radians(6.0)
+    when = now(probe)
+    camera = transform_msg(frames['base_footprint'], frames['camera_link'], (0.0, 0.0, HEIGHT_M),
+                           quaternion(roll, pitch, 0), when)
+    truth = render(pitch, roll)
+    image = encoded_image(1.2 / truth + 0.1, when, frames['camera_optical_frame'])
+    try:
+        assert median_error(depth_for(probe, image, when, [camera]), truth) < 0.02
+        status = status_after(probe, namespace, 'floor source')
+        assert float(status['camera roll (deg)']) == pytest.approx(6.0, abs=0.01), status
+        assert float(status['camera pitch (deg)']) == pytest.approx(PITCH_DEG, abs=0.01)
+        node.set(scale__ground_frame='')
+        when = now(probe)
+        image = encoded_image(1.2 / truth + 0.1, when, frames['camera_optical_frame'])
+        assert median_error(depth_for(probe, image, when), truth) > 0.02
+    finally:
+        node.set(scale__ground_frame='')
+
+
 def test_ground_plane_falls_back_to_the_parameters_without_a_transform(rig):
     """(d) An unknown ground frame: depth still comes, from the parameters, and /diagnostics
     says so with the height and pitch it used."""

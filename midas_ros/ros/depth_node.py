@@ -8,6 +8,11 @@ Published, every one with the input image's header (stamp, frame_id unless ``fra
   depth/image (32FC1 metres, NaN = no reading), depth/relative (32FC1 network output),
   depth/colormap (bgr8), depth/camera_info, depth/points (organized PointCloud2),
   depth/scan (LaserScan, when ``scan.enabled``), /diagnostics.
+TF (``ros/tf_frames.py``, when tf2_ros is installed): with ``scale.ground_frame`` set, the
+ground_plane mode takes the floor from ``ground_frame -> image frame`` at each image's stamp;
+sparse anchors are moved from their message's frame_id into the image frame at their stamp.
+Either falls back to its parameters (camera height/pitch/roll, ``scale.anchor_extrinsic``)
+with a rate-limited warning, and /diagnostics says which source the last frame used.
 
 The node is only translation: messages -> numpy -> ``DepthPipeline`` -> messages. Frames are
 processed in the process's main thread while ROS callbacks run in a background executor thread
@@ -303,8 +308,8 @@ class DepthNode(Node):
                 transform = self.tf.lookup(image_frame, sensor_frame, msg.header.stamp,
                                            TF_WAIT_S)
             except TransformUnavailable as error:
-                self.throttled.warning(f'anchors: no transform {error}; using '
-                                       'scale.anchor_extrinsic')
+                self.tf.report_missing(self.throttled, f'anchors: no transform {error}; '
+                                       'using scale.anchor_extrinsic')
                 source = f'scale.anchor_extrinsic (no transform {error})'
             else:
                 self.geometry = {'anchor transform source': f'tf {sensor_frame} -> {image_frame}'}
@@ -328,8 +333,8 @@ class DepthNode(Node):
                     self.tf.lookup(ground_frame, image_frame, stamp, TF_WAIT_S))
                 source = f'tf {ground_frame} -> {image_frame}'
             except TransformUnavailable as error:
-                self.throttled.warning(f'ground_plane: no transform {error}; using '
-                                       'scale.camera_height/_pitch_deg/_roll_deg')
+                self.tf.report_missing(self.throttled, f'ground_plane: no transform {error}; '
+                                       'using scale.camera_height/_pitch_deg/_roll_deg')
                 source = f'parameters (no transform {error})'
         used = floor or FloorPlane.from_height_pitch_roll(
             values['scale.camera_height'], math.radians(values['scale.camera_pitch_deg']),

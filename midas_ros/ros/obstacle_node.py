@@ -387,8 +387,8 @@ class ObstacleNode(Node):
         try:
             transform = self.tf.lookup(target, header.frame_id, header.stamp)
         except TransformUnavailable as error:
-            self.throttled.warning(f'obstacles and markers not published: no transform '
-                                   f'{error}')
+            self.tf.report_missing(self.throttled, 'obstacles and markers not published: '
+                                   f'no transform {error}')
             return None
         return (Header(stamp=header.stamp, frame_id=target),
                 transform_points(transform, positions),

@@ -10,6 +10,8 @@ says the node uses its parameters, and every lookup raises :class:`TransformUnav
 A missing transform (frame unknown, not connected, stamp outside the buffer) is an expected
 state: the caller falls back or skips and says why (``TransformUnavailable``'s text).
 """
+import time
+
 from geometry_msgs.msg import TransformStamped
 from rclpy.duration import Duration
 from rclpy.time import Time
@@ -17,6 +19,9 @@ from rclpy.time import Time
 from midas_ros.geometry import quaternion_from_rotation, transform_from_quaternion
 
 TF2_MISSING = 'tf2_ros not available, using parameters'
+# Right after start the listener may not have heard /tf_static yet (transient-local samples
+# arrive with discovery): missing transforms are reported as info, not warnings, meanwhile.
+STARTUP_S = 3.0
 
 
 class TransformUnavailable(Exception):
@@ -64,6 +69,8 @@ class FrameTransforms:
     """
 
     def __init__(self, node, cache_s=10.0):
+        self._logger = node.get_logger()
+        self._started = time.monotonic()
         try:
             import tf2_ros
         except ImportError:
@@ -75,6 +82,14 @@ class FrameTransforms:
         self._tf2 = tf2_ros
         self._buffer = tf2_ros.Buffer(cache_time=Duration(seconds=cache_s))
         self._listener = tf2_ros.TransformListener(self._buffer, node, spin_thread=False)
+
+    def report_missing(self, throttled, text):
+        """Say ``text`` about a missing transform: a rate-limited warning through
+        ``throttled`` (a ThrottledLog), or info during the first seconds after start."""
+        if time.monotonic() - self._started < STARTUP_S:
+            self._logger.info(f'{text} (TF is starting up)')
+        else:
+            throttled.warning(text)
 
     def lookup(self, target_frame, source_frame, stamp=None, timeout_s=0.0):
         """4x4 ``target_from_source`` at ``stamp`` (builtin_interfaces/Time; None or zero: the
