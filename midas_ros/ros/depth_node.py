@@ -174,6 +174,7 @@ class DepthNode(Node):
                                  self._on_anchors, qos_profile('sensor_data', depth=1))
 
         self.stats = {'processed': 0, 'idle': 0, 'errors': 0, 'latency_s': 0.0, 'fps': 0.0}
+        self.warming_up = None   # (width, height) while the estimator warms up for that size
         self.stage_times = {}
         self.last_frame = None
         self.last_scale = None   # (ScaleState, whether the depth was metric) of the last frame
@@ -182,9 +183,10 @@ class DepthNode(Node):
         self._time_jumps = on_time_jump_back(self, self._forget_the_past)
         image_topic = 'image' if values['image.transport'] == 'raw' else 'image/compressed'
         self.get_logger().info(
-            f"depth_node ready: model {values['model.name']} on {estimator.device} "
-            f'({estimator.backend}, {estimator.precision}), subscribed to '
-            f'{self.resolve_topic_name(image_topic)}')
+            f"depth_node started: model {values['model.name']} on {estimator.device} "
+            f'({estimator.backend}, {estimator.precision}: {estimator.precision_reason}), '
+            f'subscribed to {self.resolve_topic_name(image_topic)}; it warms up on the first '
+            "image's size, then reports ready")
 
     # ---------------------------------------------------------------- set-up
     def _create_estimator(self, values):
@@ -377,10 +379,30 @@ class DepthNode(Node):
                 self.stats['errors'] += 1
                 self.throttled.error(f'frame failed: {type(error).__name__}: {error}')
 
+    def _warm_up(self, width, height, order):
+        """Build / compile / autotune for ``width`` x ``height`` once, before its first frame.
+
+        Exported backends build (or load) their graph here, ``torch.compile`` compiles and
+        cuDNN autotunes: seconds to minutes (a TensorRT engine build on a Jetson) that must not
+        be paid inside the frame loop unannounced. /diagnostics says 'warming up' meanwhile.
+        """
+        estimator = self.pipeline.estimator
+        self.get_logger().info(f'warming up for {width}x{height} images ({estimator.backend}, '
+                               f'{estimator.precision} on {estimator.device})')
+        self.warming_up = (width, height)
+        try:
+            seconds = estimator.warmup(width, height, order)
+        finally:
+            self.warming_up = None
+        self.get_logger().info(f'ready for {width}x{height} images: warm-up took {seconds:.2f} s'
+                               f' ({estimator.backend}, {estimator.precision})')
+
     def _process(self, msg):
         start = time.perf_counter()
         pixels, order = self._decode(msg)
         height, width = pixels.shape[:2]
+        if (width, height) not in self.pipeline.estimator.warmed_up:
+            self._warm_up(width, height, order)
         self._await_first_camera_info()
         intrinsics = self._intrinsics_for(width, height)
         previous = self.last_frame
@@ -470,8 +492,15 @@ class DepthNode(Node):
         status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: depth',
                                   hardware_id=self.values['model.name'])
         scale, metric = self.last_scale or (None, False)
+        estimator = self.pipeline.estimator
         values = {
-            'backend': self.pipeline.estimator.backend,
+            'backend': estimator.backend,
+            'backend requested': estimator.requested_backend,
+            'backend error': estimator.backend_error or '',
+            'device': str(estimator.device),
+            'precision': f'{estimator.precision} ({estimator.precision_reason})',
+            'warm-up (s)': ', '.join(f'{w}x{h}: {seconds:.2f}' for (w, h), seconds
+                                     in list(estimator.warmed_up.items())),
             'scale mode': self.values['scale.mode'],
             'depth metric': str(metric),
             'frames received': self.frames.received,
@@ -482,8 +511,18 @@ class DepthNode(Node):
             'frame rate (Hz)': f"{self.stats['fps']:.2f}",
             'latency (ms)': f"{self.stats['latency_s'] * 1e3:.1f}",
         }
-        if self.stats['processed'] == 0:
+        if estimator.backend_error and estimator.backend == estimator.requested_backend:
+            status.level = DiagnosticStatus.ERROR
+            status.message = f'backend {estimator.backend} failed: {estimator.backend_error}'
+        elif self.warming_up is not None:
+            status.level = DiagnosticStatus.WARN
+            status.message = 'warming up for {}x{} images'.format(*self.warming_up)
+        elif self.stats['processed'] == 0:
             status.level, status.message = DiagnosticStatus.WARN, 'no image processed yet'
+        elif estimator.backend_error:
+            status.level = DiagnosticStatus.WARN
+            status.message = (f'backend {estimator.requested_backend} failed, running '
+                              f'{estimator.backend}: {estimator.backend_error}')
         elif not metric:
             status.level = DiagnosticStatus.WARN
             status.message = 'depth is uncalibrated (relative)'
