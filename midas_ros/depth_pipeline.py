@@ -230,6 +230,10 @@ class DepthPipeline:
                                          else None)
         self._buffers = {}
 
+    def reset_time(self):
+        """Forget what depends on the time line (the scale smoothing): time went back."""
+        self._smoother.reset()
+
     def _camera_for(self, intrinsics):
         if self._camera is None or self._camera.intrinsics != intrinsics:
             self._camera = _CameraModel(self._settings, intrinsics)

@@ -50,6 +50,7 @@ from midas_ros.ros.parameters import declare_parameters, on_set_parameters
 from midas_ros.ros.qos import qos_profile, subscribe
 from midas_ros.ros.tf_frames import FrameTransforms, TransformUnavailable
 from midas_ros.ros.throttled_log import ThrottledLog
+from midas_ros.ros.time_jumps import on_time_jump_back
 from midas_ros.scale import FloorPlane
 
 THROTTLE_S = 5.0
@@ -58,6 +59,7 @@ FIRST_CAMERA_INFO_WAIT_S = 0.5
 # instant is often published just after the image).
 TF_WAIT_S = 0.1
 DEFAULT_FRAME = 'camera_optical_frame'
+PREWARM_SIZE = (640, 480)   # warmed up at start: the commonest camera size (and camera_source's)
 # Image encoding -> channel order the estimator understands.
 CHANNEL_ORDER = {'rgb8': 'rgb', 'bgr8': 'bgr', 'rgba8': 'rgba', 'bgra8': 'bgra', 'mono8': 'mono'}
 OUTPUT_TYPES = {'depth/image': Image, 'depth/relative': Image, 'depth/colormap': Image,
@@ -133,11 +135,10 @@ class DepthNode(Node):
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.messages = DepthMessageBuilder()
         self.skipped_outputs = SkippedOutputs()
-        # One-time costs of a first frame (the graph for a 640x480 camera loaded or exported,
-        # the 'auto' parity check, lazy kernels) paid before subscribing: a camera waiting for
-        # this subscriber then loses no frames to them. Another image size pays its own once.
-        if hasattr(estimator, 'warmup'):
-            estimator.warmup(iterations=1)
+        # The most common camera size warmed up before subscribing (graph loaded or exported,
+        # the 'auto' parity check, lazy kernels): a camera that waits for this subscriber loses
+        # no frames to it. Another size warms up on its first image (``_warm_up``).
+        estimator.warmup(*PREWARM_SIZE)
 
         # Depth 1: a frame waiting in DDS behind a newer one is worth nothing. Raw: a frame
         # the node drops is never deserialized.
@@ -159,16 +160,19 @@ class DepthNode(Node):
                                  self._on_anchors, qos_profile('sensor_data', depth=1))
 
         self.stats = {'processed': 0, 'idle': 0, 'errors': 0, 'latency_s': 0.0, 'fps': 0.0}
+        self.warming_up = None   # (width, height) while the estimator warms up for that size
         self.stage_times = {}
         self.last_frame = None
         self.last_scale = None   # (ScaleState, whether the depth was metric) of the last frame
         self._rate_window = []
         self.create_timer(values['diagnostics.period'], self._publish_diagnostics)
+        self._time_jumps = on_time_jump_back(self, self._forget_the_past)
         image_topic = 'image' if values['image.transport'] == 'raw' else 'image/compressed'
         self.get_logger().info(
-            f"depth_node ready: model {values['model.name']} on {estimator.device} "
-            f'({estimator.backend}, {estimator.precision}), subscribed to '
-            f'{self.resolve_topic_name(image_topic)}')
+            f"depth_node started: model {values['model.name']} on {estimator.device} "
+            f'({estimator.backend}, {estimator.precision}: {estimator.precision_reason}), '
+            f'subscribed to {self.resolve_topic_name(image_topic)}; warmed up for '
+            '{}x{} images, another size warms up on its first image'.format(*PREWARM_SIZE))
         self.get_logger().info(f"backend {estimator.backend} (model.backend "
                                f"{values['model.backend']}): {self._runtime()[0]}; "
                                f'{self._runtime()[1]}')
@@ -382,12 +386,32 @@ class DepthNode(Node):
             self.stats['errors'] += 1
             self.throttled.error(f'frame failed: {type(error).__name__}: {error}')
 
+    def _warm_up(self, width, height, order):
+        """Build / compile / autotune for ``width`` x ``height`` once, before its first frame.
+
+        Exported backends build (or load) their graph here, ``torch.compile`` compiles and
+        cuDNN autotunes: seconds to minutes (a TensorRT engine build on a Jetson) that must not
+        be paid inside the frame loop unannounced. /diagnostics says 'warming up' meanwhile.
+        """
+        estimator = self.pipeline.estimator
+        self.get_logger().info(f'warming up for {width}x{height} images ({estimator.backend}, '
+                               f'{estimator.precision} on {estimator.device})')
+        self.warming_up = (width, height)
+        try:
+            seconds = estimator.warmup(width, height, order)
+        finally:
+            self.warming_up = None
+        self.get_logger().info(f'ready for {width}x{height} images: warm-up took {seconds:.2f} s'
+                               f' ({estimator.backend}, {estimator.precision})')
+
     def _process(self, payload):
         start = time.perf_counter()
         msg = deserialize_message(payload, self._image_type)
         deserialized = time.perf_counter()
         pixels, order = self._decode(msg)
         height, width = pixels.shape[:2]
+        if (width, height) not in self.pipeline.estimator.warmed_up:
+            self._warm_up(width, height, order)
         self._await_first_camera_info()
         intrinsics = self._intrinsics_for(width, height)
         previous = self.last_frame
@@ -472,15 +496,33 @@ class DepthNode(Node):
         span = window[-1] - window[0]
         self.stats['fps'] = (len(window) - 1) / span if span > 0 else 0.0
 
+    def _forget_the_past(self, why):
+        """ROS time went back (a bag loop, a simulator reset): the scale filter, the rate and
+        latency windows and the anchors belong to the old time line."""
+        with self._pipeline_lock:
+            self.pipeline.reset_time()
+            self._rate_window.clear()
+            self.stats['fps'] = self.stats['latency_s'] = 0.0
+            self.anchors = None
+        self.get_logger().info(f'{why}: cleared the scale smoothing, frame rate, latency and '
+                               'anchors (a bag loop or simulator reset?)')
+
     # ---------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self):
         status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: depth',
                                   hardware_id=self.values['model.name'])
         scale, metric = self.last_scale or (None, False)
+        estimator = self.pipeline.estimator
         values = {
-            'backend': self.pipeline.estimator.backend,
+            'backend': estimator.backend,
             'backend reason': self._runtime()[0],
             'threads': self._runtime()[1],
+            'backend requested': estimator.requested_backend,
+            'backend error': estimator.backend_error or '',
+            'device': str(estimator.device),
+            'precision': f'{estimator.precision} ({estimator.precision_reason})',
+            'warm-up (s)': ', '.join(f'{w}x{h}: {seconds:.2f}' for (w, h), seconds
+                                     in list(estimator.warmed_up.items())),
             'scale mode': self.values['scale.mode'],
             'depth metric': str(metric),
             'frames received': self.frames.received,
@@ -492,8 +534,18 @@ class DepthNode(Node):
             'frame rate (Hz)': f"{self.stats['fps']:.2f}",
             'latency (ms)': f"{self.stats['latency_s'] * 1e3:.1f}",
         }
-        if self.stats['processed'] == 0:
+        if estimator.backend_error and estimator.backend == estimator.requested_backend:
+            status.level = DiagnosticStatus.ERROR
+            status.message = f'backend {estimator.backend} failed: {estimator.backend_error}'
+        elif self.warming_up is not None:
+            status.level = DiagnosticStatus.WARN
+            status.message = 'warming up for {}x{} images'.format(*self.warming_up)
+        elif self.stats['processed'] == 0:
             status.level, status.message = DiagnosticStatus.WARN, 'no image processed yet'
+        elif estimator.backend_error:
+            status.level = DiagnosticStatus.WARN
+            status.message = (f'backend {estimator.requested_backend} failed, running '
+                              f'{estimator.backend}: {estimator.backend_error}')
         elif not metric:
             status.level = DiagnosticStatus.WARN
             status.message = 'depth is uncalibrated (relative)'

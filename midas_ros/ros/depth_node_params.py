@@ -6,6 +6,7 @@ from midas_ros.ros.parameters import Param
 from midas_ros.ros.qos import QOS_NAMES, SUBSCRIPTION_QOS_NAMES
 
 ANCHOR_TYPES = ('scan', 'range', 'points', 'depth')
+DEVICE_PATTERN = r'auto|cpu|cuda(:[0-9]+)?'
 
 DEPTH_NODE_PARAMS = (
     # Model and inference (read at start; change needs a restart).
@@ -25,10 +26,11 @@ DEPTH_NODE_PARAMS = (
           choices=('auto', 'torch', 'onnxruntime', 'openvino', 'tensorrt'), read_only=True),
     Param('model.backend_fallback', False, 'fall back to torch (with a warning) when the '
           'backend cannot run', read_only=True),
-    Param('device', 'auto', 'inference device', choices=('auto', 'cpu', 'cuda'),
-          read_only=True),
-    Param('inference.precision', 'auto', 'auto: fp16 autocast on CUDA where safe for the '
-          'variant, fp32 on CPU', choices=('auto', 'fp32', 'fp16', 'bf16'), read_only=True),
+    Param('device', 'auto', 'inference device: auto (CUDA if present, else cpu), cpu, cuda '
+          '(the current GPU) or cuda:N (GPU N)', pattern=DEVICE_PATTERN, read_only=True),
+    Param('inference.precision', 'auto', 'auto: by the device (CPU: fp32; CUDA: fp16 for '
+          'variants safe in it, else bf16 on sm_80 and later, else fp32); the choice and why '
+          'are logged at start', choices=('auto', 'fp32', 'fp16', 'bf16'), read_only=True),
     Param('inference.channels_last', True, 'channels-last memory format on CUDA',
           read_only=True),
     Param('inference.compile', False, 'torch.compile the network (slow first frame)',
