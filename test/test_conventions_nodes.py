@@ -260,20 +260,16 @@ def test_obstacle_node_too_near_and_too_far(obstacle_graph, fill, expected):
 
 
 def test_a_scan_that_cannot_be_made_costs_only_the_scan(depth_graph):
-    """The issue's example: scan.height too tall for the principal row (cy = 200): depth
-    image, cloud and camera_info keep flowing, with one warning and a diagnostics entry."""
-    # Refused at run time while the current camera (cy = 235) cannot take it...
-    result = set_parameters(depth_graph.probe, f'{depth_graph.namespace}/depth_node',
-                            {'scan.height': 480})
-    assert not result.successful and 'does not fit' in result.reason
-    depth_graph.set({'scan.height': 470, 'scale.b': 0.5})
-    # ... and a camera whose principal row makes it impossible costs only the scan.
+    """The issue's example: scan.height 480 while cy = 200: depth image, cloud and camera_info
+    keep flowing, with one warning per change and a diagnostics entry."""
+    depth_graph.set({'scan.height': 480, 'scale.b': 0.5})    # accepted: the camera may change
     low_cy = camera_info(p=[500.0, 0, 310, 0, 0, 500, 200, 0, 0, 0, 1, 0])
     topics = ('depth/image', 'depth/points', 'depth/camera_info')
     for when in (50.0, 51.0, 52.0):
         out = depth_graph.frame(when, low_cy, topics)
         depth, _ = image_to_array(out['depth/image'])
         assert np.allclose(depth, 2.0, rtol=1e-4)
+        assert np.allclose(cloud_to_xyz(out['depth/points'])[..., 2], 2.0, rtol=1e-4)
     assert not [m for m in depth_graph.probe.received[depth_graph.topic('depth/scan')]
                 if 50 <= m.header.stamp.sec <= 52]
     assert depth_graph.probe.spin_until(
@@ -282,11 +278,15 @@ def test_a_scan_that_cannot_be_made_costs_only_the_scan(depth_graph):
     assert 'does not fit' in status['output depth/scan'] and 'depth/scan' in status['message']
     log = depth_graph.process.output()
     assert log.count('depth/scan skipped') == 1, log[-3000:]
-    # Back to a camera it fits: the scan returns, said once.
-    out = depth_graph.frame(53.0, camera_info())
+    # Another change that still cannot work: one more warning (its reason changed).
+    depth_graph.set({'scan.height': 470})
+    depth_graph.frame(53.0, low_cy, topics)
+    assert depth_graph.process.output().count('depth/scan skipped') == 2
+    # A change that works: the scan returns, said once.
+    depth_graph.set({'scan.height': 1})
+    out = depth_graph.frame(54.0, low_cy)
     assert len(out['depth/scan'].ranges) == WIDTH
     assert depth_graph.process.output().count('depth/scan published again') == 1
-    depth_graph.set({'scan.height': 1})
 
 
 class SimClock:
