@@ -10,7 +10,7 @@ intrinsics and reused; per-frame arrays are reused buffers.
 """
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import numpy as np
@@ -80,18 +80,47 @@ class DepthFrame:
     cloud_intrinsics: Optional[Intrinsics] = None
     scan: Optional[object] = None               # geometry.LaserScanData
     timings: Optional[dict] = None              # seconds per stage
+    # Products asked for and enabled that could not be made this frame: {product: reason}.
+    # Each costs only itself; every other product is still there.
+    skipped: dict = field(default_factory=dict)
 
 
 PRODUCTS = frozenset({'colormap', 'cloud', 'scan'})
 
 
+class SkippedOutputs:
+    """Which outputs are being skipped and why, so that a node warns once per change (not per
+    frame) and its diagnostics list them."""
+
+    def __init__(self):
+        self.reasons = {}       # output -> why it is skipped now
+
+    def update(self, attempted, skipped):
+        """Fold in one frame: ``attempted`` the outputs it tried, ``skipped`` ({output:
+        reason}) those it could not make. Returns ``(started, recovered)``: outputs newly
+        skipped or skipped for another reason ({output: reason}), and outputs made again."""
+        started = {name: reason for name, reason in skipped.items()
+                   if self.reasons.get(name) != reason}
+        recovered = [name for name in attempted if name in self.reasons and name not in skipped]
+        for name in recovered:
+            del self.reasons[name]
+        self.reasons.update(started)
+        return started, recovered
+
+
+class _Unavailable(Exception):
+    """An output that this camera and these settings cannot give; the text says why."""
+
+
 class _CameraModel:
     """What depends on (settings, intrinsics): rebuilt only when either changes.
 
-    ``strict``: raise when the scale mode cannot work with this camera (a parameter change is
-    then refused); otherwise fall back to the uncalibrated scale and keep the reason in
-    ``scale_problem``, so that a camera whose geometry does not fit the configuration (say,
-    a horizon below the image) still gets every output, marked uncalibrated.
+    ``strict``: raise when the scale mode or an enabled output cannot work with this camera (a
+    parameter change is then refused); otherwise fall back to the uncalibrated scale and keep
+    the reason in ``scale_problem``, so that a camera whose geometry does not fit the
+    configuration (say, a horizon below the image) still gets every output, marked
+    uncalibrated; and an output that cannot be made for this camera (a scan band outside the
+    image...) is left out with its reason in ``output_problems``, costing only itself.
     """
 
     def __init__(self, settings, intrinsics, strict=False):
@@ -106,10 +135,23 @@ class _CameraModel:
                 raise
             self.scale_problem = f'scale.mode {settings.scale_mode} cannot work: {error}'
             self.scale_estimator = UncalibratedScale(settings.uncalibrated_median_depth)
-        self.backprojector = (Backprojector(intrinsics, settings.cloud_decimation)
-                              if settings.cloud_enabled else None)
-        self.scan = (DepthToScan(intrinsics, settings.scan_height, settings.scan_range_min,
-                                 settings.scan_range_max) if settings.scan_enabled else None)
+        self.output_problems = {}
+        self.backprojector = self.scan = None
+        try:
+            if settings.cloud_enabled:
+                self.backprojector = Backprojector(intrinsics, settings.cloud_decimation)
+        except ValueError as error:
+            if strict:
+                raise
+            self.output_problems['cloud'] = str(error)
+        try:
+            if settings.scan_enabled:
+                self.scan = DepthToScan(intrinsics, settings.scan_height,
+                                        settings.scan_range_min, settings.scan_range_max)
+        except ValueError as error:
+            if strict:
+                raise
+            self.output_problems['scan'] = f'scan.height / range for this camera: {error}'
 
 
 _SCALE_FIELDS = ('scale_mode', 'scale_a', 'scale_b', 'uncalibrated_median_depth',
@@ -171,6 +213,10 @@ class DepthPipeline:
                                          else None)
         self._buffers = {}
 
+    def reset_time(self):
+        """Forget what depends on the time line (the scale smoothing): time went back."""
+        self._smoother.reset()
+
     def _camera_for(self, intrinsics):
         if self._camera is None or self._camera.intrinsics != intrinsics:
             self._camera = _CameraModel(self._settings, intrinsics)
@@ -183,13 +229,15 @@ class DepthPipeline:
         return buffer
 
     def process(self, image, channel_order, intrinsics, stamp_s, anchors=None,
-                products=PRODUCTS):
+                products=PRODUCTS, floor=None):
         """The products of one frame: relative and metric depth always, and those of
         ``products`` (``colormap``, ``cloud``, ``scan``) that the settings enable.
 
         ``image``: uint8 HxWxC (or HxW mono) in ``channel_order``; ``intrinsics``: for this
         image size; ``stamp_s``: the frame time in seconds (drives the scale smoothing);
-        ``anchors``: ``(u, v, z[, valid])`` metric anchors for the sparse scale mode.
+        ``anchors``: ``(u, v, z[, valid])`` metric anchors for the sparse scale mode;
+        ``floor``: this frame's ``scale.FloorPlane`` for the ground_plane mode (e.g. from TF),
+        None for the one of the settings (camera height, pitch, roll).
         Raises ValueError when the intrinsics do not fit the image.
         """
         settings = self._settings
@@ -208,7 +256,7 @@ class DepthPipeline:
         tick = time.perf_counter()
         timings['inference_total'] = tick - start
 
-        fit = camera.scale_estimator.fit(relative, anchors)
+        fit = camera.scale_estimator.fit(relative, anchors, floor)
         state = self._smoother.update(fit, stamp_s)
         calibrated = state.calibrated and camera.scale_estimator.metric
         if not math.isfinite(state.a):
@@ -226,24 +274,42 @@ class DepthPipeline:
         frame = DepthFrame(relative, depth, state, calibrated, camera.scale_problem,
                            timings=timings)
         if 'colormap' in products:
-            tick = time.perf_counter()
-            frame.colormap = self._colorizer.colorize(
-                depth, out=self._buffer('colormap', (height, width, 3), np.uint8))
-            timings['colormap'] = time.perf_counter() - tick
-        tick = time.perf_counter()
-        if camera.backprojector is not None and 'cloud' in products:
-            backprojector = camera.backprojector
-            frame.points = backprojector.points(
-                depth, out=self._buffer('points', backprojector.shape + (3,), np.float32))
-            frame.cloud_intrinsics = backprojector.intrinsics
-            if settings.cloud_color:
-                frame.points_rgb = self._cloud_colors(backprojector.sample(image), channel_order)
-        timings['cloud'] = time.perf_counter() - tick
-        if camera.scan is not None and 'scan' in products:
-            tick = time.perf_counter()
-            frame.scan = camera.scan.convert(depth)
-            timings['scan'] = time.perf_counter() - tick
+            self._make(frame, 'colormap', self._colormap, depth)
+        if settings.cloud_enabled and 'cloud' in products:
+            self._make(frame, 'cloud', self._cloud, camera, depth, image, channel_order)
+        if settings.scan_enabled and 'scan' in products:
+            self._make(frame, 'scan', self._scan, camera, depth)
         return frame
+
+    def _make(self, frame, product, make, *args):
+        """Run ``make(frame, *args)``; if the product cannot be made, record why in
+        ``frame.skipped`` and go on: one output never costs the others."""
+        tick = time.perf_counter()
+        try:
+            make(frame, *args)
+        except Exception as error:  # whatever breaks one output must not drop the frame
+            frame.skipped[product] = (error.args[0] if isinstance(error, _Unavailable)
+                                      else f'{type(error).__name__}: {error}')
+        frame.timings[product] = time.perf_counter() - tick
+
+    def _colormap(self, frame, depth):
+        frame.colormap = self._colorizer.colorize(
+            depth, out=self._buffer('colormap', depth.shape + (3,), np.uint8))
+
+    def _cloud(self, frame, camera, depth, image, channel_order):
+        backprojector = camera.backprojector
+        if backprojector is None:
+            raise _Unavailable(camera.output_problems['cloud'])
+        frame.points = backprojector.points(
+            depth, out=self._buffer('points', backprojector.shape + (3,), np.float32))
+        frame.cloud_intrinsics = backprojector.intrinsics
+        if self._settings.cloud_color:
+            frame.points_rgb = self._cloud_colors(backprojector.sample(image), channel_order)
+
+    def _scan(self, frame, camera, depth):
+        if camera.scan is None:
+            raise _Unavailable(camera.output_problems['scan'])
+        frame.scan = camera.scan.convert(depth)
 
     def _cloud_colors(self, pixels, channel_order):
         """RGB uint8 of the cloud's pixels, whatever the input channel order."""

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from midas_ros.geometry import Intrinsics, project_points, transform_from_xyz_rpy
-from midas_ros.scale import (FixedScale, GroundPlaneScale, ScaleFit, ScaleSmoother, SparseScale,
-                             UncalibratedScale, create_estimator, fit_inverse_depth,
-                             inverse_depth_to_metric)
+from midas_ros.scale import (FixedScale, FloorPlane, GroundPlaneScale, ScaleFit, ScaleSmoother,
+                             SparseScale, UncalibratedScale, create_estimator,
+                             fit_inverse_depth, inverse_depth_to_metric)
 from midas_ros.tools import calibrate_scale
 
 CAMERA = Intrinsics.from_fov(160, 120, 70.0)
@@ -97,6 +97,30 @@ def test_ground_plane_from_a_static_transform_matches_height_pitch_roll():
     assert math.isclose(from_angles.b, from_transform.b, rel_tol=1e-6, abs_tol=1e-9)
 
 
+@pytest.mark.parametrize('pitch_deg, roll_deg', [(5.0, 0.0), (15.0, 0.0), (12.0, -6.0)])
+def test_ground_plane_with_a_floor_per_frame_matches_a_fixed_geometry(pitch_deg, roll_deg):
+    """A moving camera: the frame's floor (e.g. from TF) gives what an estimator built for that
+    geometry gives, roll included; the constructor's geometry would be wrong."""
+    pitch, roll = math.radians(pitch_deg), math.radians(roll_deg)
+    transform = np.eye(4)
+    transform[:3, :3] = base_from_optical(pitch, roll)
+    transform[:3, 3] = (0.4, -0.1, HEIGHT)     # anywhere above the floor: only z matters
+    floor = FloorPlane.from_transform(transform)
+    assert floor.height == pytest.approx(HEIGHT)
+    assert np.allclose(floor.pitch_roll(), (pitch, roll))
+    assert np.allclose(floor.down, FloorPlane.from_height_pitch_roll(HEIGHT, pitch, roll).down)
+    truth, _, _ = render(pitch, roll)
+    relative = network_output(truth, np.random.default_rng(4))
+    moving = GroundPlaneScale(CAMERA, HEIGHT, math.radians(10.0), 0.0, floor_rows=FLOOR_ROWS)
+    fit = moving.fit(relative, floor=floor)
+    assert median_error(fit, relative, truth) < 0.03
+    if pitch_deg != 10.0:
+        assert median_error(moving.fit(relative), relative, truth) > 0.05
+    # A floor the region cannot see (camera looking up) fails this frame, with the reason.
+    failed = moving.fit(relative, floor=FloorPlane.from_height_pitch_roll(HEIGHT, -0.7, 0.0))
+    assert not failed.ok and 'see the floor' in failed.reason
+
+
 def test_ground_plane_rejects_impossible_configurations():
     with pytest.raises(ValueError, match='height'):
         GroundPlaneScale(CAMERA, 0.0, math.radians(10), 0.0)
@@ -176,13 +200,15 @@ def test_uncalibrated_puts_the_median_pixel_at_the_nominal_depth():
 
 
 def test_inverse_depth_to_metric_inverts_and_masks():
-    relative = np.array([[1.0, 2.0, -1.0, np.nan, 0.5, 0.2]], dtype=np.float32)
+    relative = np.array([[1.0, 2.0, -1.0, np.nan, 0.5, 0.2, 0.0, 40.0]], dtype=np.float32)
     out = np.empty_like(relative)
     depth = inverse_depth_to_metric(relative, 0.5, 0.0, out=out, min_depth=0.1, max_depth=5.0)
     assert depth is out
     np.testing.assert_allclose(depth[0, :2], [2.0, 1.0])
-    assert np.isnan(depth[0, 2:4]).all()  # a r + b <= 0, NaN input
-    assert depth[0, 4] == pytest.approx(4.0) and np.isnan(depth[0, 5])  # 10 m > max_depth
+    # REP 118: a r + b <= 0 is at or beyond infinity (+inf), NaN input is no reading.
+    assert depth[0, 2] == np.inf and np.isnan(depth[0, 3]) and depth[0, 6] == np.inf
+    assert depth[0, 4] == pytest.approx(4.0) and depth[0, 5] == np.inf  # 10 m > max_depth
+    assert depth[0, 7] == -np.inf   # 0.05 m < min_depth: too near
     with pytest.raises(ValueError, match='min_depth'):
         inverse_depth_to_metric(relative, 1.0, 0.0, max_depth=math.inf)
     with pytest.raises(ValueError, match='a > 0'):

@@ -8,6 +8,11 @@ Published, every one with the input image's header (stamp, frame_id unless ``fra
   depth/image (32FC1 metres, NaN = no reading), depth/relative (32FC1 network output),
   depth/colormap (bgr8), depth/camera_info, depth/points (organized PointCloud2),
   depth/scan (LaserScan, when ``scan.enabled``), /diagnostics.
+TF (``ros/tf_frames.py``, when tf2_ros is installed): with ``scale.ground_frame`` set, the
+ground_plane mode takes the floor from ``ground_frame -> image frame`` at each image's stamp;
+sparse anchors are moved from their message's frame_id into the image frame at their stamp.
+Either falls back to its parameters (camera height/pitch/roll, ``scale.anchor_extrinsic``)
+with a rate-limited warning, and /diagnostics says which source the last frame used.
 
 The node is only translation: messages -> numpy -> ``DepthPipeline`` -> messages. Frames are
 processed in the process's main thread while ROS callbacks run in a background executor thread
@@ -26,19 +31,27 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, Range
 
-from midas_ros.depth_pipeline import DepthPipeline, DepthSettings
+from midas_ros.depth_pipeline import DepthPipeline, DepthSettings, SkippedOutputs
 from midas_ros.geometry import (BODY_FROM_OPTICAL, Intrinsics, laser_scan_points,
                                 project_points, transform_from_xyz_rpy)
 from midas_ros.ros.conversions import (ConversionError, camera_info_to_intrinsics, cloud_to_xyz,
-                                       compressed_to_array, depth_to_metres, image_to_array)
-from midas_ros.ros.depth_messages import DEPTH_TOPICS, DepthMessageBuilder, products_for
+                                       compressed_to_array, depth_to_metres, image_to_array,
+                                       projection_is_set)
+from midas_ros.ros.depth_messages import (DEPTH_TOPICS, DepthMessageBuilder, products_for,
+                                          skipped_topics)
 from midas_ros.ros.depth_node_params import DEPTH_NODE_PARAMS
 from midas_ros.ros.parameters import declare_parameters, on_set_parameters
 from midas_ros.ros.qos import qos_profile, subscribe
+from midas_ros.ros.tf_frames import FrameTransforms, TransformUnavailable
 from midas_ros.ros.throttled_log import ThrottledLog
+from midas_ros.ros.time_jumps import on_time_jump_back
+from midas_ros.scale import FloorPlane
 
 THROTTLE_S = 5.0
 FIRST_CAMERA_INFO_WAIT_S = 0.5
+# How long a frame may wait for the transform of its own stamp (the robot's TF for that
+# instant is often published just after the image).
+TF_WAIT_S = 0.1
 DEFAULT_FRAME = 'camera_optical_frame'
 # Image encoding -> channel order the estimator understands.
 CHANNEL_ORDER = {'rgb8': 'rgb', 'bgr8': 'bgr', 'rgba8': 'rgba', 'bgra8': 'bgra', 'mono8': 'mono'}
@@ -115,6 +128,9 @@ class DepthNode(Node):
         super().__init__('depth_node', **kwargs)
         self.values = declare_parameters(self, DEPTH_NODE_PARAMS)
         self.throttled = ThrottledLog(self.get_logger(), THROTTLE_S)
+        self.tf = FrameTransforms(self)
+        # Where the last frame's scale geometry came from (TF or parameters), for diagnostics.
+        self.geometry = {}
         values = self.values
         self.anchor_transform = anchor_transform(values)
         estimator = self._create_estimator(values)
@@ -136,6 +152,7 @@ class DepthNode(Node):
                         for topic in DEPTH_TOPICS}
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.messages = DepthMessageBuilder()
+        self.skipped_outputs = SkippedOutputs()
 
         # Depth 1: a frame waiting in DDS behind a newer one is worth nothing.
         self.frames = _LatestFrame()
@@ -157,16 +174,19 @@ class DepthNode(Node):
                                  self._on_anchors, qos_profile('sensor_data', depth=1))
 
         self.stats = {'processed': 0, 'idle': 0, 'errors': 0, 'latency_s': 0.0, 'fps': 0.0}
+        self.warming_up = None   # (width, height) while the estimator warms up for that size
         self.stage_times = {}
         self.last_frame = None
         self.last_scale = None   # (ScaleState, whether the depth was metric) of the last frame
         self._rate_window = []
         self.create_timer(values['diagnostics.period'], self._publish_diagnostics)
+        self._time_jumps = on_time_jump_back(self, self._forget_the_past)
         image_topic = 'image' if values['image.transport'] == 'raw' else 'image/compressed'
         self.get_logger().info(
-            f"depth_node ready: model {values['model.name']} on {estimator.device} "
-            f'({estimator.backend}, {estimator.precision}), subscribed to '
-            f'{self.resolve_topic_name(image_topic)}')
+            f"depth_node started: model {values['model.name']} on {estimator.device} "
+            f'({estimator.backend}, {estimator.precision}: {estimator.precision_reason}), '
+            f'subscribed to {self.resolve_topic_name(image_topic)}; it warms up on the first '
+            "image's size, then reports ready")
 
     # ---------------------------------------------------------------- set-up
     def _create_estimator(self, values):
@@ -226,11 +246,12 @@ class DepthNode(Node):
                 self.throttled.warning(f'camera_info unusable ({error}); using camera.hfov_deg='
                                        f"{self.values['camera.hfov_deg']}")
             else:
-                if any(info.d):
+                if any(info.d) and not projection_is_set(info):
+                    # With P set, D describes the raw image and P the rectified one: normal.
                     self.get_logger().warning(
-                        'camera_info has lens distortion: depth_node treats images as '
-                        'rectified (pinhole K); subscribe it to a rectified stream '
-                        '(image_rect) for exact geometry', once=True)
+                        'camera_info has lens distortion and no projection matrix P: '
+                        'depth_node treats images as rectified (pinhole K); subscribe it to a '
+                        'rectified stream (image_rect) for exact geometry', once=True)
                 if (intrinsics.width, intrinsics.height) == (width, height):
                     return intrinsics
                 try:
@@ -263,7 +284,7 @@ class DepthNode(Node):
                                   f"(accepted: {', '.join(CHANNEL_ORDER)})")
         return pixels, order
 
-    def _current_anchors(self, intrinsics):
+    def _current_anchors(self, intrinsics, image_frame):
         """Anchors ``(u, v, z, valid)`` in this image from the newest anchor message."""
         if self.anchors is None:
             return None
@@ -271,12 +292,62 @@ class DepthNode(Node):
         if time.monotonic() - received > self.values['scale.anchor_timeout']:
             return None
         try:
-            return self._anchors_from(msg, intrinsics)
+            return self._anchors_from(msg, intrinsics, image_frame)
         except ConversionError as error:   # a bad anchor message must not cost the frame
             self.throttled.warning(f'anchors ignored: {error}')
             return None
 
-    def _anchors_from(self, msg, intrinsics):
+    def _anchor_transform_for(self, msg, image_frame):
+        """optical_from_sensor for an anchor message: TF from its frame_id at its stamp, else
+        ``scale.anchor_extrinsic``; the source goes to diagnostics."""
+        sensor_frame = msg.header.frame_id
+        if not sensor_frame:
+            source = 'scale.anchor_extrinsic (anchors have no frame_id)'
+        elif not self.tf.available:
+            source = 'scale.anchor_extrinsic (tf2_ros not available)'
+        else:
+            try:
+                transform = self.tf.lookup(image_frame, sensor_frame, msg.header.stamp,
+                                           TF_WAIT_S)
+            except TransformUnavailable as error:
+                self.tf.report_missing(self.throttled, f'anchors: no transform {error}; '
+                                       'using scale.anchor_extrinsic')
+                source = f'scale.anchor_extrinsic (no transform {error})'
+            else:
+                self.geometry = {'anchor transform source': f'tf {sensor_frame} -> {image_frame}'}
+                return transform
+        self.geometry = {'anchor transform source': source}
+        return self.anchor_transform
+
+    def _floor_for(self, image_frame, stamp):
+        """This frame's floor from TF (``scale.ground_frame`` -> ``image_frame`` at ``stamp``),
+        or None for the one of the parameters; what was used goes to diagnostics."""
+        values = self.values
+        ground_frame = values['scale.ground_frame']
+        floor = None
+        if not ground_frame:
+            source = 'parameters'
+        elif not self.tf.available:
+            source = 'parameters (tf2_ros not available)'
+        else:
+            try:
+                floor = FloorPlane.from_transform(
+                    self.tf.lookup(ground_frame, image_frame, stamp, TF_WAIT_S))
+                source = f'tf {ground_frame} -> {image_frame}'
+            except TransformUnavailable as error:
+                self.tf.report_missing(self.throttled, f'ground_plane: no transform {error}; '
+                                       'using scale.camera_height/_pitch_deg/_roll_deg')
+                source = f'parameters (no transform {error})'
+        used = floor or FloorPlane.from_height_pitch_roll(
+            values['scale.camera_height'], math.radians(values['scale.camera_pitch_deg']),
+            math.radians(values['scale.camera_roll_deg']))
+        pitch, roll = used.pitch_roll()
+        self.geometry = {'floor source': source, 'camera height (m)': f'{used.height:.4f}',
+                         'camera pitch (deg)': f'{math.degrees(pitch):.3f}',
+                         'camera roll (deg)': f'{math.degrees(roll):.3f}'}
+        return floor
+
+    def _anchors_from(self, msg, intrinsics, image_frame):
         if isinstance(msg, Image):  # a sparse depth image registered to the camera
             depth = depth_to_metres(msg)
             v, u = np.nonzero(np.isfinite(depth) & (depth > 0))
@@ -290,7 +361,7 @@ class DepthNode(Node):
             points = np.array([[msg.range, 0.0, 0.0]]) if in_range else np.zeros((0, 3))
         else:
             points = cloud_to_xyz(msg).reshape(-1, 3)
-        return project_points(points, self.anchor_transform, intrinsics)
+        return project_points(points, self._anchor_transform_for(msg, image_frame), intrinsics)
 
     # ---------------------------------------------------------------- work
     def run(self):
@@ -308,10 +379,30 @@ class DepthNode(Node):
                 self.stats['errors'] += 1
                 self.throttled.error(f'frame failed: {type(error).__name__}: {error}')
 
+    def _warm_up(self, width, height, order):
+        """Build / compile / autotune for ``width`` x ``height`` once, before its first frame.
+
+        Exported backends build (or load) their graph here, ``torch.compile`` compiles and
+        cuDNN autotunes: seconds to minutes (a TensorRT engine build on a Jetson) that must not
+        be paid inside the frame loop unannounced. /diagnostics says 'warming up' meanwhile.
+        """
+        estimator = self.pipeline.estimator
+        self.get_logger().info(f'warming up for {width}x{height} images ({estimator.backend}, '
+                               f'{estimator.precision} on {estimator.device})')
+        self.warming_up = (width, height)
+        try:
+            seconds = estimator.warmup(width, height, order)
+        finally:
+            self.warming_up = None
+        self.get_logger().info(f'ready for {width}x{height} images: warm-up took {seconds:.2f} s'
+                               f' ({estimator.backend}, {estimator.precision})')
+
     def _process(self, msg):
         start = time.perf_counter()
         pixels, order = self._decode(msg)
         height, width = pixels.shape[:2]
+        if (width, height) not in self.pipeline.estimator.warmed_up:
+            self._warm_up(width, height, order)
         self._await_first_camera_info()
         intrinsics = self._intrinsics_for(width, height)
         previous = self.last_frame
@@ -327,14 +418,17 @@ class DepthNode(Node):
             self.stats['idle'] += 1
             return
         stamp = msg.header.stamp
-        anchors = (self._current_anchors(intrinsics)
-                   if self.values['scale.mode'] == 'sparse' else None)
         header = msg.header
         header.frame_id = self._output_frame(header.frame_id)
+        mode = self.values['scale.mode']
+        self.geometry = {}
+        anchors = (self._current_anchors(intrinsics, header.frame_id) if mode == 'sparse'
+                   else None)
+        floor = self._floor_for(header.frame_id, stamp) if mode == 'ground_plane' else None
         with self._pipeline_lock:
             frame = self.pipeline.process(pixels, order, intrinsics,
                                           stamp.sec + stamp.nanosec * 1e-9, anchors,
-                                          products_for(wanted))
+                                          products_for(wanted), floor)
             self.last_scale = frame.scale, frame.calibrated
             if frame.scale_problem:
                 self.throttled.warning(f'{frame.scale_problem}; publishing uncalibrated depth')
@@ -343,11 +437,21 @@ class DepthNode(Node):
             messages = self.messages.build(frame, intrinsics, header,
                                            self.values['scan.frame_id'], wanted)
             frame.timings['messages'] = time.perf_counter() - tick
+            self._report_skipped(wanted, skipped_topics(frame, wanted, self.messages.problems))
         tick = time.perf_counter()
         for topic, message in messages.items():
             self.outputs[topic].publish(message)
         frame.timings['publish'] = time.perf_counter() - tick
         self._count(time.perf_counter() - start, frame.timings)
+
+    def _report_skipped(self, wanted, skipped):
+        """An output that cannot be made costs only itself: one warning when it starts being
+        skipped (or for another reason), one line when it is back; diagnostics list it."""
+        started, recovered = self.skipped_outputs.update(wanted, skipped)
+        for topic, reason in started.items():
+            self.get_logger().warning(f'{topic} skipped: {reason}; the other outputs continue')
+        for topic in recovered:
+            self.get_logger().info(f'{topic} published again')
 
     def _output_frame(self, image_frame_id):
         frame_id = self.values['frame_id'] or image_frame_id
@@ -372,13 +476,31 @@ class DepthNode(Node):
         span = window[-1] - window[0]
         self.stats['fps'] = (len(window) - 1) / span if span > 0 else 0.0
 
+    def _forget_the_past(self, why):
+        """ROS time went back (a bag loop, a simulator reset): the scale filter, the rate and
+        latency windows and the anchors belong to the old time line."""
+        with self._pipeline_lock:
+            self.pipeline.reset_time()
+            self._rate_window.clear()
+            self.stats['fps'] = self.stats['latency_s'] = 0.0
+            self.anchors = None
+        self.get_logger().info(f'{why}: cleared the scale smoothing, frame rate, latency and '
+                               'anchors (a bag loop or simulator reset?)')
+
     # ---------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self):
         status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: depth',
                                   hardware_id=self.values['model.name'])
         scale, metric = self.last_scale or (None, False)
+        estimator = self.pipeline.estimator
         values = {
-            'backend': self.pipeline.estimator.backend,
+            'backend': estimator.backend,
+            'backend requested': estimator.requested_backend,
+            'backend error': estimator.backend_error or '',
+            'device': str(estimator.device),
+            'precision': f'{estimator.precision} ({estimator.precision_reason})',
+            'warm-up (s)': ', '.join(f'{w}x{h}: {seconds:.2f}' for (w, h), seconds
+                                     in list(estimator.warmed_up.items())),
             'scale mode': self.values['scale.mode'],
             'depth metric': str(metric),
             'frames received': self.frames.received,
@@ -389,8 +511,18 @@ class DepthNode(Node):
             'frame rate (Hz)': f"{self.stats['fps']:.2f}",
             'latency (ms)': f"{self.stats['latency_s'] * 1e3:.1f}",
         }
-        if self.stats['processed'] == 0:
+        if estimator.backend_error and estimator.backend == estimator.requested_backend:
+            status.level = DiagnosticStatus.ERROR
+            status.message = f'backend {estimator.backend} failed: {estimator.backend_error}'
+        elif self.warming_up is not None:
+            status.level = DiagnosticStatus.WARN
+            status.message = 'warming up for {}x{} images'.format(*self.warming_up)
+        elif self.stats['processed'] == 0:
             status.level, status.message = DiagnosticStatus.WARN, 'no image processed yet'
+        elif estimator.backend_error:
+            status.level = DiagnosticStatus.WARN
+            status.message = (f'backend {estimator.requested_backend} failed, running '
+                              f'{estimator.backend}: {estimator.backend_error}')
         elif not metric:
             status.level = DiagnosticStatus.WARN
             status.message = 'depth is uncalibrated (relative)'
@@ -405,6 +537,14 @@ class DepthNode(Node):
                 'fit inliers': str(fit.inliers), 'fit samples': str(fit.samples),
                 'fit inlier ratio': f'{fit.inlier_ratio:.3f}',
                 'fit residual': f'{fit.residual:.4f}'})
+        values.update(self.geometry)
+        skipped = dict(self.skipped_outputs.reasons)    # a snapshot (processing thread)
+        values.update({f'output {topic}': f'skipped: {reason}'
+                       for topic, reason in skipped.items()})
+        if skipped and status.level == DiagnosticStatus.OK:
+            status.level = DiagnosticStatus.WARN
+        if skipped:
+            status.message += f"; skipped: {', '.join(sorted(skipped))}"
         # A snapshot: the processing thread adds stages while this runs in the callback one.
         values.update({f'time {stage} (ms)': f'{seconds * 1e3:.2f}'
                        for stage, seconds in list(self.stage_times.items())})

@@ -6,6 +6,7 @@ from midas_ros.ros.parameters import Param
 from midas_ros.ros.qos import QOS_NAMES, SUBSCRIPTION_QOS_NAMES
 
 ANCHOR_TYPES = ('scan', 'range', 'points', 'depth')
+DEVICE_PATTERN = r'auto|cpu|cuda(:[0-9]+)?'
 
 DEPTH_NODE_PARAMS = (
     # Model and inference (read at start; change needs a restart).
@@ -24,10 +25,11 @@ DEPTH_NODE_PARAMS = (
           read_only=True),
     Param('model.backend_fallback', False, 'fall back to torch (with a warning) when the '
           'backend cannot run', read_only=True),
-    Param('device', 'auto', 'inference device', choices=('auto', 'cpu', 'cuda'),
-          read_only=True),
-    Param('inference.precision', 'auto', 'auto: fp16 autocast on CUDA where safe for the '
-          'variant, fp32 on CPU', choices=('auto', 'fp32', 'fp16', 'bf16'), read_only=True),
+    Param('device', 'auto', 'inference device: auto (CUDA if present, else cpu), cpu, cuda '
+          '(the current GPU) or cuda:N (GPU N)', pattern=DEVICE_PATTERN, read_only=True),
+    Param('inference.precision', 'auto', 'auto: by the device (CPU: fp32; CUDA: fp16 for '
+          'variants safe in it, else bf16 on sm_80 and later, else fp32); the choice and why '
+          'are logged at start', choices=('auto', 'fp32', 'fp16', 'bf16'), read_only=True),
     Param('inference.channels_last', True, 'channels-last memory format on CUDA',
           read_only=True),
     Param('inference.compile', False, 'torch.compile the network (slow first frame)',
@@ -60,6 +62,10 @@ DEPTH_NODE_PARAMS = (
           'down', min=-89.0, max=89.0),
     Param('scale.camera_roll_deg', 0.0, 'ground_plane mode: camera roll, positive clockwise '
           'as seen from behind the camera', min=-89.0, max=89.0),
+    Param('scale.ground_frame', '', 'ground_plane mode: frame whose z = 0 plane is the floor '
+          '(e.g. base_footprint); the camera height, pitch and roll then come from TF at each '
+          "image's stamp (ground_frame -> image frame), the three parameters above only when "
+          'TF cannot give them; empty: the parameters'),
     Param('scale.floor_rows', 0.35, 'ground_plane mode: bottom fraction of the image rows '
           'that may show floor', min=0.01, max=1.0),
     Param('scale.anchor_type', 'scan', 'sparse mode: message type of the metric anchors on '
@@ -67,7 +73,9 @@ DEPTH_NODE_PARAMS = (
           choices=ANCHOR_TYPES, read_only=True),
     Param('scale.anchor_extrinsic', [0.0, 0.0, 0.0, 0.0, 0.0, 0.0], 'sparse mode: pose of the '
           'anchor sensor in the camera body frame (x forward, y left, z up, as camera_link), '
-          '[x, y, z, roll, pitch, yaw] (m, rad); zeros: a forward-looking sensor at the camera'),
+          '[x, y, z, roll, pitch, yaw] (m, rad); zeros: a forward-looking sensor at the camera. '
+          "Used when TF has no transform from the anchor message's frame_id to the image frame "
+          "at the anchors' stamp (or the frame_id is empty)"),
     Param('scale.anchor_timeout', 0.5, 'sparse mode: anchors older than this (s) are not used',
           min=0.0, max=60.0),
     Param('scale.time_constant', 1.0, 'smoothing time constant of the scale (s); 0: none',
@@ -76,8 +84,10 @@ DEPTH_NODE_PARAMS = (
           min=0.0, max=1.0),
     Param('scale.max_residual', 0.1, 'a fit with a larger median relative residual keeps the '
           'last good scale', min=0.0, max=10.0),
-    Param('depth.min', 0.1, 'nearer depths are published as NaN (m)', min=0.0, max=1000.0),
-    Param('depth.max', 20.0, 'farther depths are published as NaN (m)', min=0.01, max=10000.0),
+    Param('depth.min', 0.1, 'nearer depths are published as -inf (REP 118 too near) (m)',
+          min=0.0, max=1000.0),
+    Param('depth.max', 20.0, 'farther depths are published as +inf (REP 118 beyond range) '
+          '(m)', min=0.01, max=10000.0),
     # Outputs.
     Param('colormap.max_depth', 0.0, 'depth shown at the far end of the colour map (m); 0: '
           'per-frame robust range', min=0.0, max=10000.0),

@@ -5,25 +5,35 @@ Subscribes (relative names, so ``-r __ns:=/robot`` moves them all):
   ``depth/camera_info``  sensor_msgs/CameraInfo of that depth image
   ``detections``         vision_msgs/Detection2DArray, boxes in the pixels of the image
                          depth/camera_info describes (scaled if the depth image is resized)
-Publishes, stamped with the detection message's stamp, in the depth image's frame:
-  ``obstacles``          vision_msgs/Detection3DArray, one per kept detection
-  ``obstacles/markers``  visualization_msgs/MarkerArray, a box and a 'class 2.34 m' label each
-  ``obstacles/nearest``  sensor_msgs/Range, the nearest obstacle's distance, in
-                         ``range_frame_id`` (x forward: how Range consumers read it)
+Publishes, stamped with the detection message's stamp:
+  ``obstacles``          vision_msgs/Detection3DArray, one per kept detection, and
+  ``obstacles/markers``  visualization_msgs/MarkerArray, a box and a label each, both in
+                         ``target_frame`` (empty: the depth image's frame)
+  ``obstacles/nearest``  sensor_msgs/Range, the nearest obstacle's depth, in ``range_frame_id``
+                         (x forward: how Range consumers read it), whatever ``target_frame``
 
-Detections are computed on an image some time after it was taken and arrive later still, so
-each detection message is paired with the buffered depth frame nearest to it in stamp; one
-with no frame within ``sync_tolerance`` yet waits (bounded) for a frame that may still come,
-and is dropped with a warning once none can. A zero stamp counts as never set: such messages
-pair with the newest frame. The maths lives in :mod:`midas_ros.fusion`.
+With ``target_frame`` set, positions, boxes and markers are moved from the depth image's frame
+through TF at the detection stamp (``ros/tf_frames.py``); without that transform the two
+messages are not published (a rate-limited warning says why): a message never carries a frame
+its numbers are not in.
+
+Detections are computed on an image some time after it was taken, and depth often arrives
+later and slower still, so each detection message is paired with the depth frame nearest to it
+in stamp, waiting (bounded by the depth stream's observed delay and rate) for a later frame that
+may be nearer (:class:`midas_ros.time_sync.NearestStampPolicy`, like message_filters'
+ApproximateTime). Detections left without a frame within ``sync_tolerance`` are counted in
+/diagnostics (paired, unpaired, wait); a warning comes only when nothing has paired for several
+seconds. A zero stamp counts as never set: such messages pair with the newest frame. When time
+goes back (a looping bag, a simulator reset: ROS time or the stamps), every buffered frame and
+waiting detection is forgotten, with one info line. The maths lives in
+:mod:`midas_ros.fusion`.
 """
 import colorsys
 import math
-import time
 import zlib
-from collections import deque
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image, Range
@@ -32,7 +42,8 @@ from vision_msgs.msg import (Detection2DArray, Detection3D, Detection3DArray,
                              ObjectHypothesisWithPose)
 from visualization_msgs.msg import Marker, MarkerArray
 
-from midas_ros.fusion import Box, FusionConfig, fuse, nearest
+from midas_ros.fusion import Box, FusionConfig, fuse, nearest_range
+from midas_ros.geometry import quaternion_from_rotation, transform_points
 from midas_ros.ros.conversions import (DEPTH_ENCODINGS, ConversionError,
                                        camera_info_to_intrinsics, depth_to_metres,
                                        image_to_array)
@@ -40,7 +51,10 @@ from midas_ros.ros.node_main import run_node
 from midas_ros.ros.parameters import Param, declare_parameters, on_set_parameters
 from midas_ros.ros.qos import (AUTO_QOS, QOS_NAMES, SUBSCRIPTION_QOS_NAMES, qos_profile,
                                subscribe)
+from midas_ros.ros.tf_frames import FrameTransforms, TransformUnavailable
 from midas_ros.ros.throttled_log import ThrottledLog
+from midas_ros.ros.time_jumps import on_time_jump_back
+from midas_ros.time_sync import NearestStampPolicy
 
 _FUSION_DEFAULTS = FusionConfig()
 OBSTACLE_NODE_PARAMS = (
@@ -53,9 +67,11 @@ OBSTACLE_NODE_PARAMS = (
     Param('percentile', _FUSION_DEFAULTS.percentile, 'distance = this percentile of the valid '
           'depths in the box centre (low: the object, not the wall behind it)', min=0.0,
           max=100.0),
-    Param('min_range', _FUSION_DEFAULTS.min_range, 'depths below this are no reading (m)',
+    Param('min_range', _FUSION_DEFAULTS.min_range, 'depths below this are too near '
+          '(REP 118 -inf); a box of them reports -inf (m)',
           min=0.001, max=1000.0),
-    Param('max_range', _FUSION_DEFAULTS.max_range, 'depths above this are no reading (m)',
+    Param('max_range', _FUSION_DEFAULTS.max_range, 'depths above this are too far '
+          '(+inf); a box of them reports +inf (m)',
           min=0.01, max=10000.0),
     Param('cluster_tolerance', _FUSION_DEFAULTS.cluster_tolerance, 'object pixels: within '
           'this fraction of the distance (position and depth extent come from them)',
@@ -74,11 +90,15 @@ OBSTACLE_NODE_PARAMS = (
           read_only=True),
     Param('output_qos', 'reliable', 'QoS of the published topics (reliable: RViz and every '
           'subscriber match)', choices=QOS_NAMES, read_only=True),
+    Param('target_frame', '', 'frame of obstacles and obstacles/markers (e.g. base_link): '
+          'moved there through TF at the detection stamp, not published while that transform '
+          "is missing; empty: the depth image's frame (obstacles/nearest is not affected)"),
     Param('range_frame_id', 'camera_depth_frame', 'frame of obstacles/nearest: at the camera, '
           'x forward (Range consumers measure along +x; the optical frame\'s +x points right)'),
 )
 
 _WARN_PERIOD_S = 5.0        # rate limit of warnings about the input
+_STALL_S = 5.0              # nothing paired for this long while detections come: warn
 _MIN_MARKER_SIZE = 0.02     # m: flat objects still get a visible box
 _LABEL_HEIGHT = 0.25        # m: text size of the marker labels
 _BOX_ALPHA = 0.45
@@ -110,10 +130,9 @@ class ObstacleNode(Node):
         values = {'class_ids': self._declare_class_ids()}
         values.update(declare_parameters(
             self, [param for param in OBSTACLE_NODE_PARAMS if param.name != 'class_ids']))
-        self._depth_frames = deque(maxlen=values['buffer_length'])   # (stamp ns, Image)
-        # (Detection2DArray, kept, monotonic receive time); a timer ends waits that no new
-        # message would end.
-        self._pending = deque(maxlen=values['buffer_length'])
+        # Depth frames and waiting detections, paired by stamp; a timer ends waits that no
+        # new message would end.
+        self._pairing = NearestStampPolicy(values['sync_tolerance'], values['buffer_length'])
         self.create_timer(0.05, self._process_pending)
         reason = self._apply(values)
         if reason is not None:
@@ -129,9 +148,13 @@ class ObstacleNode(Node):
             on_set_parameters(OBSTACLE_NODE_PARAMS, lambda: self._params, self._apply))
 
         self.throttled = ThrottledLog(self.get_logger(), _WARN_PERIOD_S)
+        self.tf = FrameTransforms(self)
         self._intrinsics = None     # of the latest valid depth/camera_info
         self._metres = None         # reused float32 buffer for 16UC1 frames
         self._marker_count = 0      # markers of each namespace currently shown in RViz
+        self._time_jumps = on_time_jump_back(self, self._forget_the_past)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_timer(1.0, self._publish_diagnostics)
 
         input_qos, detections_qos = self._params['input_qos'], self._params['detections_qos']
         self._inputs = [
@@ -175,11 +198,12 @@ class ObstacleNode(Node):
             config.validate()
         except ValueError as error:
             return str(error)
+        try:
+            self._pairing.configure(values['sync_tolerance'], values['buffer_length'])
+        except ValueError as error:
+            return str(error)
         self._config = config
         self._class_ids = frozenset(class_ids)
-        if values['buffer_length'] != self._depth_frames.maxlen:
-            self._depth_frames = deque(self._depth_frames, maxlen=values['buffer_length'])
-            self._pending = deque(self._pending, maxlen=values['buffer_length'])
         self._params = dict(values)
         return None
 
@@ -205,21 +229,31 @@ class ObstacleNode(Node):
         except ConversionError as error:
             self.throttled.warning(f'ignoring depth/image: {error}')
             return
-        self._depth_frames.append((stamp_ns(msg.header.stamp), msg))
+        if self._pairing.add_reference(stamp_ns(msg.header.stamp), msg, self._now_ns()):
+            self._forget_the_past('depth/image stamps went back', clear=False)
         self._process_pending()
 
     def _on_detections(self, msg):
-        if len(self._pending) == self._pending.maxlen:
-            dropped = self._pending[0][0].header.stamp
-            self.throttled.warning(f'dropping detections stamped {stamp_ns(dropped) * 1e-9:.3f}'
-                                   ': too many wait for depth (buffer_length)')
-        self._pending.append((msg, self._filter(msg), time.monotonic()))
+        kept = self._filter(msg)
+        if self._pairing.add_query(stamp_ns(msg.header.stamp), (msg, kept), self._now_ns(),
+                                   needs_reference=bool(kept)):
+            self._forget_the_past('detection stamps went back', clear=False)
         self._process_pending()
+
+    def _now_ns(self):
+        return self.get_clock().now().nanoseconds
+
+    def _forget_the_past(self, why, clear=True):
+        """Time went back: no buffered frame or waiting detection belongs to the new time."""
+        if clear:
+            self._pairing.reset()
+        self.get_logger().info(f'{why}: forgot the buffered depth frames and waiting '
+                               'detections (a bag loop or simulator reset?)')
 
     def _publish_empty(self, msg):
         """Nothing to measure: say so without depth, clearing the markers."""
-        frame_id = (self._depth_frames[-1][1].header.frame_id if self._depth_frames
-                    else msg.header.frame_id)
+        newest = self._pairing.newest_reference()
+        frame_id = newest.header.frame_id if newest is not None else msg.header.frame_id
         self._publish(self._header(msg, frame_id), [], [], None)
 
     def _filter(self, msg):
@@ -239,59 +273,40 @@ class ObstacleNode(Node):
     # -- pairing -----------------------------------------------------------------------------
 
     def _process_pending(self):
-        """Measure every waiting detection message that now has its depth frame; drop the
-        ones no frame can match any more."""
-        while self._pending:
-            msg, kept, received = self._pending[0]
-            if not kept:    # published in turn, so outputs never go back in time
-                self._pending.popleft()
-                self._publish_empty(msg)
-                continue
-            frame = self._pair(msg, time.monotonic() - received)
-            if frame is None:
-                return          # the oldest waits, so do the younger ones (stamp order)
-            self._pending.popleft()
-            if frame is not False:
-                self._measure(msg, kept, frame)
-
-    def _pair(self, msg, waited):
-        """The buffered depth frame nearest in stamp to ``msg``; None to keep waiting for one;
-        False when none will come (warned). ``waited``: seconds ``msg`` has been pending.
-
-        A detector is often faster than depth_node, so a detection message may arrive before
-        the depth frame of its own image: while the depth stream has not yet reached its stamp,
-        it waits up to ``sync_tolerance`` seconds for that frame rather than taking the
-        previous one."""
-        if not self._depth_frames:
-            self.throttled.warning('detections waiting: no depth/image received yet')
-            return None
+        """Measure every detection message whose depth frame is decided, in arrival order;
+        count the ones no frame matched (diagnostics), warn only when pairing has stalled."""
         if self._intrinsics is None:
-            self.throttled.warning('detections waiting: no depth/camera_info received yet')
-            return None
-        wanted = stamp_ns(msg.header.stamp)
-        newest, newest_frame = self._depth_frames[-1]
-        if wanted == 0 or newest == 0:
-            return newest_frame     # a zero stamp was never set: no time to pair by
-        tolerance = int(self._params['sync_tolerance'] * 1e9)
-        # Ties go to the newest frame (e.g. every stamp zero): iterate newest first.
-        stamp, frame = min(reversed(self._depth_frames), key=lambda item: abs(item[0] - wanted))
-        if stamp == wanted:
-            return frame
-        if newest < wanted and waited < self._params['sync_tolerance']:
-            return None         # the frame of this very stamp may still come
-        if abs(stamp - wanted) <= tolerance:
-            return frame
-        if newest < wanted - tolerance:
-            # Depth lags behind: the matching frame may still come. Nothing is published
-            # from the old frames meanwhile (they would be stale).
-            self.throttled.warning(f'detections waiting: the newest depth frame is '
-                                   f'{(wanted - newest) * 1e-9:.3f} s older than them')
-            return None
-        self.throttled.warning(
-            f'dropping detections stamped {wanted * 1e-9:.3f}: the nearest depth frame is '
-            f"{(stamp - wanted) * 1e-9:+.3f} s away (sync_tolerance "
-            f"{self._params['sync_tolerance']} s)")
-        return False
+            return          # nothing can be measured yet; the detections wait (bounded)
+        for decision in self._pairing.poll(self._now_ns()):
+            msg, kept = decision.query
+            if not kept:    # published in turn, so outputs never go back in time
+                self._publish_empty(msg)
+            elif decision.reference is not None:
+                self._measure(msg, kept, decision.reference)
+
+    def _stall_reason(self):
+        """Why nothing has paired for a while although detections keep coming, or None."""
+        reason = self._pairing.stalled(self._now_ns(), _STALL_S)
+        if reason is not None and self._intrinsics is None:
+            reason = 'no depth/camera_info received'
+        return reason
+
+    def _publish_diagnostics(self):
+        stall = self._stall_reason()
+        if stall is not None:
+            self.throttled.warning(f'no detection paired with a depth frame for {_STALL_S:g} '
+                                   f's: {stall}')
+        stats = self._pairing.statistics()
+        values = {key: (f'{value:.3f}' if isinstance(value, float) else str(value))
+                  for key, value in stats.items()}
+        values['last unpaired reason'] = self._pairing.last_reason
+        status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: pairing',
+                                  level=DiagnosticStatus.WARN if stall else DiagnosticStatus.OK,
+                                  message=stall or 'pairing detections with depth frames',
+                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics_pub.publish(array)
 
     # -- measuring and publishing ------------------------------------------------------------
 
@@ -342,19 +357,58 @@ class ObstacleNode(Node):
         return header
 
     def _publish(self, header, detections, obstacles, intrinsics):
-        self._obstacles_pub.publish(self._detection_array(header, detections, obstacles))
-        self._markers_pub.publish(self._markers(header, obstacles))
+        """``header``: in the depth image's frame, where ``obstacles`` were measured."""
         self._nearest_pub.publish(self._nearest_range(header, obstacles, intrinsics))
+        placed = self._in_target_frame(header, obstacles)
+        if placed is None:
+            return
+        header, positions, orientation, labels = placed
+        self._obstacles_pub.publish(self._detection_array(header, detections, obstacles,
+                                                          positions, orientation))
+        self._markers_pub.publish(self._markers(header, obstacles, positions, orientation,
+                                                labels))
+
+    def _in_target_frame(self, header, obstacles):
+        """(header, positions (N, 3), box orientation (x, y, z, w), label positions (N, 3)) in
+        ``target_frame``; None (warned) when TF cannot give the transform at the stamp."""
+        positions = np.array([o.position for o in obstacles], np.float64).reshape(-1, 3)
+        labels = positions.copy()
+        # Labels above the boxes: optical y points down.
+        labels[:, 1] -= [o.extent[1] / 2 + _LABEL_HEIGHT for o in obstacles]
+        identity = (0.0, 0.0, 0.0, 1.0)
+        target = self._params['target_frame']
+        if not target or target == header.frame_id:
+            return header, positions, identity, labels
+        if not self.tf.available:
+            self.get_logger().info(f"target_frame '{target}' needs tf2_ros: publishing in the "
+                                   "depth image's frame", once=True)
+            return header, positions, identity, labels
+        if not obstacles:   # no numbers to move: the empty message is true in any frame
+            return Header(stamp=header.stamp, frame_id=target), positions, identity, labels
+        try:
+            transform = self.tf.lookup(target, header.frame_id, header.stamp)
+        except TransformUnavailable as error:
+            self.tf.report_missing(self.throttled, 'obstacles and markers not published: '
+                                   f'no transform {error}')
+            return None
+        return (Header(stamp=header.stamp, frame_id=target),
+                transform_points(transform, positions),
+                quaternion_from_rotation(transform[:3, :3]),
+                transform_points(transform, labels))
 
     @staticmethod
-    def _detection_array(header, detections, obstacles):
+    def _detection_array(header, detections, obstacles, positions, orientation):
         """One Detection3D per kept detection; without a valid distance its centre is NaN
-        (REP 117: no reading) and its size zero, never a distance of 0."""
+        (REP 117: no reading) and its size zero, never a distance of 0. ``positions`` and the
+        box ``orientation`` are in the header's frame; the size stays along the depth image's
+        optical axes (x right, y down, z forward), which the orientation rotates into it."""
         array = Detection3DArray(header=header)
-        for detection, obstacle in zip(detections, obstacles):
+        for detection, obstacle, position in zip(detections, obstacles, positions):
             out = Detection3D(header=header, id=detection.id)
             center = out.bbox.center.position
-            center.x, center.y, center.z = obstacle.position
+            center.x, center.y, center.z = (float(v) for v in position)
+            rotation = out.bbox.center.orientation
+            rotation.x, rotation.y, rotation.z, rotation.w = orientation
             if obstacle.valid:
                 size = out.bbox.size
                 size.x, size.y, size.z = obstacle.extent
@@ -363,34 +417,35 @@ class ObstacleNode(Node):
                 hypothesis.hypothesis.class_id = result.hypothesis.class_id
                 hypothesis.hypothesis.score = result.hypothesis.score
                 # vision_msgs: the hypothesis pose is a fixed point of the object.
-                position = hypothesis.pose.pose.position
-                position.x, position.y, position.z = obstacle.position
+                pose = hypothesis.pose.pose
+                pose.position.x, pose.position.y, pose.position.z = (float(v) for v in position)
                 out.results.append(hypothesis)
             array.detections.append(out)
         return array
 
-    def _markers(self, header, obstacles):
+    def _markers(self, header, obstacles, positions, orientation, labels):
         """A translucent box and a text label per measured obstacle; markers of obstacles that
-        are gone are deleted by id (ids are 0..n-1, so the ones >= n are stale)."""
+        are gone are deleted by id (ids are 0..n-1, so the ones >= n are stale). Positions,
+        box orientation and label positions are in the header's frame."""
         markers = MarkerArray()
-        shown = [obstacle for obstacle in obstacles if obstacle.valid]
-        for index, obstacle in enumerate(shown):
+        shown = [index for index, obstacle in enumerate(obstacles) if obstacle.valid]
+        for index, measured in enumerate(shown):
+            obstacle = obstacles[measured]
             red, green, blue = class_color(obstacle.box.class_id)
-            x, y, z = obstacle.position
             box = Marker(header=header, ns='obstacles', id=index, type=Marker.CUBE,
                          action=Marker.ADD)
-            box.pose.position.x, box.pose.position.y, box.pose.position.z = x, y, z
-            box.pose.orientation.w = 1.0
+            box.pose.position.x, box.pose.position.y, box.pose.position.z = (
+                float(v) for v in positions[measured])
+            rotation = box.pose.orientation
+            rotation.x, rotation.y, rotation.z, rotation.w = orientation
             box.scale.x, box.scale.y, box.scale.z = (max(size, _MIN_MARKER_SIZE)
                                                      for size in obstacle.extent)
             box.color.r, box.color.g, box.color.b, box.color.a = red, green, blue, _BOX_ALPHA
             label = Marker(header=header, ns='obstacle_labels', id=index,
                            type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
             label.text = f'{obstacle.box.class_id or "object"} {obstacle.distance:.2f} m'
-            # Above the box: optical y points down.
-            label.pose.position.x = x
-            label.pose.position.y = y - obstacle.extent[1] / 2 - _LABEL_HEIGHT
-            label.pose.position.z = z
+            label.pose.position.x, label.pose.position.y, label.pose.position.z = (
+                float(v) for v in labels[measured])
             label.pose.orientation.w = 1.0
             label.scale.z = _LABEL_HEIGHT
             label.color.r = label.color.g = label.color.b = label.color.a = 1.0
@@ -405,15 +460,18 @@ class ObstacleNode(Node):
     def _nearest_range(self, header, obstacles, intrinsics):
         """sensor_msgs/Range: the standard 'distance to the nearest thing in a cone' message
         (Nav2's collision monitor and range layer, safety monitors); +inf when no obstacle
-        has a distance (REP 117). Range consumers put the cone along +x of the header frame,
-        which in the optical frame points right, so it is stamped in ``range_frame_id`` (x
-        forward at the camera, like depth_node's scan); the distance is the depth."""
-        closest = nearest(obstacles)
+        has a distance, -inf when one is too near to measure (REP 117). Range consumers put
+        the cone's apex at the header frame's origin and its axis along +x, which in the optical
+        frame points right, so it is stamped in ``range_frame_id``: a frame at the depth image's
+        optical centre with x along the optical axis (camera_depth_frame: x = optical z, y =
+        -optical x, z = -optical y), like depth_node's scan. The range is the obstacle's depth
+        (optical z). ``target_frame`` does not move it: a cone from base_link's origin would
+        describe another sensor."""
         fov = math.radians(intrinsics.hfov_deg()) if intrinsics else 0.0
         header = Header(stamp=header.stamp, frame_id=self._params['range_frame_id'])
         return Range(header=header, radiation_type=Range.INFRARED, field_of_view=fov,
                      min_range=self._config.min_range, max_range=self._config.max_range,
-                     range=closest.distance if closest else math.inf)
+                     range=float(nearest_range(obstacles)))
 
 
 def main(args=None):

@@ -64,8 +64,11 @@ def median_p90(values):
     return float(np.median(values)), float(np.percentile(values, 90))
 
 
-def hardware_description(device_type='cpu', threads=None):
-    """One line: CPU model, usable cores, load, torch version and threads, GPU name."""
+def hardware_description(device='cpu', threads=None):
+    """One line: CPU model, usable cores, load, torch version and threads, GPU name.
+
+    ``device``: 'cpu', 'cuda' or 'cuda:N' (names that GPU).
+    """
     import torch
 
     from midas_ros.inference import usable_cpu_count
@@ -80,8 +83,8 @@ def hardware_description(device_type='cpu', threads=None):
     parts = [cpu, f'{usable_cpu_count()} usable cores (load average {load})',
              f'torch {torch.__version__}',
              f'{threads or torch.get_num_threads()} intra-op threads']
-    if device_type == 'cuda' and torch.cuda.is_available():
-        parts.append(f'GPU {torch.cuda.get_device_name()}')
+    if str(device).startswith('cuda') and torch.cuda.is_available():
+        parts.append(f'GPU {torch.cuda.get_device_name(torch.device(device))}')
     return ' | '.join(parts)
 
 
