@@ -115,12 +115,13 @@ class _Unavailable(Exception):
 class _CameraModel:
     """What depends on (settings, intrinsics): rebuilt only when either changes.
 
-    ``strict``: raise when the scale mode or an enabled output cannot work with this camera (a
-    parameter change is then refused); otherwise fall back to the uncalibrated scale and keep
-    the reason in ``scale_problem``, so that a camera whose geometry does not fit the
-    configuration (say, a horizon below the image) still gets every output, marked
-    uncalibrated; and an output that cannot be made for this camera (a scan band outside the
-    image...) is left out with its reason in ``output_problems``, costing only itself.
+    ``strict``: raise when the scale mode cannot work with this camera (a parameter change is
+    then refused); otherwise fall back to the uncalibrated scale and keep the reason in
+    ``scale_problem``, so that a camera whose geometry does not fit the configuration (say,
+    a horizon below the image) still gets every output, marked uncalibrated. An output that
+    cannot be made for this camera (a scan band outside the image...) is never a reason to
+    refuse: it is left out with its reason in ``output_problems`` and costs only itself (the
+    camera may change; the node warns once per change).
     """
 
     def __init__(self, settings, intrinsics, strict=False):
@@ -141,16 +142,12 @@ class _CameraModel:
             if settings.cloud_enabled:
                 self.backprojector = Backprojector(intrinsics, settings.cloud_decimation)
         except ValueError as error:
-            if strict:
-                raise
             self.output_problems['cloud'] = str(error)
         try:
             if settings.scan_enabled:
                 self.scan = DepthToScan(intrinsics, settings.scan_height,
                                         settings.scan_range_min, settings.scan_range_max)
         except ValueError as error:
-            if strict:
-                raise
             self.output_problems['scan'] = f'scan.height / range for this camera: {error}'
 
 
@@ -212,6 +209,10 @@ class DepthPipeline:
         self._colorizer = DepthColorizer((settings.min_depth, max_depth) if max_depth > 0
                                          else None)
         self._buffers = {}
+
+    def reset_time(self):
+        """Forget what depends on the time line (the scale smoothing): time went back."""
+        self._smoother.reset()
 
     def _camera_for(self, intrinsics):
         if self._camera is None or self._camera.intrinsics != intrinsics:

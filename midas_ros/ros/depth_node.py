@@ -44,6 +44,7 @@ from midas_ros.ros.parameters import declare_parameters, on_set_parameters
 from midas_ros.ros.qos import qos_profile, subscribe
 from midas_ros.ros.tf_frames import FrameTransforms, TransformUnavailable
 from midas_ros.ros.throttled_log import ThrottledLog
+from midas_ros.ros.time_jumps import on_time_jump_back
 from midas_ros.scale import FloorPlane
 
 THROTTLE_S = 5.0
@@ -179,6 +180,7 @@ class DepthNode(Node):
         self.last_scale = None   # (ScaleState, whether the depth was metric) of the last frame
         self._rate_window = []
         self.create_timer(values['diagnostics.period'], self._publish_diagnostics)
+        self._time_jumps = on_time_jump_back(self, self._forget_the_past)
         image_topic = 'image' if values['image.transport'] == 'raw' else 'image/compressed'
         self.get_logger().info(
             f"depth_node started: model {values['model.name']} on {estimator.device} "
@@ -473,6 +475,17 @@ class DepthNode(Node):
             window.pop(0)
         span = window[-1] - window[0]
         self.stats['fps'] = (len(window) - 1) / span if span > 0 else 0.0
+
+    def _forget_the_past(self, why):
+        """ROS time went back (a bag loop, a simulator reset): the scale filter, the rate and
+        latency windows and the anchors belong to the old time line."""
+        with self._pipeline_lock:
+            self.pipeline.reset_time()
+            self._rate_window.clear()
+            self.stats['fps'] = self.stats['latency_s'] = 0.0
+            self.anchors = None
+        self.get_logger().info(f'{why}: cleared the scale smoothing, frame rate, latency and '
+                               'anchors (a bag loop or simulator reset?)')
 
     # ---------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self):
