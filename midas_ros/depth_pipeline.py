@@ -88,6 +88,22 @@ class DepthFrame:
 PRODUCTS = frozenset({'colormap', 'cloud', 'scan'})
 
 
+@dataclass
+class Inference:
+    """The network's result for one frame (``DepthPipeline.infer``)."""
+
+    relative: np.ndarray    # HxW float32 relative inverse depth (a buffer used every 2nd frame)
+    timings: dict           # seconds per estimator stage, and 'inference_total'
+
+
+def check_intrinsics(intrinsics, image):
+    """ValueError unless ``intrinsics`` are for ``image``'s size."""
+    height, width = image.shape[:2]
+    if (intrinsics.width, intrinsics.height) != (width, height):
+        raise ValueError(f'intrinsics are for {intrinsics.width}x{intrinsics.height}, the '
+                         f'image is {width}x{height}')
+
+
 class SkippedOutputs:
     """Which outputs are being skipped and why, so that a node warns once per change (not per
     frame) and its diagnostics list them."""
@@ -179,6 +195,7 @@ class DepthPipeline:
         self.estimator = estimator
         self._settings = None
         self._camera = None
+        self._slot = 0   # which of the two relative-depth buffers ``infer`` fills next
         self.configure(settings)
 
     @property
@@ -236,23 +253,43 @@ class DepthPipeline:
         ``floor``: this frame's ``scale.FloorPlane`` for the ground_plane mode (e.g. from TF),
         None for the one of the settings (camera height, pitch, roll).
         Raises ValueError when the intrinsics do not fit the image.
+
+        The same as ``finish(infer(image, channel_order), ...)``; a caller may run the two
+        halves in different threads so one frame's network overlaps the previous frame's
+        products (depth_node does).
         """
+        check_intrinsics(intrinsics, image)
+        return self.finish(self.infer(image, channel_order), image, channel_order, intrinsics,
+                           stamp_s, anchors, products, floor)
+
+    def infer(self, image, channel_order):
+        """The network stage of ``process``: an ``Inference`` (relative depth, timings).
+
+        The relative depth is written into one of two buffers used in turn, so the
+        previous frame's ``Inference`` stays valid while this one is computed (not longer).
+        """
+        height, width = image.shape[:2]
+        self._slot ^= 1
+        start = time.perf_counter()
+        relative = self.estimator.predict(
+            image, channel_order,
+            out=self._buffer(f'relative{self._slot}', (height, width), np.float32))
+        timings = dict(self.estimator.last_timings)
+        timings['inference_total'] = time.perf_counter() - start
+        return Inference(relative, timings)
+
+    def finish(self, inference, image, channel_order, intrinsics, stamp_s, anchors=None,
+               products=PRODUCTS, floor=None):
+        """The rest of ``process`` for the frame ``inference`` came from (same arguments).
+
+        Not thread-safe with itself or ``configure``: one thread finishes frames in order.
+        """
+        check_intrinsics(intrinsics, image)
         settings = self._settings
         height, width = image.shape[:2]
-        if (intrinsics.width, intrinsics.height) != (width, height):
-            raise ValueError(f'intrinsics are for {intrinsics.width}x{intrinsics.height}, the '
-                             f'image is {width}x{height}')
         camera = self._camera_for(intrinsics)
-        timings = {}
-        start = time.perf_counter()
-        relative = self.estimator.predict(image, channel_order,
-                                          out=self._buffer('relative', (height, width),
-                                                           np.float32))
-        for stage, seconds in self.estimator.last_timings.items():
-            timings[stage] = seconds
+        relative, timings = inference.relative, dict(inference.timings)
         tick = time.perf_counter()
-        timings['inference_total'] = tick - start
-
         fit = camera.scale_estimator.fit(relative, anchors, floor)
         state = self._smoother.update(fit, stamp_s)
         calibrated = state.calibrated and camera.scale_estimator.metric
