@@ -88,6 +88,22 @@ class DepthFrame:
 PRODUCTS = frozenset({'colormap', 'cloud', 'scan'})
 
 
+@dataclass
+class Inference:
+    """The network's result for one frame (``DepthPipeline.infer``)."""
+
+    relative: np.ndarray    # HxW float32 relative inverse depth (a buffer used every 2nd frame)
+    timings: dict           # seconds per estimator stage, and 'inference_total'
+
+
+def check_intrinsics(intrinsics, image):
+    """ValueError unless ``intrinsics`` are for ``image``'s size."""
+    height, width = image.shape[:2]
+    if (intrinsics.width, intrinsics.height) != (width, height):
+        raise ValueError(f'intrinsics are for {intrinsics.width}x{intrinsics.height}, the '
+                         f'image is {width}x{height}')
+
+
 class SkippedOutputs:
     """Which outputs are being skipped and why, so that a node warns once per change (not per
     frame) and its diagnostics list them."""
@@ -115,12 +131,13 @@ class _Unavailable(Exception):
 class _CameraModel:
     """What depends on (settings, intrinsics): rebuilt only when either changes.
 
-    ``strict``: raise when the scale mode or an enabled output cannot work with this camera (a
-    parameter change is then refused); otherwise fall back to the uncalibrated scale and keep
-    the reason in ``scale_problem``, so that a camera whose geometry does not fit the
-    configuration (say, a horizon below the image) still gets every output, marked
-    uncalibrated; and an output that cannot be made for this camera (a scan band outside the
-    image...) is left out with its reason in ``output_problems``, costing only itself.
+    ``strict``: raise when the scale mode cannot work with this camera (a parameter change is
+    then refused); otherwise fall back to the uncalibrated scale and keep the reason in
+    ``scale_problem``, so that a camera whose geometry does not fit the configuration (say,
+    a horizon below the image) still gets every output, marked uncalibrated. An output that
+    cannot be made for this camera (a scan band outside the image...) is never a reason to
+    refuse: it is left out with its reason in ``output_problems`` and costs only itself (the
+    camera may change; the node warns once per change).
     """
 
     def __init__(self, settings, intrinsics, strict=False):
@@ -141,16 +158,12 @@ class _CameraModel:
             if settings.cloud_enabled:
                 self.backprojector = Backprojector(intrinsics, settings.cloud_decimation)
         except ValueError as error:
-            if strict:
-                raise
             self.output_problems['cloud'] = str(error)
         try:
             if settings.scan_enabled:
                 self.scan = DepthToScan(intrinsics, settings.scan_height,
                                         settings.scan_range_min, settings.scan_range_max)
         except ValueError as error:
-            if strict:
-                raise
             self.output_problems['scan'] = f'scan.height / range for this camera: {error}'
 
 
@@ -182,6 +195,7 @@ class DepthPipeline:
         self.estimator = estimator
         self._settings = None
         self._camera = None
+        self._slot = 0   # which of the two relative-depth buffers ``infer`` fills next
         self.configure(settings)
 
     @property
@@ -239,23 +253,43 @@ class DepthPipeline:
         ``floor``: this frame's ``scale.FloorPlane`` for the ground_plane mode (e.g. from TF),
         None for the one of the settings (camera height, pitch, roll).
         Raises ValueError when the intrinsics do not fit the image.
+
+        The same as ``finish(infer(image, channel_order), ...)``; a caller may run the two
+        halves in different threads so one frame's network overlaps the previous frame's
+        products (depth_node does).
         """
+        check_intrinsics(intrinsics, image)
+        return self.finish(self.infer(image, channel_order), image, channel_order, intrinsics,
+                           stamp_s, anchors, products, floor)
+
+    def infer(self, image, channel_order):
+        """The network stage of ``process``: an ``Inference`` (relative depth, timings).
+
+        The relative depth is written into one of two buffers used in turn, so the
+        previous frame's ``Inference`` stays valid while this one is computed (not longer).
+        """
+        height, width = image.shape[:2]
+        self._slot ^= 1
+        start = time.perf_counter()
+        relative = self.estimator.predict(
+            image, channel_order,
+            out=self._buffer(f'relative{self._slot}', (height, width), np.float32))
+        timings = dict(self.estimator.last_timings)
+        timings['inference_total'] = time.perf_counter() - start
+        return Inference(relative, timings)
+
+    def finish(self, inference, image, channel_order, intrinsics, stamp_s, anchors=None,
+               products=PRODUCTS, floor=None):
+        """The rest of ``process`` for the frame ``inference`` came from (same arguments).
+
+        Not thread-safe with itself or ``configure``: one thread finishes frames in order.
+        """
+        check_intrinsics(intrinsics, image)
         settings = self._settings
         height, width = image.shape[:2]
-        if (intrinsics.width, intrinsics.height) != (width, height):
-            raise ValueError(f'intrinsics are for {intrinsics.width}x{intrinsics.height}, the '
-                             f'image is {width}x{height}')
         camera = self._camera_for(intrinsics)
-        timings = {}
-        start = time.perf_counter()
-        relative = self.estimator.predict(image, channel_order,
-                                          out=self._buffer('relative', (height, width),
-                                                           np.float32))
-        for stage, seconds in self.estimator.last_timings.items():
-            timings[stage] = seconds
+        relative, timings = inference.relative, dict(inference.timings)
         tick = time.perf_counter()
-        timings['inference_total'] = tick - start
-
         fit = camera.scale_estimator.fit(relative, anchors, floor)
         state = self._smoother.update(fit, stamp_s)
         calibrated = state.calibrated and camera.scale_estimator.metric
@@ -268,7 +302,8 @@ class DepthPipeline:
         depth = inverse_depth_to_metric(relative, state.a, state.b,
                                         out=self._buffer('depth', (height, width), np.float32),
                                         min_depth=settings.min_depth,
-                                        max_depth=settings.max_depth)
+                                        max_depth=settings.max_depth,
+                                        mask=self._buffer('depth_mask', (height, width), bool))
         timings['scale'] = time.perf_counter() - tick
 
         frame = DepthFrame(relative, depth, state, calibrated, camera.scale_problem,

@@ -12,7 +12,6 @@ The network itself sits behind a small seam, a *runner*: a callable that maps th
 """
 import contextlib
 import logging
-import os
 import time
 import warnings
 
@@ -20,7 +19,9 @@ import numpy as np
 import torch
 
 from midas_ros.backends import BACKENDS, BackendError, create_runner
+from midas_ros.backends.choice import BackendChoice, ParityCheckedRunner, choose_backend
 from midas_ros.backends.torch_backend import TorchRunner
+from midas_ros.cpu_budget import CpuBudget, ThreadPlan, configure_pools
 from midas_ros.models.registry import get_config
 from midas_ros.models.transforms import DevicePreprocessor, check_image, upsample_prediction
 
@@ -97,11 +98,8 @@ def choose_precision(precision, device, cfg):
 
 
 def usable_cpu_count():
-    """Cores this process may run on (the affinity mask, which containers narrow)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    """CPUs this process may use: its affinity mask, capped by its cgroup CPU quota."""
+    return CpuBudget.detect().cores
 
 
 class _StageClock:
@@ -153,17 +151,23 @@ class DepthEstimator:
     Weights come from ``midas_ros.models.create_model`` (``pretrained``, ``weights``,
     ``weights_dir``, ``allow_download`` are passed through); ``model`` may instead be an already
     built network of that variant (its weights are used as they are). ``precision``: see
-    ``resolve_precision``. ``cpu_threads`` (CPU only): intra-op threads, 0 = every usable core.
+    ``resolve_precision``. Threads (CPU): ``cpu_threads`` for the network (torch, ONNX Runtime
+    and OpenVINO intra-op), ``interop_threads`` for torch's inter-op pool and ``opencv_threads``
+    for OpenCV's; 0 = from the CPU budget (``midas_ros.cpu_budget``: affinity and cgroup quota).
+    ``thread_plan`` is the ``ThreadPlan`` applied.
 
     ``backend`` runs the network: 'torch' (default), 'onnxruntime', 'openvino' (CPU; with
-    ``device='auto'`` it picks the CPU) or 'tensorrt' (CUDA). The others run a graph exported for
-    the network input size of the first frame, found in or added to the artefact cache in
-    ``cache_dir`` (default ``$MIDAS_ROS_CACHE`` or ``~/.cache/midas_ros/engines``); a new image
-    size exports once more. When the backend cannot run (package missing, export failed, engine
-    for another GPU) a ``BackendError`` says what to install or rebuild -- or, with
-    ``backend_fallback``, a warning is logged and the torch path runs instead. ``backend`` is
-    the backend actually running (e.g. 'torch' after a fallback), ``requested_backend`` the one
-    asked for. ``channels_last`` and ``compile`` concern the torch path only.
+    ``device='auto'`` it picks the CPU), 'tensorrt' (CUDA) or 'auto': the fastest runtime
+    installed here that matches torch fp32 (``backends.choice``; checked on the first frame,
+    torch after a warning if not), ``backend_choice`` says which and why. Backends other than
+    torch run a graph exported for the network input size of the first frame, found in or
+    added to the artefact cache in ``cache_dir`` (default ``$MIDAS_ROS_CACHE`` or
+    ``~/.cache/midas_ros/engines``); a new image size exports once more. When the backend
+    cannot run (package missing, export failed, engine for another GPU) a ``BackendError`` says
+    what to install or rebuild -- or, with ``backend_fallback``, a warning is logged and the
+    torch path runs instead. ``backend`` is the backend actually running (e.g. 'torch' after a
+    fallback), ``requested_backend`` the one asked for. ``channels_last`` and ``compile``
+    concern the torch path only.
 
     After each ``predict``, ``last_timings`` holds seconds per stage: ``upload`` (host image to
     the device), ``preprocess``, ``inference``, ``postprocess`` (upsampling), ``download``.
@@ -177,10 +181,11 @@ class DepthEstimator:
     def __init__(self, model_name, device='auto', pretrained=True, weights=None, weights_dir=None,
                  allow_download=False, precision='auto', channels_last=True, compile=False,
                  cpu_threads=0, model=None, backend='torch', backend_fallback=False,
-                 cache_dir=None):
+                 cache_dir=None, interop_threads=0, opencv_threads=0):
         self.config = get_config(model_name)
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
+        if backend not in BACKENDS + ('auto',):
+            raise ValueError(f"backend must be one of auto, {', '.join(BACKENDS)}, got "
+                             f"'{backend}'")
         if backend == 'openvino' and str(device).strip().lower() == 'auto':
             device = 'cpu'   # OpenVINO runs on the CPU even where a CUDA device exists
         if backend == 'onnxruntime' and precision == 'auto':
@@ -189,21 +194,32 @@ class DepthEstimator:
         self.precision, self.precision_reason = choose_precision(precision, self.device,
                                                                  self.config)
         _log.info('precision %s on %s: %s', self.precision, self.device, self.precision_reason)
+        # Every pool sized to the CPUs this process may use, on a GPU machine too (pre- and
+        # post-processing of other processes, OpenCV): threads beyond them only contend.
+        self.thread_plan = configure_pools(ThreadPlan.for_budget(
+            intra_op=cpu_threads, inter_op=interop_threads, opencv=opencv_threads))
         self.stream = None
         if self.device.type == 'cuda':
             torch.backends.cudnn.benchmark = True   # input sizes repeat frame after frame
             # Our own stream: TensorRT enqueued on the legacy default stream synchronizes with
             # every other stream (and warns each frame); see ``_on_device``.
             self.stream = torch.cuda.Stream(self.device)
-        else:
-            if cpu_threads < 0:
-                raise ValueError(f'cpu_threads must be >= 0, got {cpu_threads}')
-            torch.set_num_threads(cpu_threads or usable_cpu_count())
         if model is None:
             from midas_ros.models import create_model   # imports torch model code on demand
-            model = create_model(model_name, pretrained=pretrained, weights=weights,
-                                 weights_dir=weights_dir, allow_download=allow_download)
+            with torch.random.fork_rng(devices=[]):
+                # Random weights (tests, benchmarks) are the same in every process, so their
+                # exported graphs are found in the artefact cache instead of exported anew.
+                torch.manual_seed(0)
+                model = create_model(model_name, pretrained=pretrained, weights=weights,
+                                     weights_dir=weights_dir, allow_download=allow_download)
         self.requested_backend = backend
+        self.backend_choice = None
+        if backend == 'auto':
+            self.backend_choice = choose_backend(self.device, self.precision)
+            backend = self.backend_choice.backend
+            backend_fallback = True   # 'auto' promises a working path: torch is always one
+        else:
+            self.backend_choice = BackendChoice(backend, 'set explicitly (model.backend)')
         self.backend_fallback = backend_fallback
         self.backend_error = None
         self.warmed_up = {}   # (width, height) -> seconds its warm-up took
@@ -213,6 +229,8 @@ class DepthEstimator:
             with self._on_device():
                 self.runner = create_runner(backend, model, self.config, self.device,
                                             self.precision, cache_dir, channels_last, compile)
+            if self.requested_backend == 'auto' and backend != 'torch':
+                self.runner = ParityCheckedRunner(self.runner, model)
             self.backend = backend
         except BackendError as error:
             self._fall_back_to_torch(error)
@@ -249,7 +267,9 @@ class DepthEstimator:
         if not self.backend_fallback or self.requested_backend == 'torch':
             raise error
         _log.warning("backend '%s' unavailable, falling back to torch: %s",
-                     self.requested_backend, error)
+                     self.backend_choice.backend, error)
+        self.backend_choice = BackendChoice('torch', f'{self.backend_choice.backend} failed: '
+                                                     f'{error}')
         channels_last, compile = self._torch_options
         self.runner = create_runner('torch', self._model, self.config, self.device,
                                     self.precision, None, channels_last, compile)
@@ -376,14 +396,19 @@ class DepthEstimator:
 
         The first ``predict`` at a size pays what is lazy: the exported backends' export / engine
         build or cache load, ``torch.compile``, cuDNN's autotuning. This runs ``iterations``
-        frames of that size (black) so a node pays it before it reports ready, logs how long it
-        took and remembers the size in ``warmed_up``: calling it again for that size does
+        frames of that size (a gradient) so a node pays it before it reports ready, logs how long
+        it took and remembers the size in ``warmed_up``: calling it again for that size does
         nothing and returns 0. Returns the seconds it took.
         """
         if (width, height) in self.warmed_up:
             return 0.0
         channels = {'mono': ()}.get(channel_order, (len(channel_order),))
-        image = np.zeros((height, width) + channels, dtype=np.uint8)
+        # A gradient, not black: the first frame of an 'auto' backend is also its parity
+        # check against torch, which needs an output with some range.
+        rows, cols = np.indices((height, width))
+        gradient = ((rows * 255 // max(height - 1, 1) + cols * 255 // max(width - 1, 1)) // 2)
+        image = np.empty((height, width) + channels, dtype=np.uint8)
+        image.reshape(height, width, -1)[...] = gradient.astype(np.uint8)[..., None]
         start = time.perf_counter()
         for _ in range(iterations):
             self.predict(image, channel_order)

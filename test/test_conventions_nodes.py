@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rosgraph_msgs.msg import Clock
 from rcl_interfaces.msg import ParameterType, ParameterValue
@@ -192,9 +192,19 @@ class ObstacleGraph:
                                                     10)
         self.obstacles = self.probe.collect(Detection3DArray, self.topic('obstacles'))
         self.nearest = self.probe.collect(Range, self.topic('obstacles/nearest'))
+        self.diagnostics = self.probe.collect(DiagnosticArray, '/diagnostics')
 
     def topic(self, name):
         return f'{self.namespace}/{name}'
+
+    def pairing_status(self):
+        """{key: value} of the node's newest pairing diagnostics (and 'level'), or {}."""
+        for array in reversed(self.diagnostics):
+            for status in array.status:
+                if status.name == f'{self.namespace}/obstacle_node: pairing':
+                    values = {kv.key: kv.value for kv in status.values}
+                    return dict(values, level=status.level, message=status.message)
+        return {}
 
     def measure(self, depth, when, info, boxes, timeout=20.0, step=None, skip=0):
         """Publish depth + info + detections stamped ``when`` until the outputs for it come
@@ -260,20 +270,16 @@ def test_obstacle_node_too_near_and_too_far(obstacle_graph, fill, expected):
 
 
 def test_a_scan_that_cannot_be_made_costs_only_the_scan(depth_graph):
-    """The issue's example: scan.height too tall for the principal row (cy = 200): depth
-    image, cloud and camera_info keep flowing, with one warning and a diagnostics entry."""
-    # Refused at run time while the current camera (cy = 235) cannot take it...
-    result = set_parameters(depth_graph.probe, f'{depth_graph.namespace}/depth_node',
-                            {'scan.height': 480})
-    assert not result.successful and 'does not fit' in result.reason
-    depth_graph.set({'scan.height': 470, 'scale.b': 0.5})
-    # ... and a camera whose principal row makes it impossible costs only the scan.
+    """The issue's example: scan.height 480 while cy = 200: depth image, cloud and camera_info
+    keep flowing, with one warning per change and a diagnostics entry."""
+    depth_graph.set({'scan.height': 480, 'scale.b': 0.5})    # accepted: the camera may change
     low_cy = camera_info(p=[500.0, 0, 310, 0, 0, 500, 200, 0, 0, 0, 1, 0])
     topics = ('depth/image', 'depth/points', 'depth/camera_info')
     for when in (50.0, 51.0, 52.0):
         out = depth_graph.frame(when, low_cy, topics)
         depth, _ = image_to_array(out['depth/image'])
         assert np.allclose(depth, 2.0, rtol=1e-4)
+        assert np.allclose(cloud_to_xyz(out['depth/points'])[..., 2], 2.0, rtol=1e-4)
     assert not [m for m in depth_graph.probe.received[depth_graph.topic('depth/scan')]
                 if 50 <= m.header.stamp.sec <= 52]
     assert depth_graph.probe.spin_until(
@@ -282,11 +288,15 @@ def test_a_scan_that_cannot_be_made_costs_only_the_scan(depth_graph):
     assert 'does not fit' in status['output depth/scan'] and 'depth/scan' in status['message']
     log = depth_graph.process.output()
     assert log.count('depth/scan skipped') == 1, log[-3000:]
-    # Back to a camera it fits: the scan returns, said once.
-    out = depth_graph.frame(53.0, camera_info())
+    # Another change that still cannot work: one more warning (its reason changed).
+    depth_graph.set({'scan.height': 470})
+    depth_graph.frame(53.0, low_cy, topics)
+    assert depth_graph.process.output().count('depth/scan skipped') == 2
+    # A change that works: the scan returns, said once.
+    depth_graph.set({'scan.height': 1})
+    out = depth_graph.frame(54.0, low_cy)
     assert len(out['depth/scan'].ranges) == WIDTH
     assert depth_graph.process.output().count('depth/scan published again') == 1
-    depth_graph.set({'scan.height': 1})
 
 
 class SimClock:
@@ -397,3 +407,34 @@ def test_obstacle_node_pairs_late_slow_depth_with_the_nearest_frame(obstacle_gra
     assert not wrong, wrong
     new_log = graph.process.output()[log_before:]
     assert 'WARN' not in new_log, new_log
+    assert graph.probe.spin_until(lambda: int(graph.pairing_status().get('paired', 0)) >= 28,
+                                  5.0), graph.pairing_status()
+    status = graph.pairing_status()
+    assert status['level'] == DiagnosticStatus.OK
+    assert float(status['depth delay (s)']) == pytest.approx(0.35, abs=0.15)
+    assert float(status['depth period (s)']) == pytest.approx(0.3, abs=0.01)
+    assert 0.0 <= float(status['wait mean (s)']) <= float(status['wait max (s)']) <= 1.0
+
+
+def test_obstacle_node_warns_only_when_nothing_has_paired_for_seconds(obstacle_graph):
+    """Detections without any depth frame near them: counted as unpaired at once, but the
+    only WARN comes after 5 s of nothing paired, and says why."""
+    graph = obstacle_graph
+    box = Box(320.0, 240.0, 80.0, 80.0)
+    log_before = len(graph.process.output())
+    start = time.monotonic()
+    unpaired_before = int(graph.pairing_status().get('unpaired', 0))
+    warned_at = None
+    while time.monotonic() - start < 8.0 and warned_at is None:
+        graph.detections_pub.publish(detections_message(None, time.time() + 100.0,
+                                                        boxes=[box]))
+        graph.probe.spin_until(lambda: False, 0.1)
+        if 'no detection paired' in graph.process.output()[log_before:]:
+            warned_at = time.monotonic() - start
+    assert warned_at is not None and warned_at >= 4.5, warned_at
+    log = graph.process.output()[log_before:]
+    assert log.count('WARN') == 1 and 'depth frame is' in log, log
+    assert int(graph.pairing_status()['unpaired']) > unpaired_before + 10
+    # The status that goes with the warning (published right after it).
+    assert graph.probe.spin_until(
+        lambda: graph.pairing_status()['level'] == DiagnosticStatus.WARN, 3.0)

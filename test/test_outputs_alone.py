@@ -2,7 +2,6 @@
 band outside the image, a cloud or a colour map that fails, leave every other product intact,
 with the reason recorded; SkippedOutputs turns per-frame reasons into one report per change."""
 import numpy as np
-import pytest
 from sensor_msgs.msg import CameraInfo
 
 from midas_ros.depth_pipeline import DepthPipeline, DepthSettings, SkippedOutputs
@@ -66,12 +65,15 @@ def test_a_failing_colormap_or_cloud_costs_only_itself(monkeypatch):
     assert frame.scan is not None and np.isfinite(frame.scan.ranges).all()
 
 
-def test_a_runtime_change_that_cannot_work_for_the_current_camera_is_refused():
+def test_a_runtime_change_the_current_camera_cannot_take_costs_only_that_output():
+    """Accepted (the camera may change), then skipped with its reason: not refused."""
     pipe = pipeline()
-    with pytest.raises(ValueError, match='does not fit'):
-        pipe.configure(DepthSettings(scale_mode='fixed', scan_enabled=True, scan_height=480),
-                       Intrinsics(WIDTH, HEIGHT, 500, 500, 320, 200))
-    assert pipe.settings.scan_height == 1
+    camera = Intrinsics(WIDTH, HEIGHT, 500, 500, 320, 200)
+    pipe.configure(DepthSettings(scale_mode='fixed', scan_enabled=True, scan_height=480),
+                   camera)
+    assert pipe.settings.scan_height == 480
+    frame = process(pipe, camera)
+    assert 'does not fit' in frame.skipped['scan'] and frame.points is not None
 
 
 def test_message_builder_skips_only_the_broken_message(monkeypatch):

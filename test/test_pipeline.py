@@ -84,6 +84,7 @@ def test_demo_writes_every_artefact(tmp_path):
     summary = json.loads((output / 'summary.json').read_text())
     assert summary['frames']['source'] == 8
     assert 1 <= summary['frames']['depth'] <= 8
+    assert abs(summary['frames']['processed_fraction'] - summary['frames']['depth'] / 8) < 1e-3
     assert summary['fps'] > 0
     assert summary['latency_ms']['depth']['p50'] > 0
     assert summary['scale_fit']['mode'] == 'ground_plane'

@@ -54,7 +54,10 @@ class OnnxRuntimeRunner(ExportedRunner):
             # The estimator sized torch's pool to the usable cores; ORT's own default may count
             # cores the process cannot run on (containers) and oversubscribe them.
             options.intra_op_num_threads = torch.get_num_threads()
+            options.inter_op_num_threads = 1   # one chain of operators: no parallel branches
+            # Spinning threads burn the core another process (the camera driver...) needs.
             options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+            options.add_session_config_entry('session.inter_op.allow_spinning', '0')
         provider_options = [{'device_id': str(self.device.index or 0)}] \
             if self.device.type == 'cuda' else [{}]
         try:

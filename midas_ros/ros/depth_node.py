@@ -16,9 +16,10 @@ with a rate-limited warning, and /diagnostics says which source the last frame u
 
 The node is only translation: messages -> numpy -> ``DepthPipeline`` -> messages. Frames are
 processed in the process's main thread while ROS callbacks run in a background executor thread
-(see ``main``); the subscription hands frames over through a one-slot mailbox, so the node always
-works on the newest frame and a slow model drops frames instead of building a backlog. Only the
-outputs that have subscribers are computed and built; with none, frames are not even inferred.
+(see ``main``); the subscription hands frames over, still serialized, through a one-slot mailbox
+(``midas_ros.intake``), so the node always works on the newest frame, a slow model drops frames
+instead of building a backlog, and only the frame taken is deserialized. Only the outputs that
+have subscribers are computed and built; with none, frames are not even inferred.
 """
 import math
 import threading
@@ -29,11 +30,16 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, Range
 
-from midas_ros.depth_pipeline import DepthPipeline, DepthSettings, SkippedOutputs
+from midas_ros.cpu_budget import prefer_passive_waiting
+from midas_ros.depth_pipeline import (DepthPipeline, DepthSettings, SkippedOutputs,
+                                      check_intrinsics)
 from midas_ros.geometry import (BODY_FROM_OPTICAL, Intrinsics, laser_scan_points,
                                 project_points, transform_from_xyz_rpy)
+from midas_ros.handoff import Handoff
+from midas_ros.intake import LatestFrame
 from midas_ros.ros.conversions import (ConversionError, camera_info_to_intrinsics, cloud_to_xyz,
                                        compressed_to_array, depth_to_metres, image_to_array,
                                        projection_is_set)
@@ -53,6 +59,7 @@ FIRST_CAMERA_INFO_WAIT_S = 0.5
 # instant is often published just after the image).
 TF_WAIT_S = 0.1
 DEFAULT_FRAME = 'camera_optical_frame'
+PREWARM_SIZE = (640, 480)   # warmed up at start: the commonest camera size (and camera_source's)
 # Image encoding -> channel order the estimator understands.
 CHANNEL_ORDER = {'rgb8': 'rgb', 'bgr8': 'bgr', 'rgba8': 'rgba', 'bgra8': 'bgra', 'mono8': 'mono'}
 OUTPUT_TYPES = {'depth/image': Image, 'depth/relative': Image, 'depth/colormap': Image,
@@ -96,31 +103,6 @@ def anchor_transform(values):
     return optical_from_body @ transform_from_xyz_rpy(*extrinsic)
 
 
-class _LatestFrame:
-    """A one-slot mailbox: ``put`` replaces what is waiting (counted as dropped)."""
-
-    def __init__(self):
-        self._condition = threading.Condition()
-        self._message = None
-        self.dropped = 0
-        self.received = 0
-
-    def put(self, message):
-        with self._condition:
-            if self._message is not None:
-                self.dropped += 1
-            self._message = message
-            self.received += 1
-            self._condition.notify()
-
-    def take(self, timeout):
-        with self._condition:
-            if self._message is None:
-                self._condition.wait(timeout)
-            message, self._message = self._message, None
-            return message
-
-
 class DepthNode(Node):
     """Thin ROS wrapper of ``DepthPipeline``; see the module docstring for topics."""
 
@@ -153,15 +135,19 @@ class DepthNode(Node):
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.messages = DepthMessageBuilder()
         self.skipped_outputs = SkippedOutputs()
+        # The most common camera size warmed up before subscribing (graph loaded or exported,
+        # the 'auto' parity check, lazy kernels): a camera that waits for this subscriber loses
+        # no frames to it. Another size warms up on its first image (``_warm_up``).
+        estimator.warmup(*PREWARM_SIZE)
 
-        # Depth 1: a frame waiting in DDS behind a newer one is worth nothing.
-        self.frames = _LatestFrame()
-        if values['image.transport'] == 'compressed':
-            self._image_subscription = subscribe(self, CompressedImage, 'image/compressed',
-                                                 self.frames.put, values['image.qos'], 1)
-        else:
-            self._image_subscription = subscribe(self, Image, 'image', self.frames.put,
-                                                 values['image.qos'], 1)
+        # Depth 1: a frame waiting in DDS behind a newer one is worth nothing. Raw: a frame
+        # the node drops is never deserialized.
+        self.frames = LatestFrame()
+        self._image_type = CompressedImage if values['image.transport'] == 'compressed' \
+            else Image
+        self._image_subscription = subscribe(
+            self, self._image_type, 'image' if self._image_type is Image else 'image/compressed',
+            self.frames.put, values['image.qos'], 1, raw=True)
         self._info_subscription = subscribe(self, CameraInfo, 'camera_info',
                                             self._on_camera_info, values['image.qos'], 5)
         self.camera_info = None
@@ -185,8 +171,11 @@ class DepthNode(Node):
         self.get_logger().info(
             f"depth_node started: model {values['model.name']} on {estimator.device} "
             f'({estimator.backend}, {estimator.precision}: {estimator.precision_reason}), '
-            f'subscribed to {self.resolve_topic_name(image_topic)}; it warms up on the first '
-            "image's size, then reports ready")
+            f'subscribed to {self.resolve_topic_name(image_topic)}; warmed up for '
+            '{}x{} images, another size warms up on its first image'.format(*PREWARM_SIZE))
+        self.get_logger().info(f"backend {estimator.backend} (model.backend "
+                               f"{values['model.backend']}): {self._runtime()[0]}; "
+                               f'{self._runtime()[1]}')
 
     # ---------------------------------------------------------------- set-up
     def _create_estimator(self, values):
@@ -203,6 +192,8 @@ class DepthNode(Node):
             precision=values['inference.precision'],
             channels_last=values['inference.channels_last'],
             compile=values['inference.compile'], cpu_threads=values['inference.cpu_threads'],
+            interop_threads=values['inference.interop_threads'],
+            opencv_threads=values['inference.opencv_threads'],
             backend=values['model.backend'], backend_fallback=values['model.backend_fallback'])
 
     def _apply_parameters(self, candidate):
@@ -217,6 +208,13 @@ class DepthNode(Node):
         self.anchor_transform = transform
         self.values = candidate
         return None
+
+    def _runtime(self):
+        """(why this backend, the thread plan) of the estimator, '' for what it lacks."""
+        estimator = self.pipeline.estimator
+        choice = getattr(estimator, 'backend_choice', None)
+        plan = getattr(estimator, 'thread_plan', None)
+        return (choice.reason if choice else '', plan.describe() if plan else '')
 
     # ---------------------------------------------------------------- inputs
     def _on_camera_info(self, msg):
@@ -365,19 +363,28 @@ class DepthNode(Node):
 
     # ---------------------------------------------------------------- work
     def run(self):
-        """Process frames until shutdown. Call from the process's main thread (see ``main``)."""
-        while rclpy.ok(context=self.context):
-            msg = self.frames.take(timeout=0.2)
-            if msg is None:
-                continue
-            try:
-                self._process(msg)
-            except (ConversionError, ValueError) as error:
-                self.stats['errors'] += 1
-                self.throttled.warning(f'frame skipped: {error}')
-            except Exception as error:  # keep the node alive whatever one frame does
-                self.stats['errors'] += 1
-                self.throttled.error(f'frame failed: {type(error).__name__}: {error}')
+        """Process frames until shutdown. Call from the process's main thread (see ``main``):
+        the network runs here, each frame's outputs in the ``outputs`` worker, overlapping
+        the next frame's network (``midas_ros.handoff``)."""
+        self._outputs_stage = Handoff('depth_outputs')
+        try:
+            while rclpy.ok(context=self.context):
+                payload = self.frames.take(timeout=0.2)
+                if payload is not None:
+                    self._guarded(self._process, payload)
+        finally:
+            self._outputs_stage.close()
+
+    def _guarded(self, work, *args):
+        """``work(*args)``; a failure costs that frame only (counted, logged, rate-limited)."""
+        try:
+            work(*args)
+        except (ConversionError, ValueError) as error:
+            self.stats['errors'] += 1
+            self.throttled.warning(f'frame skipped: {error}')
+        except Exception as error:  # keep the node alive whatever one frame does
+            self.stats['errors'] += 1
+            self.throttled.error(f'frame failed: {type(error).__name__}: {error}')
 
     def _warm_up(self, width, height, order):
         """Build / compile / autotune for ``width`` x ``height`` once, before its first frame.
@@ -397,8 +404,10 @@ class DepthNode(Node):
         self.get_logger().info(f'ready for {width}x{height} images: warm-up took {seconds:.2f} s'
                                f' ({estimator.backend}, {estimator.precision})')
 
-    def _process(self, msg):
+    def _process(self, payload):
         start = time.perf_counter()
+        msg = deserialize_message(payload, self._image_type)
+        deserialized = time.perf_counter()
         pixels, order = self._decode(msg)
         height, width = pixels.shape[:2]
         if (width, height) not in self.pipeline.estimator.warmed_up:
@@ -425,10 +434,21 @@ class DepthNode(Node):
         anchors = (self._current_anchors(intrinsics, header.frame_id) if mode == 'sparse'
                    else None)
         floor = self._floor_for(header.frame_id, stamp) if mode == 'ground_plane' else None
+        check_intrinsics(intrinsics, pixels)
+        inference = self.pipeline.infer(pixels, order)
+        inference.timings['deserialize'] = deserialized - start
+        # ``pixels`` views ``msg``'s data: the job keeps both alive until it has run.
+        self._outputs_stage.submit(self._guarded, self._finish, msg, pixels, order, intrinsics,
+                                   inference, anchors, floor, wanted, start)
+
+    def _finish(self, msg, pixels, order, intrinsics, inference, anchors, floor, wanted, start):
+        """Second stage (``outputs`` worker): metric depth, products, messages, publishing."""
+        header = msg.header
+        stamp = header.stamp
         with self._pipeline_lock:
-            frame = self.pipeline.process(pixels, order, intrinsics,
-                                          stamp.sec + stamp.nanosec * 1e-9, anchors,
-                                          products_for(wanted), floor)
+            frame = self.pipeline.finish(inference, pixels, order, intrinsics,
+                                         stamp.sec + stamp.nanosec * 1e-9, anchors,
+                                         products_for(wanted), floor)
             self.last_scale = frame.scale, frame.calibrated
             if frame.scale_problem:
                 self.throttled.warning(f'{frame.scale_problem}; publishing uncalibrated depth')
@@ -484,8 +504,9 @@ class DepthNode(Node):
             self._rate_window.clear()
             self.stats['fps'] = self.stats['latency_s'] = 0.0
             self.anchors = None
-        self.get_logger().info(f'{why}: cleared the scale smoothing, frame rate, latency and '
-                               'anchors (a bag loop or simulator reset?)')
+        self.tf.clear()
+        self.get_logger().info(f'{why}: cleared the scale smoothing, frame rate, latency, '
+                               'anchors and transforms (a bag loop or simulator reset?)')
 
     # ---------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self):
@@ -495,6 +516,8 @@ class DepthNode(Node):
         estimator = self.pipeline.estimator
         values = {
             'backend': estimator.backend,
+            'backend reason': self._runtime()[0],
+            'threads': self._runtime()[1],
             'backend requested': estimator.requested_backend,
             'backend error': estimator.backend_error or '',
             'device': str(estimator.device),
@@ -506,6 +529,7 @@ class DepthNode(Node):
             'frames received': self.frames.received,
             'frames processed': self.stats['processed'],
             'frames dropped': self.frames.dropped,
+            'intake per received frame (ms)': f'{self.frames.put_seconds * 1e3:.3f}',
             'frames failed': self.stats['errors'],
             'frames skipped (no subscribers)': self.stats['idle'],
             'frame rate (Hz)': f"{self.stats['fps']:.2f}",
@@ -558,6 +582,7 @@ def main(args=None):
     """Frames are processed in the main thread and ROS callbacks run in a background one:
     torch's CPU thread pool is fastest driven from the thread that created it (measured on 2
     cores: 46 ms per midas_v21_small_256 forward from the main thread, 72 ms from another)."""
+    prefer_passive_waiting()   # before torch is imported: idle OpenMP threads must not spin
     rclpy.init(args=args)
     try:
         node = DepthNode()

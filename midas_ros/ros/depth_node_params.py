@@ -19,10 +19,11 @@ DEPTH_NODE_PARAMS = (
           'demos; depth is meaningless)', read_only=True),
     Param('model.allow_download', False, 'download the official checkpoint if not found',
           read_only=True),
-    Param('model.backend', 'torch', 'runtime of the network: torch, onnxruntime or openvino '
-          '(CPU), tensorrt (CUDA); exported graphs are cached per variant, input size, precision '
-          'and weights', choices=('torch', 'onnxruntime', 'openvino', 'tensorrt'),
-          read_only=True),
+    Param('model.backend', 'auto', 'runtime of the network: auto (CPU: the fastest installed '
+          'runtime matching torch fp32, onnxruntime > openvino > torch; CUDA: torch), torch, '
+          'onnxruntime or openvino (CPU), tensorrt (CUDA); exported graphs are cached per '
+          'variant, input size, precision and weights',
+          choices=('auto', 'torch', 'onnxruntime', 'openvino', 'tensorrt'), read_only=True),
     Param('model.backend_fallback', False, 'fall back to torch (with a warning) when the '
           'backend cannot run', read_only=True),
     Param('device', 'auto', 'inference device: auto (CUDA if present, else cpu), cpu, cuda '
@@ -34,8 +35,13 @@ DEPTH_NODE_PARAMS = (
           read_only=True),
     Param('inference.compile', False, 'torch.compile the network (slow first frame)',
           read_only=True),
-    Param('inference.cpu_threads', 0, 'CPU threads for inference; 0: all cores', min=0,
+    Param('inference.cpu_threads', 0, 'CPU threads of the network (torch, ONNX Runtime, '
+          'OpenVINO); 0: the CPUs this process may use (affinity mask and cgroup quota)', min=0,
           max=256, read_only=True),
+    Param('inference.interop_threads', 0, "torch's inter-op threads; 0: 1 (MiDaS is one "
+          'chain of operators)', min=0, max=256, read_only=True),
+    Param('inference.opencv_threads', 0, "OpenCV's threads; 0: the CPUs this process may use",
+          min=0, max=256, read_only=True),
     # Input.
     Param('image.transport', 'raw', "raw: subscribe 'image'; compressed: 'image/compressed'",
           choices=('raw', 'compressed'), read_only=True),

@@ -273,7 +273,11 @@ class _RunReader:
         accepted = [d.get('fit accepted') == 'True' for d in diagnostics]
         return {
             'frames': {'source': len(self.image_stamps), 'depth': len(self.depth_latency),
-                       'obstacles': len(self.obstacle_latency)},
+                       'obstacles': len(self.obstacle_latency),
+                       # Of the camera's frames, those depth_node turned into depth.
+                       'processed_fraction': (round(len(self.depth_latency)
+                                                    / len(self.image_stamps), 3)
+                                              if self.image_stamps else None)},
             'fps': report.frame_rate(self.depth_times),
             'latency_ms': {'depth': report.percentiles(self.depth_latency),
                            'obstacles': report.percentiles(self.obstacle_latency)},
