@@ -7,6 +7,8 @@ import pytest
 
 import midas_ros
 
+# timm 0.6.13 warns at import about torch.jit.script; models.factory (the usual way in) filters it.
+pytestmark = pytest.mark.filterwarnings('ignore:`torch.jit.script` is deprecated')
 MODULES = sorted(info.name for info in pkgutil.walk_packages(midas_ros.__path__, 'midas_ros.'))
 
 
