@@ -302,7 +302,8 @@ class DepthPipeline:
         depth = inverse_depth_to_metric(relative, state.a, state.b,
                                         out=self._buffer('depth', (height, width), np.float32),
                                         min_depth=settings.min_depth,
-                                        max_depth=settings.max_depth)
+                                        max_depth=settings.max_depth,
+                                        mask=self._buffer('depth_mask', (height, width), bool))
         timings['scale'] = time.perf_counter() - tick
 
         frame = DepthFrame(relative, depth, state, calibrated, camera.scale_problem,

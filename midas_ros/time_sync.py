@@ -29,6 +29,7 @@ import numpy as np
 NS = 1_000_000_000
 _WINDOW = 20                # references remembered for the delay and period estimates
 _JUMP_BACK_NS = NS          # a stream going back further than this is a time reset
+_REBASE_NS = NS             # a delay this far from the usual one: stamps in another time base
 
 
 @dataclass
@@ -107,9 +108,15 @@ class NearestStampPolicy:
             self._jump_back()
             references = self._references
         if stamp_ns:
-            if references and stamp_ns > references[-1][0] > 0:
+            delay = now_ns - stamp_ns
+            if self._delays and abs(delay - float(np.median(self._delays))) > _REBASE_NS:
+                # The stream's stamps moved to another time base (a bag started, a source
+                # switched): what was learnt about its delay and period no longer applies.
+                self._delays.clear()
+                self._periods.clear()
+            elif references and stamp_ns > references[-1][0] > 0:
                 self._periods.append(stamp_ns - references[-1][0])
-            self._delays.append(now_ns - stamp_ns)
+            self._delays.append(delay)
         # Kept in stamp order, also for a frame arriving out of order.
         index = len(references)
         while index and references[index - 1][0] > stamp_ns:

@@ -25,7 +25,13 @@ SYNTHETIC = 'synthetic'
 # add lines to our one-line errors; their failures come back as return values that become
 # SourceError. FFmpeg's level is read when OpenCV first creates an FFmpeg capture; a level the
 # user set is kept.
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+# Recent OpenCV has cv2.utils.logging, 4.6 (Ubuntu 24.04) only cv2.setLogLevel; both take
+# OpenCV's LogLevel enum, in which ERROR is 2.
+_OPENCV_LOGGING = getattr(cv2.utils, 'logging', None)
+if _OPENCV_LOGGING is not None:
+    _OPENCV_LOGGING.setLogLevel(_OPENCV_LOGGING.LOG_LEVEL_ERROR)
+else:
+    cv2.setLogLevel(2)
 os.environ.setdefault('OPENCV_FFMPEG_LOGLEVEL', '-8')   # AV_LOG_QUIET
 
 

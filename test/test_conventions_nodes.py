@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rosgraph_msgs.msg import Clock
 from rcl_interfaces.msg import ParameterType, ParameterValue
@@ -192,9 +192,19 @@ class ObstacleGraph:
                                                     10)
         self.obstacles = self.probe.collect(Detection3DArray, self.topic('obstacles'))
         self.nearest = self.probe.collect(Range, self.topic('obstacles/nearest'))
+        self.diagnostics = self.probe.collect(DiagnosticArray, '/diagnostics')
 
     def topic(self, name):
         return f'{self.namespace}/{name}'
+
+    def pairing_status(self):
+        """{key: value} of the node's newest pairing diagnostics (and 'level'), or {}."""
+        for array in reversed(self.diagnostics):
+            for status in array.status:
+                if status.name == f'{self.namespace}/obstacle_node: pairing':
+                    values = {kv.key: kv.value for kv in status.values}
+                    return dict(values, level=status.level, message=status.message)
+        return {}
 
     def measure(self, depth, when, info, boxes, timeout=20.0, step=None, skip=0):
         """Publish depth + info + detections stamped ``when`` until the outputs for it come
@@ -397,3 +407,34 @@ def test_obstacle_node_pairs_late_slow_depth_with_the_nearest_frame(obstacle_gra
     assert not wrong, wrong
     new_log = graph.process.output()[log_before:]
     assert 'WARN' not in new_log, new_log
+    assert graph.probe.spin_until(lambda: int(graph.pairing_status().get('paired', 0)) >= 28,
+                                  5.0), graph.pairing_status()
+    status = graph.pairing_status()
+    assert status['level'] == DiagnosticStatus.OK
+    assert float(status['depth delay (s)']) == pytest.approx(0.35, abs=0.15)
+    assert float(status['depth period (s)']) == pytest.approx(0.3, abs=0.01)
+    assert 0.0 <= float(status['wait mean (s)']) <= float(status['wait max (s)']) <= 1.0
+
+
+def test_obstacle_node_warns_only_when_nothing_has_paired_for_seconds(obstacle_graph):
+    """Detections without any depth frame near them: counted as unpaired at once, but the
+    only WARN comes after 5 s of nothing paired, and says why."""
+    graph = obstacle_graph
+    box = Box(320.0, 240.0, 80.0, 80.0)
+    log_before = len(graph.process.output())
+    start = time.monotonic()
+    unpaired_before = int(graph.pairing_status().get('unpaired', 0))
+    warned_at = None
+    while time.monotonic() - start < 8.0 and warned_at is None:
+        graph.detections_pub.publish(detections_message(None, time.time() + 100.0,
+                                                        boxes=[box]))
+        graph.probe.spin_until(lambda: False, 0.1)
+        if 'no detection paired' in graph.process.output()[log_before:]:
+            warned_at = time.monotonic() - start
+    assert warned_at is not None and warned_at >= 4.5, warned_at
+    log = graph.process.output()[log_before:]
+    assert log.count('WARN') == 1 and 'depth frame is' in log, log
+    assert int(graph.pairing_status()['unpaired']) > unpaired_before + 10
+    # The status that goes with the warning (published right after it).
+    assert graph.probe.spin_until(
+        lambda: graph.pairing_status()['level'] == DiagnosticStatus.WARN, 3.0)

@@ -404,3 +404,49 @@ def test_export_precision_defaults_to_what_the_node_runs(cuda, fmt, device, cfg,
     assert args.precision == 'auto'
     assert export_tool.export_precision(fmt, 'auto', torch.device(device), cfg)[0] == expected
     assert choose_precision('auto', torch.device(device), cfg)[0] == expected or fmt == 'onnx'
+
+
+def test_node_reports_the_backend_failure_and_its_warm_up_over_dds(tmp_path):
+    """depth_node asked for TensorRT on the CPU with fallback: the one-line reason is in
+    /diagnostics, torch runs, and the first image's size is warmed up once, logged."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image
+
+    from midas_ros.ros.conversions import array_to_image
+    from midas_ros.ros.qos import qos_profile
+    from ros_process import NodeProcess, RosTestNode, unique_namespace
+    namespace = unique_namespace('gpu')
+    process = NodeProcess('depth_node', [
+        '-r', f'__ns:={namespace}', '-p', 'model.pretrained:=false', '-p', 'device:=cpu',
+        '-p', 'model.backend:=tensorrt', '-p', 'model.backend_fallback:=true',
+        '-p', 'diagnostics.period:=0.3'], tmp_path=tmp_path)
+    probe = RosTestNode('gpu_probe')
+    try:
+        diagnostics = probe.collect(DiagnosticArray, '/diagnostics')
+        publisher = probe.node.create_publisher(Image, f'{namespace}/image',
+                                                qos_profile('sensor_data'))
+        image = array_to_image(textured_image(48, 64), 'rgb8')
+        name = f'{namespace}/depth_node: depth'
+
+        def status():
+            for msg in reversed(diagnostics):
+                for item in msg.status:
+                    if item.name == name:
+                        return item, {kv.key: kv.value for kv in item.values}
+            return None, {}
+
+        def warmed():
+            publisher.publish(image)
+            return '64x48' in status()[1].get('warm-up (s)', '')
+        assert probe.spin_until(warmed, 180, step=None), process.output()
+        item, values = status()
+        assert values['backend'] == 'torch' and values['backend requested'] == 'tensorrt'
+        assert values['backend error'].startswith("backend 'tensorrt' needs a CUDA device")
+        assert values['precision'] == 'fp32 (CPU: the reference-exact path)'
+        output = process.output()
+        assert output.count('warming up for 64x48 images') == 1
+        assert 'ready for 64x48 images: warm-up took' in output
+        assert output.count('falling back to torch') == 1
+    finally:
+        probe.close()
+        process.stop()

@@ -170,3 +170,14 @@ def test_overflowing_queries_are_dropped_and_counted():
     for k in range(5):
         policy.add_query(ns(1.0 + 0.1 * k), k, ns(1.0 + 0.1 * k))
     assert policy.dropped == 2 and policy.waiting == 3
+
+
+def test_stamps_moving_to_another_time_base_restart_the_delay_estimate():
+    policy = NearestStampPolicy()
+    for k in range(10):          # a synthetic source: stamps far from the clock
+        policy.add_reference(ns(30.0 + k), k, ns(5000.0 + k))
+    for k in range(3):           # then a live one: 0.35 s late
+        policy.add_reference(ns(6000.0 + 0.3 * k), k, ns(6000.35 + 0.3 * k))
+    stats = policy.statistics()
+    assert stats['depth delay (s)'] == pytest.approx(0.35)
+    assert math.isnan(stats['depth period (s)'])      # two periods: not steady yet

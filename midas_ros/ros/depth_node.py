@@ -504,8 +504,9 @@ class DepthNode(Node):
             self._rate_window.clear()
             self.stats['fps'] = self.stats['latency_s'] = 0.0
             self.anchors = None
-        self.get_logger().info(f'{why}: cleared the scale smoothing, frame rate, latency and '
-                               'anchors (a bag loop or simulator reset?)')
+        self.tf.clear()
+        self.get_logger().info(f'{why}: cleared the scale smoothing, frame rate, latency, '
+                               'anchors and transforms (a bag loop or simulator reset?)')
 
     # ---------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self):

@@ -247,8 +247,9 @@ class ObstacleNode(Node):
         """Time went back: no buffered frame or waiting detection belongs to the new time."""
         if clear:
             self._pairing.reset()
-        self.get_logger().info(f'{why}: forgot the buffered depth frames and waiting '
-                               'detections (a bag loop or simulator reset?)')
+        self.tf.clear()
+        self.get_logger().info(f'{why}: forgot the buffered depth frames, waiting detections '
+                               'and transforms (a bag loop or simulator reset?)')
 
     def _publish_empty(self, msg):
         """Nothing to measure: say so without depth, clearing the markers."""

@@ -83,6 +83,13 @@ class FrameTransforms:
         self._buffer = tf2_ros.Buffer(cache_time=Duration(seconds=cache_s))
         self._listener = tf2_ros.TransformListener(self._buffer, node, spin_thread=False)
 
+    def clear(self):
+        """Forget every buffered transform: ROS time went back (a bag loop, a simulator reset).
+        tf2_ros.Buffer clears itself only on jumps of the clock it was given, and this one is
+        built without the node's (sim-time) clock."""
+        if self._buffer is not None:
+            self._buffer.clear()
+
     def report_missing(self, throttled, text):
         """Say ``text`` about a missing transform: a rate-limited warning through
         ``throttled`` (a ThrottledLog), or info during the first seconds after start."""

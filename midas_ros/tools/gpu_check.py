@@ -38,7 +38,8 @@ CPU_COMBINATIONS = (('torch', 'bf16'), ('onnxruntime', 'fp32'), ('openvino', 'fp
                     ('openvino', 'bf16'))
 # Max |output - CPU fp32| / range of the CPU fp32 output. fp32 on a GPU differs by TF32 and
 # kernel choice; half precisions by their 8 (bf16) and 11 (fp16) bit mantissas through the net.
-TOLERANCES = {'fp32': 0.01, 'fp16': 0.05, 'bf16': 0.08}
+# First estimates, to be revisited with the first GPU run's numbers.
+TOLERANCES = {'fp32': 0.01, 'fp16': 0.05, 'bf16': 0.1}
 # BackendErrors meaning "this machine lacks it" (a package, a provider, a TensorRT feature).
 _SKIP_MARKERS = ('needs the Python package', 'here lacks', 'can build neither')
 
