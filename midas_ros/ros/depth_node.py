@@ -15,6 +15,7 @@ processed in the process's main thread while ROS callbacks run in a background e
 works on the newest frame and a slow model drops frames instead of building a backlog. Only the
 outputs that have subscribers are computed and built; with none, frames are not even inferred.
 """
+import gc
 import math
 import threading
 import time
@@ -22,19 +23,19 @@ import time
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, Range
 
-from midas_ros.depth_pipeline import DepthPipeline, DepthSettings
+from midas_ros.depth_pipeline import DepthPipeline, DepthSettings, check_settings
 from midas_ros.geometry import (BODY_FROM_OPTICAL, Intrinsics, laser_scan_points,
                                 project_points, transform_from_xyz_rpy)
 from midas_ros.ros.conversions import (ConversionError, camera_info_to_intrinsics, cloud_to_xyz,
                                        compressed_to_array, depth_to_metres, image_to_array)
 from midas_ros.ros.depth_messages import DEPTH_TOPICS, DepthMessageBuilder, products_for
 from midas_ros.ros.depth_node_params import DEPTH_NODE_PARAMS
+from midas_ros.ros.lifecycle import ManagedNode
+from midas_ros.ros.node_main import run_node
 from midas_ros.ros.parameters import declare_parameters, on_set_parameters
-from midas_ros.ros.qos import qos_profile, subscribe
+from midas_ros.ros.qos import qos_profile, subscribe, unsubscribe
 from midas_ros.ros.throttled_log import ThrottledLog
 
 THROTTLE_S = 5.0
@@ -108,65 +109,117 @@ class _LatestFrame:
             return message
 
 
-class DepthNode(Node):
-    """Thin ROS wrapper of ``DepthPipeline``; see the module docstring for topics."""
+class DepthNode(ManagedNode):
+    """Thin ROS wrapper of ``DepthPipeline``; see the module docstring for topics.
+
+    A managed (lifecycle) node: parameters are declared at creation, ``configure`` builds the
+    estimator (model, backend) and the publishers, ``activate`` subscribes and starts the
+    per-frame work, ``deactivate`` unsubscribes (no inference while inactive), ``cleanup``
+    frees the model. With ``autostart`` (default) it walks to active by itself.
+    """
 
     def __init__(self, **kwargs):
         super().__init__('depth_node', **kwargs)
         self.values = declare_parameters(self, DEPTH_NODE_PARAMS)
         self.throttled = ThrottledLog(self.get_logger(), THROTTLE_S)
-        values = self.values
-        self.anchor_transform = anchor_transform(values)
-        estimator = self._create_estimator(values)
-        self.pipeline = DepthPipeline(estimator, settings_from_parameters(values))
+        self.anchor_transform = anchor_transform(self.values)
+        self.pipeline = None        # built by configure, freed by cleanup
+        self.outputs = {}
+        self.pub_diagnostics = None
+        self.messages = None
         # The processing (main) thread runs the pipeline while parameter changes, in the
         # callback thread, reconfigure it.
         self._pipeline_lock = threading.Lock()
-        if values['scale.mode'] == 'uncalibrated':
-            self.get_logger().warning(
-                "scale.mode is 'uncalibrated': depth is only relative (the median pixel of each "
-                f"frame is put at {values['scale.uncalibrated_median_depth']} m). Configure "
-                'scale.mode fixed / ground_plane / sparse for metric distances (README: Metric '
-                'depth).')
+        # Held while one frame is processed: deactivate waits on it for the frame in flight.
+        self._work_lock = threading.Lock()
         self.add_on_set_parameters_callback(
             on_set_parameters(DEPTH_NODE_PARAMS, lambda: self.values, self._apply_parameters))
 
-        output_qos = qos_profile(values['output.qos'])
-        self.outputs = {topic: self.create_publisher(OUTPUT_TYPES[topic], topic, output_qos)
-                        for topic in DEPTH_TOPICS}
-        self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.messages = DepthMessageBuilder()
-
         # Depth 1: a frame waiting in DDS behind a newer one is worth nothing.
         self.frames = _LatestFrame()
-        if values['image.transport'] == 'compressed':
-            self._image_subscription = subscribe(self, CompressedImage, 'image/compressed',
-                                                 self.frames.put, values['image.qos'], 1)
-        else:
-            self._image_subscription = subscribe(self, Image, 'image', self.frames.put,
-                                                 values['image.qos'], 1)
-        self._info_subscription = subscribe(self, CameraInfo, 'camera_info',
-                                            self._on_camera_info, values['image.qos'], 5)
+        self._inputs = []           # subscriptions, while active
+        self._diagnostics_timer = None
         self.camera_info = None
         self._camera_info_arrived = threading.Condition()
         self._first_camera_info_wait = True
-        # Subscribed in every mode, so that scale.mode can become 'sparse' at run time; with
-        # no publisher it costs nothing.
         self.anchors = None  # (message, receive time)
-        self.create_subscription(ANCHOR_MESSAGES[values['scale.anchor_type']], 'anchors',
-                                 self._on_anchors, qos_profile('sensor_data', depth=1))
 
         self.stats = {'processed': 0, 'idle': 0, 'errors': 0, 'latency_s': 0.0, 'fps': 0.0}
         self.stage_times = {}
         self.last_frame = None
         self.last_scale = None   # (ScaleState, whether the depth was metric) of the last frame
         self._rate_window = []
-        self.create_timer(values['diagnostics.period'], self._publish_diagnostics)
-        image_topic = 'image' if values['image.transport'] == 'raw' else 'image/compressed'
+
+    # ---------------------------------------------------------------- lifecycle
+    def configure(self):
+        """Build the estimator (model weights, backend), the pipeline and the publishers."""
+        values = self.values
+        estimator = self._create_estimator(values)
+        self.pipeline = DepthPipeline(estimator, settings_from_parameters(values))
+        if values['scale.mode'] == 'uncalibrated':
+            self.get_logger().warning(
+                "scale.mode is 'uncalibrated': depth is only relative (the median pixel of each "
+                f"frame is put at {values['scale.uncalibrated_median_depth']} m). Configure "
+                'scale.mode fixed / ground_plane / sparse for metric distances (README: Metric '
+                'depth).')
+        output_qos = qos_profile(values['output.qos'])
+        self.outputs = {topic: self.create_lifecycle_publisher(OUTPUT_TYPES[topic], topic,
+                                                               output_qos)
+                        for topic in DEPTH_TOPICS}
+        self.pub_diagnostics = self.create_lifecycle_publisher(DiagnosticArray, '/diagnostics',
+                                                               10)
+        self.messages = DepthMessageBuilder()
         self.get_logger().info(
             f"depth_node ready: model {values['model.name']} on {estimator.device} "
-            f'({estimator.backend}, {estimator.precision}), subscribed to '
-            f'{self.resolve_topic_name(image_topic)}')
+            f'({estimator.backend}, {estimator.precision})')
+
+    def activate(self):
+        """Subscribe the inputs and start the per-frame work and diagnostics."""
+        values = self.values
+        self._first_camera_info_wait = True
+        if values['image.transport'] == 'compressed':
+            image = subscribe(self, CompressedImage, 'image/compressed', self.frames.put,
+                              values['image.qos'], 1)
+        else:
+            image = subscribe(self, Image, 'image', self.frames.put, values['image.qos'], 1)
+        self._inputs = [image, subscribe(self, CameraInfo, 'camera_info', self._on_camera_info,
+                                         values['image.qos'], 5)]
+        # Subscribed in every mode, so that scale.mode can become 'sparse' at run time; with
+        # no publisher it costs nothing.
+        self._inputs.append(self.create_subscription(
+            ANCHOR_MESSAGES[values['scale.anchor_type']], 'anchors', self._on_anchors,
+            qos_profile('sensor_data', depth=1)))
+        self._diagnostics_timer = self.create_timer(values['diagnostics.period'],
+                                                    self._publish_diagnostics)
+        image_topic = 'image' if values['image.transport'] == 'raw' else 'image/compressed'
+        self.get_logger().info(f'depth_node active: subscribed to '
+                               f'{self.resolve_topic_name(image_topic)}')
+
+    def deactivate(self):
+        """Unsubscribe and wait for the frame in flight: no inference, no output after this."""
+        with self._work_lock:
+            for subscription in self._inputs:
+                unsubscribe(self, subscription)
+            self._inputs = []
+            if self._diagnostics_timer is not None:
+                self.destroy_timer(self._diagnostics_timer)
+                self._diagnostics_timer = None
+            self.frames.take(timeout=0)      # a waiting frame is stale once reactivated
+            self.anchors = None
+
+    def cleanup(self):
+        """Free the model (and its backend's memory) and the publishers."""
+        with self._work_lock, self._pipeline_lock:
+            for publisher in [*self.outputs.values(), self.pub_diagnostics]:
+                if publisher is not None:
+                    self.destroy_lifecycle_publisher(publisher)
+            self.outputs, self.pub_diagnostics, self.messages = {}, None, None
+            device = self.pipeline.estimator.device if self.pipeline is not None else None
+            self.pipeline = None
+        gc.collect()
+        if str(device).startswith('cuda'):
+            import torch
+            torch.cuda.empty_cache()
 
     # ---------------------------------------------------------------- set-up
     def _create_estimator(self, values):
@@ -189,9 +242,13 @@ class DepthNode(Node):
         """Build everything the candidate values need; swap it in only if all of it works."""
         try:
             transform = anchor_transform(candidate)
+            settings = settings_from_parameters(candidate)
             intrinsics = self.last_frame[1] if self.last_frame else None
             with self._pipeline_lock:
-                self.pipeline.configure(settings_from_parameters(candidate), intrinsics)
+                if self.pipeline is None:       # unconfigured: configure will use them
+                    check_settings(settings)
+                else:
+                    self.pipeline.configure(settings, intrinsics)
         except ValueError as error:
             return str(error)
         self.anchor_transform = transform
@@ -299,14 +356,19 @@ class DepthNode(Node):
             msg = self.frames.take(timeout=0.2)
             if msg is None:
                 continue
-            try:
-                self._process(msg)
-            except (ConversionError, ValueError) as error:
-                self.stats['errors'] += 1
-                self.throttled.warning(f'frame skipped: {error}')
-            except Exception as error:  # keep the node alive whatever one frame does
-                self.stats['errors'] += 1
-                self.throttled.error(f'frame failed: {type(error).__name__}: {error}')
+            with self._work_lock:
+                if not self.active:     # deactivated while the frame waited
+                    continue
+                try:
+                    self._process(msg)
+                except (ConversionError, ValueError) as error:
+                    self.stats['errors'] += 1
+                    self.throttled.warning(f'frame skipped: {error}')
+                except Exception as error:  # keep the node alive whatever one frame does
+                    if not rclpy.ok(context=self.context):
+                        break       # the frame raced with the shutdown (Ctrl-C)
+                    self.stats['errors'] += 1
+                    self.throttled.error(f'frame failed: {type(error).__name__}: {error}')
 
     def _process(self, msg):
         start = time.perf_counter()
@@ -418,35 +480,9 @@ def main(args=None):
     """Frames are processed in the main thread and ROS callbacks run in a background one:
     torch's CPU thread pool is fastest driven from the thread that created it (measured on 2
     cores: 46 ms per midas_v21_small_256 forward from the main thread, 72 ms from another)."""
-    rclpy.init(args=args)
-    try:
-        node = DepthNode()
-    except Exception as error:  # weights not found, bad variant, no CUDA...: one clear line
-        rclpy.logging.get_logger('depth_node').fatal(f'cannot start: {error}')
-        rclpy.try_shutdown()
-        return 1
-    executor = SingleThreadedExecutor(context=node.context)
-    executor.add_node(node)
-
-    def spin():
-        try:
-            executor.spin()
-        except ExternalShutdownException:
-            pass
-        except Exception as error:  # a dead callback thread must not leave a silent node
-            node.get_logger().fatal(f'ROS callbacks stopped: {type(error).__name__}: {error}')
-            rclpy.try_shutdown(context=node.context)
-    spinner = threading.Thread(target=spin, name='ros_callbacks', daemon=True)
-    spinner.start()
-    try:
-        node.run()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # Any error building the node (a bad read-only parameter...) is one clear line.
+    return run_node(DepthNode, 'depth_node', startup_errors=(Exception,), args=args,
+                    main_thread_work=DepthNode.run)
 
 
 if __name__ == '__main__':

@@ -2,12 +2,14 @@
 documents (test_parameters.py keeps them in step)."""
 from midas_ros.models.registry import list_models
 from midas_ros.scale import MODES as SCALE_MODES
+from midas_ros.ros.lifecycle import AUTOSTART
 from midas_ros.ros.parameters import Param
 from midas_ros.ros.qos import QOS_NAMES, SUBSCRIPTION_QOS_NAMES
 
 ANCHOR_TYPES = ('scan', 'range', 'points', 'depth')
 
 DEPTH_NODE_PARAMS = (
+    AUTOSTART,      # lifecycle: configure + activate at start-up (midas_ros/ros/lifecycle.py)
     # Model and inference (read at start; change needs a restart).
     Param('model.name', 'midas_v21_small_256', 'MiDaS variant', choices=tuple(list_models()),
           read_only=True),

@@ -24,7 +24,6 @@ import zlib
 from collections import deque
 
 import numpy as np
-from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image, Range
 from std_msgs.msg import Header
@@ -36,14 +35,16 @@ from midas_ros.fusion import Box, FusionConfig, fuse, nearest
 from midas_ros.ros.conversions import (DEPTH_ENCODINGS, ConversionError,
                                        camera_info_to_intrinsics, depth_to_metres,
                                        image_to_array)
+from midas_ros.ros.lifecycle import AUTOSTART, ManagedNode
 from midas_ros.ros.node_main import run_node
 from midas_ros.ros.parameters import Param, declare_parameters, on_set_parameters
 from midas_ros.ros.qos import (AUTO_QOS, QOS_NAMES, SUBSCRIPTION_QOS_NAMES, qos_profile,
-                               subscribe)
+                               subscribe, unsubscribe)
 from midas_ros.ros.throttled_log import ThrottledLog
 
 _FUSION_DEFAULTS = FusionConfig()
 OBSTACLE_NODE_PARAMS = (
+    AUTOSTART,      # lifecycle: configure + activate at start-up (midas_ros/ros/lifecycle.py)
     Param('class_ids', [], 'keep only detections whose best hypothesis has one of these '
           'class ids; empty: all classes'),
     Param('min_score', 0.0, 'drop detections whose best hypothesis scores lower', min=0.0,
@@ -102,8 +103,13 @@ def class_color(class_id):
     return colorsys.hsv_to_rgb(hue, 0.8, 0.95)
 
 
-class ObstacleNode(Node):
-    """Pairs detections with depth frames and publishes what :func:`fusion.fuse` measures."""
+class ObstacleNode(ManagedNode):
+    """Pairs detections with depth frames and publishes what :func:`fusion.fuse` measures.
+
+    A managed (lifecycle) node: parameters are declared and checked at creation, ``configure``
+    creates the publishers, ``activate`` subscribes, ``deactivate`` unsubscribes and forgets
+    buffered frames and detections (nothing is measured or published while inactive).
+    """
 
     def __init__(self, **kwargs):
         super().__init__('obstacle_node', **kwargs)
@@ -114,7 +120,6 @@ class ObstacleNode(Node):
         # (Detection2DArray, kept, monotonic receive time); a timer ends waits that no new
         # message would end.
         self._pending = deque(maxlen=values['buffer_length'])
-        self.create_timer(0.05, self._process_pending)
         reason = self._apply(values)
         if reason is not None:
             # Each value passed its own check but together they cannot work (e.g. max_range
@@ -133,6 +138,23 @@ class ObstacleNode(Node):
         self._metres = None         # reused float32 buffer for 16UC1 frames
         self._marker_count = 0      # markers of each namespace currently shown in RViz
 
+        self._inputs = []           # subscriptions, while active
+        self._pending_timer = None
+        self._outputs = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def configure(self):
+        output_qos = qos_profile(self._params['output_qos'], depth=10)
+        self._obstacles_pub = self.create_lifecycle_publisher(Detection3DArray, 'obstacles',
+                                                              output_qos)
+        self._markers_pub = self.create_lifecycle_publisher(MarkerArray, 'obstacles/markers',
+                                                            output_qos)
+        self._nearest_pub = self.create_lifecycle_publisher(Range, 'obstacles/nearest',
+                                                            output_qos)
+        self._outputs = [self._obstacles_pub, self._markers_pub, self._nearest_pub]
+
+    def activate(self):
         input_qos, detections_qos = self._params['input_qos'], self._params['detections_qos']
         self._inputs = [
             subscribe(self, Image, 'depth/image', self._on_depth, input_qos, 5),
@@ -140,10 +162,24 @@ class ObstacleNode(Node):
                       5),
             subscribe(self, Detection2DArray, 'detections', self._on_detections,
                       detections_qos, 10)]
-        output_qos = qos_profile(self._params['output_qos'], depth=10)
-        self._obstacles_pub = self.create_publisher(Detection3DArray, 'obstacles', output_qos)
-        self._markers_pub = self.create_publisher(MarkerArray, 'obstacles/markers', output_qos)
-        self._nearest_pub = self.create_publisher(Range, 'obstacles/nearest', output_qos)
+        # Ends waits for depth that no new message would end.
+        self._pending_timer = self.create_timer(0.05, self._process_pending)
+
+    def deactivate(self):
+        for subscription in self._inputs:
+            unsubscribe(self, subscription)
+        self._inputs = []
+        self.destroy_timer(self._pending_timer)
+        # Stale once reactivated: frames and detections start afresh.
+        self._depth_frames.clear()
+        self._pending.clear()
+
+    def cleanup(self):
+        for publisher in self._outputs:
+            self.destroy_lifecycle_publisher(publisher)
+        self._outputs = []
+        self._intrinsics = None
+        self._marker_count = 0
 
     # -- parameters --------------------------------------------------------------------------
 
