@@ -183,13 +183,15 @@ class DepthPipeline:
         return buffer
 
     def process(self, image, channel_order, intrinsics, stamp_s, anchors=None,
-                products=PRODUCTS):
+                products=PRODUCTS, floor=None):
         """The products of one frame: relative and metric depth always, and those of
         ``products`` (``colormap``, ``cloud``, ``scan``) that the settings enable.
 
         ``image``: uint8 HxWxC (or HxW mono) in ``channel_order``; ``intrinsics``: for this
         image size; ``stamp_s``: the frame time in seconds (drives the scale smoothing);
-        ``anchors``: ``(u, v, z[, valid])`` metric anchors for the sparse scale mode.
+        ``anchors``: ``(u, v, z[, valid])`` metric anchors for the sparse scale mode;
+        ``floor``: this frame's ``scale.FloorPlane`` for the ground_plane mode (e.g. from TF),
+        None for the one of the settings (camera height, pitch, roll).
         Raises ValueError when the intrinsics do not fit the image.
         """
         settings = self._settings
@@ -208,7 +210,7 @@ class DepthPipeline:
         tick = time.perf_counter()
         timings['inference_total'] = tick - start
 
-        fit = camera.scale_estimator.fit(relative, anchors)
+        fit = camera.scale_estimator.fit(relative, anchors, floor)
         state = self._smoother.update(fit, stamp_s)
         calibrated = state.calibrated and camera.scale_estimator.metric
         if not math.isfinite(state.a):

@@ -94,6 +94,53 @@ def transform_from_xyz_rpy(x, y, z, roll, pitch, yaw):
     return transform
 
 
+def transform_from_quaternion(translation, quaternion):
+    """4x4 homogeneous transform from a translation (x, y, z) and a unit quaternion
+    (x, y, z, w), the layout of geometry_msgs/Transform. The quaternion is normalised first;
+    raises ValueError for a zero or non-finite one."""
+    q = np.asarray(quaternion, dtype=np.float64)
+    norm = float(np.linalg.norm(q))
+    if not (math.isfinite(norm) and norm > 1e-9):
+        raise ValueError(f'quaternion {tuple(q)} is not a rotation')
+    x, y, z, w = q / norm
+    transform = np.eye(4)
+    transform[:3, :3] = ((1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)),
+                         (2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)),
+                         (2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)))
+    transform[:3, 3] = translation
+    return transform
+
+
+def quaternion_from_rotation(rotation):
+    """Unit quaternion (x, y, z, w) of a 3x3 rotation matrix, w >= 0 (Shepperd's method: the
+    largest of the four components is computed first, so no branch divides by a small
+    number)."""
+    m = np.asarray(rotation, dtype=np.float64)
+    trace = m[0, 0] + m[1, 1] + m[2, 2]
+    candidates = (trace, m[0, 0], m[1, 1], m[2, 2])
+    largest = int(np.argmax(candidates))
+    if largest == 0:
+        s = 2.0 * math.sqrt(max(1.0 + trace, 0.0))
+        q = ((m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, s / 4)
+    elif largest == 1:
+        s = 2.0 * math.sqrt(max(1.0 + m[0, 0] - m[1, 1] - m[2, 2], 0.0))
+        q = (s / 4, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s)
+    elif largest == 2:
+        s = 2.0 * math.sqrt(max(1.0 - m[0, 0] + m[1, 1] - m[2, 2], 0.0))
+        q = ((m[0, 1] + m[1, 0]) / s, s / 4, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s)
+    else:
+        s = 2.0 * math.sqrt(max(1.0 - m[0, 0] - m[1, 1] + m[2, 2], 0.0))
+        q = ((m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, s / 4, (m[1, 0] - m[0, 1]) / s)
+    q = np.array(q) / np.linalg.norm(q)
+    return tuple(float(c) for c in (q if q[3] >= 0 else -q))
+
+
+def transform_points(transform, points):
+    """Points (..., 3) in a source frame -> the target frame of the 4x4 ``transform``."""
+    transform = np.asarray(transform, dtype=np.float64)
+    return np.asarray(points, dtype=np.float64) @ transform[:3, :3].T + transform[:3, 3]
+
+
 # Axes of the optical frame (x right, y down, z forward) expressed in a REP 103 body frame of the
 # same camera (x forward, y left, z up): the columns are optical x, y, z.
 BODY_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0],

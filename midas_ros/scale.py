@@ -159,13 +159,14 @@ class ScaleEstimator:
     """One interface for every mode: ``fit(relative, anchors=None) -> ScaleFit``.
 
     ``relative`` is the network's relative inverse depth at the resolution of the intrinsics the
-    estimator was built with; ``anchors`` is only read by :class:`SparseScale`.
+    estimator was built with; ``anchors`` is only read by :class:`SparseScale`, ``floor`` (a
+    :class:`FloorPlane` for this frame) only by :class:`GroundPlaneScale`.
     """
 
     mode = ''
     metric = True  # whether a good fit gives metres (false only for the uncalibrated mode)
 
-    def fit(self, relative, anchors=None):
+    def fit(self, relative, anchors=None, floor=None):
         raise NotImplementedError
 
 
@@ -179,7 +180,7 @@ class FixedScale(ScaleEstimator):
             raise ValueError(f'fixed scale needs a finite a > 0 and a finite b, got {a}, {b}')
         self._fit = ScaleFit(float(a), float(b), True, 'fixed', inlier_ratio=1.0, residual=0.0)
 
-    def fit(self, relative, anchors=None):
+    def fit(self, relative, anchors=None, floor=None):
         return self._fit
 
 
@@ -199,13 +200,52 @@ class UncalibratedScale(ScaleEstimator):
         self.median_depth = float(median_depth)
         self.stride = int(stride)
 
-    def fit(self, relative, anchors=None):
+    def fit(self, relative, anchors=None, floor=None):
         sample = np.asarray(relative)[::self.stride, ::self.stride]
         sample = sample[np.isfinite(sample) & (sample > 0)]
         if len(sample) == 0:
             return failed_fit('no positive finite relative depth in the frame')
         a = 1.0 / (self.median_depth * float(np.median(sample)))
         return ScaleFit(a, 0.0, True, 'uncalibrated', len(sample), len(sample), 1.0, 0.0)
+
+
+@dataclass(frozen=True)
+class FloorPlane:
+    """The floor seen from the camera: the points p of the optical frame with ``down . p =
+    height``. ``down`` is the floor's downward unit normal in optical coordinates (x right,
+    y down, z forward); ``height`` the optical centre's height above the floor (m)."""
+
+    down: tuple
+    height: float
+
+    @classmethod
+    def from_height_pitch_roll(cls, height, pitch, roll):
+        """A camera ``height`` m above the floor, its body (REP 103: x forward, y left, z up)
+        rotated R = Ry(pitch) @ Rx(roll) from level (rad): positive pitch looks down, positive
+        roll lowers the right side."""
+        base_from_optical = rotation_from_rpy(roll, pitch, 0.0) @ BODY_FROM_OPTICAL
+        return cls(tuple(float(c) for c in -base_from_optical[2]), float(height))
+
+    @classmethod
+    def from_transform(cls, ground_from_optical):
+        """From the 4x4 transform of the optical frame in a frame whose z = 0 plane is the floor
+        with z up (e.g. base_footprint, REP 105): the floor's normal is that frame's -z axis,
+        the height is the transform's z translation, wherever the camera is in x and y."""
+        transform = np.asarray(ground_from_optical, dtype=np.float64)
+        if transform.shape != (4, 4) or not np.isfinite(transform).all():
+            raise ValueError(f'need a finite 4x4 transform, got {transform.shape}')
+        return cls(tuple(float(c) for c in -transform[2, :3]), float(transform[2, 3]))
+
+    def pitch_roll(self):
+        """(pitch, roll) in radians of the camera body relative to level, the angles of
+        :meth:`from_height_pitch_roll` (yaw does not change the floor)."""
+        up = BODY_FROM_OPTICAL @ -np.asarray(self.down)   # level up axis in body coordinates
+        return math.asin(max(-1.0, min(1.0, -up[0]))), math.atan2(up[1], up[2])
+
+    def describe(self):
+        pitch, roll = self.pitch_roll()
+        return (f'height {self.height:.3f} m, pitch {math.degrees(pitch):.2f} deg, '
+                f'roll {math.degrees(roll):.2f} deg')
 
 
 class GroundPlaneScale(ScaleEstimator):
@@ -215,6 +255,8 @@ class GroundPlaneScale(ScaleEstimator):
     are the rotation of the camera body (REP 103: x forward, y left, z up) relative to a level
     base, applied as R = Ry(pitch) @ Rx(roll): positive pitch looks down, positive roll lowers
     the right side (clockwise as seen from behind). Yaw does not matter for a flat floor.
+    A frame can bring its own :class:`FloorPlane` (``fit(relative, floor=...)``, e.g. from TF
+    for a moving camera); the constructor's geometry is used otherwise.
 
     A pixel with optical ray d = ((u - cx)/fx, (v - cy)/fy, 1) sees the floor at depth
     z = h / (n . d), n = the floor's downward normal in the optical frame, when n . d > 0 (below
@@ -227,16 +269,24 @@ class GroundPlaneScale(ScaleEstimator):
     """
 
     mode = 'ground_plane'
+    # Candidate pixels per sample: a per-frame floor needs spare candidates for the part of
+    # the region that a tilted camera sees above the horizon.
+    _CANDIDATES_PER_SAMPLE = 4
 
     def __init__(self, intrinsics, camera_height, pitch=0.0, roll=0.0, floor_rows=0.35,
                  floor_mask=None, max_floor_distance=15.0, max_samples=2000,
                  inlier_threshold=0.05, iterations=64, min_floor_pixels=50, seed=0):
-        base_from_optical = rotation_from_rpy(roll, pitch, 0.0) @ BODY_FROM_OPTICAL
-        down = -base_from_optical[2]  # -z of the base, in optical coordinates
-        self._setup(intrinsics, camera_height, down, floor_rows, floor_mask, max_floor_distance,
-                    max_samples, min_floor_pixels)
-        self.description = (f'height {camera_height:.3f} m, pitch {math.degrees(pitch):.1f} deg,'
-                            f' roll {math.degrees(roll):.1f} deg')
+        intrinsics.validate()
+        if not max_floor_distance > 0:
+            raise ValueError(f'max_floor_distance must be > 0, got {max_floor_distance}')
+        self.intrinsics = intrinsics
+        self.max_floor_distance = float(max_floor_distance)
+        self.max_samples = int(max_samples)
+        self.min_floor_pixels = int(min_floor_pixels)
+        self._set_candidates(floor_rows, floor_mask)
+        self.floor = FloorPlane.from_height_pitch_roll(camera_height, pitch, roll)
+        self._pixels, self._inverse_floor = self._samples(self.floor)
+        self.description = self.floor.describe()
         self.inlier_threshold = inlier_threshold
         self.iterations = iterations
         self._rng = np.random.default_rng(seed)
@@ -245,21 +295,13 @@ class GroundPlaneScale(ScaleEstimator):
     def from_transform(cls, intrinsics, base_from_optical, **options):
         """From a static 4x4 transform of the camera's optical frame in a base frame whose origin
         lies on the floor with z up (e.g. base_footprint): height = its z translation."""
-        transform = np.asarray(base_from_optical, dtype=np.float64)
-        rotation = transform[:3, :3]
-        body = rotation @ BODY_FROM_OPTICAL.T
-        pitch = math.asin(max(-1.0, min(1.0, -body[2, 0])))
-        roll = math.atan2(body[2, 1], body[2, 2])
-        return cls(intrinsics, float(transform[2, 3]), pitch, roll, **options)
+        floor = FloorPlane.from_transform(base_from_optical)
+        pitch, roll = floor.pitch_roll()
+        return cls(intrinsics, floor.height, pitch, roll, **options)
 
-    def _setup(self, intrinsics, height, down, floor_rows, floor_mask, max_distance, max_samples,
-               min_pixels):
-        intrinsics.validate()
-        if not (math.isfinite(height) and height > 0):
-            raise ValueError(f'ground_plane: camera height must be > 0 m, got {height}')
-        if not max_distance > 0:
-            raise ValueError(f'max_floor_distance must be > 0, got {max_distance}')
-        self.intrinsics = intrinsics
+    def _set_candidates(self, floor_rows, floor_mask):
+        """Pixels of the floor region on a grid, with the x and y of their optical rays."""
+        intrinsics = self.intrinsics
         shape = (intrinsics.height, intrinsics.width)
         if floor_mask is None:
             if not 0.0 < floor_rows <= 1.0:
@@ -270,22 +312,35 @@ class GroundPlaneScale(ScaleEstimator):
             region = np.asarray(floor_mask, dtype=bool)
             if region.shape != shape:
                 raise ValueError(f'floor_mask is {region.shape}, the image is {shape}')
-        x = (np.arange(intrinsics.width) - intrinsics.cx) / intrinsics.fx
-        y = (np.arange(intrinsics.height) - intrinsics.cy) / intrinsics.fy
-        inverse_floor = (down[0] * x[None, :] + down[1] * y[:, None] + down[2]) / height
-        usable = region & (inverse_floor >= 1.0 / max_distance)
-        pixels = np.flatnonzero(usable)
-        if len(pixels) < min_pixels:
-            raise ValueError(
-                f'ground_plane: only {len(pixels)} pixels of the floor region see the floor '
-                f'within {max_distance} m ({self._horizon_text(down, intrinsics)}); check the '
-                'pitch sign (positive looks down), the camera height and the floor region')
-        step = max(1, math.ceil(len(pixels) / max_samples))
-        self._pixels = pixels[::step]
-        self._inverse_floor = inverse_floor.ravel()[self._pixels]
+        pixels = np.flatnonzero(region)
+        self._candidate_step = max(1, len(pixels) // (self._CANDIDATES_PER_SAMPLE
+                                                      * max(1, self.max_samples)))
+        self._candidates = pixels[::self._candidate_step]
+        rows, columns = np.divmod(self._candidates, intrinsics.width)
+        self._ray_x = (columns - intrinsics.cx) / intrinsics.fx
+        self._ray_y = (rows - intrinsics.cy) / intrinsics.fy
 
-    @staticmethod
-    def _horizon_text(down, intrinsics):
+    def _samples(self, floor):
+        """(flat pixel indices, true inverse depth there) of the candidates that see ``floor``;
+        ValueError when too few do."""
+        height = floor.height
+        if not (math.isfinite(height) and height > 0):
+            raise ValueError(f'ground_plane: camera height must be > 0 m, got {height}')
+        down = floor.down
+        inverse_floor = (down[0] * self._ray_x + down[1] * self._ray_y + down[2]) / height
+        usable = inverse_floor >= 1.0 / self.max_floor_distance
+        seen = int(np.count_nonzero(usable)) * self._candidate_step   # about, in pixels
+        if seen < self.min_floor_pixels:
+            raise ValueError(
+                f'ground_plane: only {seen} pixels of the floor region see the floor '
+                f'within {self.max_floor_distance} m ({self._horizon_text(down)}); check the '
+                'pitch sign (positive looks down), the camera height and the floor region')
+        pixels, inverse_floor = self._candidates[usable], inverse_floor[usable]
+        step = max(1, math.ceil(len(pixels) / self.max_samples))
+        return pixels[::step], inverse_floor[::step]
+
+    def _horizon_text(self, down):
+        intrinsics = self.intrinsics
         if abs(down[1]) < 1e-9:
             return 'horizon vertical in the image'
         # Row where n . d = 0 in the centre column.
@@ -302,13 +357,21 @@ class GroundPlaneScale(ScaleEstimator):
         """Flat indices of the pixels sampled for the fit (for visualisation and tests)."""
         return self._pixels
 
-    def fit(self, relative, anchors=None):
+    def fit(self, relative, anchors=None, floor=None):
+        """``floor``: this frame's :class:`FloorPlane` (e.g. from TF); None: the constructor's.
+        A floor that too few pixels see gives a failed fit with the reason."""
         relative = np.asarray(relative)
         expected = (self.intrinsics.height, self.intrinsics.width)
         if relative.shape != expected:
             return failed_fit(f'relative depth is {relative.shape}, the floor model is for '
                               f'{expected}')
-        return fit_inverse_depth(relative.reshape(-1)[self._pixels], self._inverse_floor,
+        pixels, inverse_floor = self._pixels, self._inverse_floor
+        if floor is not None and floor != self.floor:
+            try:
+                pixels, inverse_floor = self._samples(floor)
+            except ValueError as error:
+                return failed_fit(str(error))
+        return fit_inverse_depth(relative.reshape(-1)[pixels], inverse_floor,
                                  self.inlier_threshold, self.iterations, self._rng,
                                  min_samples=10)
 
@@ -332,7 +395,7 @@ class SparseScale(ScaleEstimator):
         self.iterations = iterations
         self._rng = np.random.default_rng(seed)
 
-    def fit(self, relative, anchors=None):
+    def fit(self, relative, anchors=None, floor=None):
         relative = np.asarray(relative)
         height, width = self.intrinsics.height, self.intrinsics.width
         if relative.shape != (height, width):

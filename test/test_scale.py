@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from midas_ros.geometry import Intrinsics, project_points, transform_from_xyz_rpy
-from midas_ros.scale import (FixedScale, GroundPlaneScale, ScaleFit, ScaleSmoother, SparseScale,
-                             UncalibratedScale, create_estimator, fit_inverse_depth,
-                             inverse_depth_to_metric)
+from midas_ros.scale import (FixedScale, FloorPlane, GroundPlaneScale, ScaleFit, ScaleSmoother,
+                             SparseScale, UncalibratedScale, create_estimator,
+                             fit_inverse_depth, inverse_depth_to_metric)
 from midas_ros.tools import calibrate_scale
 
 CAMERA = Intrinsics.from_fov(160, 120, 70.0)
@@ -95,6 +95,30 @@ def test_ground_plane_from_a_static_transform_matches_height_pitch_roll():
     from_transform = GroundPlaneScale.from_transform(CAMERA, transform).fit(relative)
     assert math.isclose(from_angles.a, from_transform.a, rel_tol=1e-6)
     assert math.isclose(from_angles.b, from_transform.b, rel_tol=1e-6, abs_tol=1e-9)
+
+
+@pytest.mark.parametrize('pitch_deg, roll_deg', [(5.0, 0.0), (15.0, 0.0), (12.0, -6.0)])
+def test_ground_plane_with_a_floor_per_frame_matches_a_fixed_geometry(pitch_deg, roll_deg):
+    """A moving camera: the frame's floor (e.g. from TF) gives what an estimator built for that
+    geometry gives, roll included; the constructor's geometry would be wrong."""
+    pitch, roll = math.radians(pitch_deg), math.radians(roll_deg)
+    transform = np.eye(4)
+    transform[:3, :3] = base_from_optical(pitch, roll)
+    transform[:3, 3] = (0.4, -0.1, HEIGHT)     # anywhere above the floor: only z matters
+    floor = FloorPlane.from_transform(transform)
+    assert floor.height == pytest.approx(HEIGHT)
+    assert np.allclose(floor.pitch_roll(), (pitch, roll))
+    assert np.allclose(floor.down, FloorPlane.from_height_pitch_roll(HEIGHT, pitch, roll).down)
+    truth, _, _ = render(pitch, roll)
+    relative = network_output(truth, np.random.default_rng(4))
+    moving = GroundPlaneScale(CAMERA, HEIGHT, math.radians(10.0), 0.0, floor_rows=FLOOR_ROWS)
+    fit = moving.fit(relative, floor=floor)
+    assert median_error(fit, relative, truth) < 0.03
+    if pitch_deg != 10.0:
+        assert median_error(moving.fit(relative), relative, truth) > 0.05
+    # A floor the region cannot see (camera looking up) fails this frame, with the reason.
+    failed = moving.fit(relative, floor=FloorPlane.from_height_pitch_roll(HEIGHT, -0.7, 0.0))
+    assert not failed.ok and 'see the floor' in failed.reason
 
 
 def test_ground_plane_rejects_impossible_configurations():

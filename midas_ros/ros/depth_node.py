@@ -36,10 +36,15 @@ from midas_ros.ros.lifecycle import ManagedNode
 from midas_ros.ros.node_main import run_node
 from midas_ros.ros.parameters import declare_parameters, on_set_parameters
 from midas_ros.ros.qos import qos_profile, subscribe, unsubscribe
+from midas_ros.ros.tf_frames import FrameTransforms, TransformUnavailable
 from midas_ros.ros.throttled_log import ThrottledLog
+from midas_ros.scale import FloorPlane
 
 THROTTLE_S = 5.0
 FIRST_CAMERA_INFO_WAIT_S = 0.5
+# How long a frame may wait for the transform of its own stamp (the robot's TF for that
+# instant is often published just after the image).
+TF_WAIT_S = 0.1
 DEFAULT_FRAME = 'camera_optical_frame'
 # Image encoding -> channel order the estimator understands.
 CHANNEL_ORDER = {'rgb8': 'rgb', 'bgr8': 'bgr', 'rgba8': 'rgba', 'bgra8': 'bgra', 'mono8': 'mono'}
@@ -122,6 +127,9 @@ class DepthNode(ManagedNode):
         super().__init__('depth_node', **kwargs)
         self.values = declare_parameters(self, DEPTH_NODE_PARAMS)
         self.throttled = ThrottledLog(self.get_logger(), THROTTLE_S)
+        self.tf = FrameTransforms(self)
+        # Where the last frame's scale geometry came from (TF or parameters), for diagnostics.
+        self.geometry = {}
         self.anchor_transform = anchor_transform(self.values)
         self.pipeline = None        # built by configure, freed by cleanup
         self.outputs = {}
@@ -320,7 +328,7 @@ class DepthNode(ManagedNode):
                                   f"(accepted: {', '.join(CHANNEL_ORDER)})")
         return pixels, order
 
-    def _current_anchors(self, intrinsics):
+    def _current_anchors(self, intrinsics, image_frame):
         """Anchors ``(u, v, z, valid)`` in this image from the newest anchor message."""
         if self.anchors is None:
             return None
@@ -328,12 +336,62 @@ class DepthNode(ManagedNode):
         if time.monotonic() - received > self.values['scale.anchor_timeout']:
             return None
         try:
-            return self._anchors_from(msg, intrinsics)
+            return self._anchors_from(msg, intrinsics, image_frame)
         except ConversionError as error:   # a bad anchor message must not cost the frame
             self.throttled.warning(f'anchors ignored: {error}')
             return None
 
-    def _anchors_from(self, msg, intrinsics):
+    def _anchor_transform_for(self, msg, image_frame):
+        """optical_from_sensor for an anchor message: TF from its frame_id at its stamp, else
+        ``scale.anchor_extrinsic``; the source goes to diagnostics."""
+        sensor_frame = msg.header.frame_id
+        if not sensor_frame:
+            source = 'scale.anchor_extrinsic (anchors have no frame_id)'
+        elif not self.tf.available:
+            source = 'scale.anchor_extrinsic (tf2_ros not available)'
+        else:
+            try:
+                transform = self.tf.lookup(image_frame, sensor_frame, msg.header.stamp,
+                                           TF_WAIT_S)
+            except TransformUnavailable as error:
+                self.throttled.warning(f'anchors: no transform {error}; using '
+                                       'scale.anchor_extrinsic')
+                source = f'scale.anchor_extrinsic (no transform {error})'
+            else:
+                self.geometry = {'anchor transform source': f'tf {sensor_frame} -> {image_frame}'}
+                return transform
+        self.geometry = {'anchor transform source': source}
+        return self.anchor_transform
+
+    def _floor_for(self, image_frame, stamp):
+        """This frame's floor from TF (``scale.ground_frame`` -> ``image_frame`` at ``stamp``),
+        or None for the one of the parameters; what was used goes to diagnostics."""
+        values = self.values
+        ground_frame = values['scale.ground_frame']
+        floor = None
+        if not ground_frame:
+            source = 'parameters'
+        elif not self.tf.available:
+            source = 'parameters (tf2_ros not available)'
+        else:
+            try:
+                floor = FloorPlane.from_transform(
+                    self.tf.lookup(ground_frame, image_frame, stamp, TF_WAIT_S))
+                source = f'tf {ground_frame} -> {image_frame}'
+            except TransformUnavailable as error:
+                self.throttled.warning(f'ground_plane: no transform {error}; using '
+                                       'scale.camera_height/_pitch_deg/_roll_deg')
+                source = f'parameters (no transform {error})'
+        used = floor or FloorPlane.from_height_pitch_roll(
+            values['scale.camera_height'], math.radians(values['scale.camera_pitch_deg']),
+            math.radians(values['scale.camera_roll_deg']))
+        pitch, roll = used.pitch_roll()
+        self.geometry = {'floor source': source, 'camera height (m)': f'{used.height:.4f}',
+                         'camera pitch (deg)': f'{math.degrees(pitch):.3f}',
+                         'camera roll (deg)': f'{math.degrees(roll):.3f}'}
+        return floor
+
+    def _anchors_from(self, msg, intrinsics, image_frame):
         if isinstance(msg, Image):  # a sparse depth image registered to the camera
             depth = depth_to_metres(msg)
             v, u = np.nonzero(np.isfinite(depth) & (depth > 0))
@@ -347,7 +405,7 @@ class DepthNode(ManagedNode):
             points = np.array([[msg.range, 0.0, 0.0]]) if in_range else np.zeros((0, 3))
         else:
             points = cloud_to_xyz(msg).reshape(-1, 3)
-        return project_points(points, self.anchor_transform, intrinsics)
+        return project_points(points, self._anchor_transform_for(msg, image_frame), intrinsics)
 
     # ---------------------------------------------------------------- work
     def run(self):
@@ -389,14 +447,17 @@ class DepthNode(ManagedNode):
             self.stats['idle'] += 1
             return
         stamp = msg.header.stamp
-        anchors = (self._current_anchors(intrinsics)
-                   if self.values['scale.mode'] == 'sparse' else None)
         header = msg.header
         header.frame_id = self._output_frame(header.frame_id)
+        mode = self.values['scale.mode']
+        self.geometry = {}
+        anchors = (self._current_anchors(intrinsics, header.frame_id) if mode == 'sparse'
+                   else None)
+        floor = self._floor_for(header.frame_id, stamp) if mode == 'ground_plane' else None
         with self._pipeline_lock:
             frame = self.pipeline.process(pixels, order, intrinsics,
                                           stamp.sec + stamp.nanosec * 1e-9, anchors,
-                                          products_for(wanted))
+                                          products_for(wanted), floor)
             self.last_scale = frame.scale, frame.calibrated
             if frame.scale_problem:
                 self.throttled.warning(f'{frame.scale_problem}; publishing uncalibrated depth')
@@ -467,6 +528,7 @@ class DepthNode(ManagedNode):
                 'fit inliers': str(fit.inliers), 'fit samples': str(fit.samples),
                 'fit inlier ratio': f'{fit.inlier_ratio:.3f}',
                 'fit residual': f'{fit.residual:.4f}'})
+        values.update(self.geometry)
         # A snapshot: the processing thread adds stages while this runs in the callback one.
         values.update({f'time {stage} (ms)': f'{seconds * 1e3:.2f}'
                        for stage, seconds in list(self.stage_times.items())})

@@ -62,6 +62,10 @@ DEPTH_NODE_PARAMS = (
           'down', min=-89.0, max=89.0),
     Param('scale.camera_roll_deg', 0.0, 'ground_plane mode: camera roll, positive clockwise '
           'as seen from behind the camera', min=-89.0, max=89.0),
+    Param('scale.ground_frame', '', 'ground_plane mode: frame whose z = 0 plane is the floor '
+          '(e.g. base_footprint); the camera height, pitch and roll then come from TF at each '
+          "image's stamp (ground_frame -> image frame), the three parameters above only when "
+          'TF cannot give them; empty: the parameters'),
     Param('scale.floor_rows', 0.35, 'ground_plane mode: bottom fraction of the image rows '
           'that may show floor', min=0.01, max=1.0),
     Param('scale.anchor_type', 'scan', 'sparse mode: message type of the metric anchors on '
@@ -69,7 +73,9 @@ DEPTH_NODE_PARAMS = (
           choices=ANCHOR_TYPES, read_only=True),
     Param('scale.anchor_extrinsic', [0.0, 0.0, 0.0, 0.0, 0.0, 0.0], 'sparse mode: pose of the '
           'anchor sensor in the camera body frame (x forward, y left, z up, as camera_link), '
-          '[x, y, z, roll, pitch, yaw] (m, rad); zeros: a forward-looking sensor at the camera'),
+          '[x, y, z, roll, pitch, yaw] (m, rad); zeros: a forward-looking sensor at the camera. '
+          "Used when TF has no transform from the anchor message's frame_id to the image frame "
+          "at the anchors' stamp (or the frame_id is empty)"),
     Param('scale.anchor_timeout', 0.5, 'sparse mode: anchors older than this (s) are not used',
           min=0.0, max=60.0),
     Param('scale.time_constant', 1.0, 'smoothing time constant of the scale (s); 0: none',

@@ -5,11 +5,17 @@ Subscribes (relative names, so ``-r __ns:=/robot`` moves them all):
   ``depth/camera_info``  sensor_msgs/CameraInfo of that depth image
   ``detections``         vision_msgs/Detection2DArray, boxes in the pixels of the image
                          depth/camera_info describes (scaled if the depth image is resized)
-Publishes, stamped with the detection message's stamp, in the depth image's frame:
-  ``obstacles``          vision_msgs/Detection3DArray, one per kept detection
-  ``obstacles/markers``  visualization_msgs/MarkerArray, a box and a 'class 2.34 m' label each
-  ``obstacles/nearest``  sensor_msgs/Range, the nearest obstacle's distance, in
-                         ``range_frame_id`` (x forward: how Range consumers read it)
+Publishes, stamped with the detection message's stamp:
+  ``obstacles``          vision_msgs/Detection3DArray, one per kept detection, and
+  ``obstacles/markers``  visualization_msgs/MarkerArray, a box and a label each, both in
+                         ``target_frame`` (empty: the depth image's frame)
+  ``obstacles/nearest``  sensor_msgs/Range, the nearest obstacle's depth, in ``range_frame_id``
+                         (x forward: how Range consumers read it), whatever ``target_frame``
+
+With ``target_frame`` set, positions, boxes and markers are moved from the depth image's frame
+through TF at the detection stamp (``ros/tf_frames.py``); without that transform the two
+messages are not published (a rate-limited warning says why): a message never carries a frame
+its numbers are not in.
 
 Detections are computed on an image some time after it was taken and arrive later still, so
 each detection message is paired with the buffered depth frame nearest to it in stamp; one
@@ -32,6 +38,7 @@ from vision_msgs.msg import (Detection2DArray, Detection3D, Detection3DArray,
 from visualization_msgs.msg import Marker, MarkerArray
 
 from midas_ros.fusion import Box, FusionConfig, fuse, nearest
+from midas_ros.geometry import quaternion_from_rotation, transform_points
 from midas_ros.ros.conversions import (DEPTH_ENCODINGS, ConversionError,
                                        camera_info_to_intrinsics, depth_to_metres,
                                        image_to_array)
@@ -40,6 +47,7 @@ from midas_ros.ros.node_main import run_node
 from midas_ros.ros.parameters import Param, declare_parameters, on_set_parameters
 from midas_ros.ros.qos import (AUTO_QOS, QOS_NAMES, SUBSCRIPTION_QOS_NAMES, qos_profile,
                                subscribe, unsubscribe)
+from midas_ros.ros.tf_frames import FrameTransforms, TransformUnavailable
 from midas_ros.ros.throttled_log import ThrottledLog
 
 _FUSION_DEFAULTS = FusionConfig()
@@ -75,6 +83,9 @@ OBSTACLE_NODE_PARAMS = (
           read_only=True),
     Param('output_qos', 'reliable', 'QoS of the published topics (reliable: RViz and every '
           'subscriber match)', choices=QOS_NAMES, read_only=True),
+    Param('target_frame', '', 'frame of obstacles and obstacles/markers (e.g. base_link): '
+          'moved there through TF at the detection stamp, not published while that transform '
+          "is missing; empty: the depth image's frame (obstacles/nearest is not affected)"),
     Param('range_frame_id', 'camera_depth_frame', 'frame of obstacles/nearest: at the camera, '
           'x forward (Range consumers measure along +x; the optical frame\'s +x points right)'),
 )
@@ -134,6 +145,7 @@ class ObstacleNode(ManagedNode):
             on_set_parameters(OBSTACLE_NODE_PARAMS, lambda: self._params, self._apply))
 
         self.throttled = ThrottledLog(self.get_logger(), _WARN_PERIOD_S)
+        self.tf = FrameTransforms(self)
         self._intrinsics = None     # of the latest valid depth/camera_info
         self._metres = None         # reused float32 buffer for 16UC1 frames
         self._marker_count = 0      # markers of each namespace currently shown in RViz
@@ -378,19 +390,58 @@ class ObstacleNode(ManagedNode):
         return header
 
     def _publish(self, header, detections, obstacles, intrinsics):
-        self._obstacles_pub.publish(self._detection_array(header, detections, obstacles))
-        self._markers_pub.publish(self._markers(header, obstacles))
+        """``header``: in the depth image's frame, where ``obstacles`` were measured."""
         self._nearest_pub.publish(self._nearest_range(header, obstacles, intrinsics))
+        placed = self._in_target_frame(header, obstacles)
+        if placed is None:
+            return
+        header, positions, orientation, labels = placed
+        self._obstacles_pub.publish(self._detection_array(header, detections, obstacles,
+                                                          positions, orientation))
+        self._markers_pub.publish(self._markers(header, obstacles, positions, orientation,
+                                                labels))
+
+    def _in_target_frame(self, header, obstacles):
+        """(header, positions (N, 3), box orientation (x, y, z, w), label positions (N, 3)) in
+        ``target_frame``; None (warned) when TF cannot give the transform at the stamp."""
+        positions = np.array([o.position for o in obstacles], np.float64).reshape(-1, 3)
+        labels = positions.copy()
+        # Labels above the boxes: optical y points down.
+        labels[:, 1] -= [o.extent[1] / 2 + _LABEL_HEIGHT for o in obstacles]
+        identity = (0.0, 0.0, 0.0, 1.0)
+        target = self._params['target_frame']
+        if not target or target == header.frame_id:
+            return header, positions, identity, labels
+        if not self.tf.available:
+            self.get_logger().info(f"target_frame '{target}' needs tf2_ros: publishing in the "
+                                   "depth image's frame", once=True)
+            return header, positions, identity, labels
+        if not obstacles:   # no numbers to move: the empty message is true in any frame
+            return Header(stamp=header.stamp, frame_id=target), positions, identity, labels
+        try:
+            transform = self.tf.lookup(target, header.frame_id, header.stamp)
+        except TransformUnavailable as error:
+            self.throttled.warning(f'obstacles and markers not published: no transform '
+                                   f'{error}')
+            return None
+        return (Header(stamp=header.stamp, frame_id=target),
+                transform_points(transform, positions),
+                quaternion_from_rotation(transform[:3, :3]),
+                transform_points(transform, labels))
 
     @staticmethod
-    def _detection_array(header, detections, obstacles):
+    def _detection_array(header, detections, obstacles, positions, orientation):
         """One Detection3D per kept detection; without a valid distance its centre is NaN
-        (REP 117: no reading) and its size zero, never a distance of 0."""
+        (REP 117: no reading) and its size zero, never a distance of 0. ``positions`` and the
+        box ``orientation`` are in the header's frame; the size stays along the depth image's
+        optical axes (x right, y down, z forward), which the orientation rotates into it."""
         array = Detection3DArray(header=header)
-        for detection, obstacle in zip(detections, obstacles):
+        for detection, obstacle, position in zip(detections, obstacles, positions):
             out = Detection3D(header=header, id=detection.id)
             center = out.bbox.center.position
-            center.x, center.y, center.z = obstacle.position
+            center.x, center.y, center.z = (float(v) for v in position)
+            rotation = out.bbox.center.orientation
+            rotation.x, rotation.y, rotation.z, rotation.w = orientation
             if obstacle.valid:
                 size = out.bbox.size
                 size.x, size.y, size.z = obstacle.extent
@@ -399,34 +450,35 @@ class ObstacleNode(ManagedNode):
                 hypothesis.hypothesis.class_id = result.hypothesis.class_id
                 hypothesis.hypothesis.score = result.hypothesis.score
                 # vision_msgs: the hypothesis pose is a fixed point of the object.
-                position = hypothesis.pose.pose.position
-                position.x, position.y, position.z = obstacle.position
+                pose = hypothesis.pose.pose
+                pose.position.x, pose.position.y, pose.position.z = (float(v) for v in position)
                 out.results.append(hypothesis)
             array.detections.append(out)
         return array
 
-    def _markers(self, header, obstacles):
+    def _markers(self, header, obstacles, positions, orientation, labels):
         """A translucent box and a text label per measured obstacle; markers of obstacles that
-        are gone are deleted by id (ids are 0..n-1, so the ones >= n are stale)."""
+        are gone are deleted by id (ids are 0..n-1, so the ones >= n are stale). Positions,
+        box orientation and label positions are in the header's frame."""
         markers = MarkerArray()
-        shown = [obstacle for obstacle in obstacles if obstacle.valid]
-        for index, obstacle in enumerate(shown):
+        shown = [index for index, obstacle in enumerate(obstacles) if obstacle.valid]
+        for index, measured in enumerate(shown):
+            obstacle = obstacles[measured]
             red, green, blue = class_color(obstacle.box.class_id)
-            x, y, z = obstacle.position
             box = Marker(header=header, ns='obstacles', id=index, type=Marker.CUBE,
                          action=Marker.ADD)
-            box.pose.position.x, box.pose.position.y, box.pose.position.z = x, y, z
-            box.pose.orientation.w = 1.0
+            box.pose.position.x, box.pose.position.y, box.pose.position.z = (
+                float(v) for v in positions[measured])
+            rotation = box.pose.orientation
+            rotation.x, rotation.y, rotation.z, rotation.w = orientation
             box.scale.x, box.scale.y, box.scale.z = (max(size, _MIN_MARKER_SIZE)
                                                      for size in obstacle.extent)
             box.color.r, box.color.g, box.color.b, box.color.a = red, green, blue, _BOX_ALPHA
             label = Marker(header=header, ns='obstacle_labels', id=index,
                            type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
             label.text = f'{obstacle.box.class_id or "object"} {obstacle.distance:.2f} m'
-            # Above the box: optical y points down.
-            label.pose.position.x = x
-            label.pose.position.y = y - obstacle.extent[1] / 2 - _LABEL_HEIGHT
-            label.pose.position.z = z
+            label.pose.position.x, label.pose.position.y, label.pose.position.z = (
+                float(v) for v in labels[measured])
             label.pose.orientation.w = 1.0
             label.scale.z = _LABEL_HEIGHT
             label.color.r = label.color.g = label.color.b = label.color.a = 1.0
@@ -441,9 +493,12 @@ class ObstacleNode(ManagedNode):
     def _nearest_range(self, header, obstacles, intrinsics):
         """sensor_msgs/Range: the standard 'distance to the nearest thing in a cone' message
         (Nav2's collision monitor and range layer, safety monitors); +inf when no obstacle
-        has a distance (REP 117). Range consumers put the cone along +x of the header frame,
-        which in the optical frame points right, so it is stamped in ``range_frame_id`` (x
-        forward at the camera, like depth_node's scan); the distance is the depth."""
+        has a distance (REP 117). Range consumers put the cone's apex at the header frame's
+        origin and its axis along +x, which in the optical frame points right, so it is stamped
+        in ``range_frame_id``: a frame at the depth image's optical centre with x along the
+        optical axis (camera_depth_frame: x = optical z, y = -optical x, z = -optical y), like
+        depth_node's scan. The range is the obstacle's depth (optical z). ``target_frame`` does
+        not move it: a cone from base_link's origin would describe another sensor."""
         closest = nearest(obstacles)
         fov = math.radians(intrinsics.hfov_deg()) if intrinsics else 0.0
         header = Header(stamp=header.stamp, frame_id=self._params['range_frame_id'])

@@ -1,0 +1,81 @@
+"""TF at the edge: transforms between frames as 4x4 numpy matrices for the ROS-free core.
+
+The one module that touches tf2_ros. Nodes ask ``FrameTransforms.lookup(target, source,
+stamp)`` and hand the matrix (``target_from_source``: source coordinates -> target
+coordinates) to the maths; the core never sees a TF message. tf2_ros comes with every ROS 2
+distribution but not with the PyPI wheels this package also runs on, so it is imported here,
+when a node is built, never at module import: without it ``available`` is false, one info line
+says the node uses its parameters, and every lookup raises :class:`TransformUnavailable`.
+
+A missing transform (frame unknown, not connected, stamp outside the buffer) is an expected
+state: the caller falls back or skips and says why (``TransformUnavailable``'s text).
+"""
+from rclpy.duration import Duration
+from rclpy.time import Time
+
+from midas_ros.geometry import transform_from_quaternion
+
+TF2_MISSING = 'tf2_ros not available, using parameters'
+
+
+class TransformUnavailable(Exception):
+    """No transform between the frames at that time; the text says why."""
+
+
+def transform_to_matrix(transform):
+    """4x4 matrix of a geometry_msgs/Transform (translation, rotation quaternion)."""
+    t, q = transform.translation, transform.rotation
+    return transform_from_quaternion((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+
+
+class FrameTransforms:
+    """A tf2_ros Buffer filled by a TransformListener on ``node`` (its /tf and /tf_static
+    subscriptions run in the node's executor), queried as matrices from any thread.
+
+    ``cache_s``: how much history the buffer keeps (lookups at older stamps fail).
+    """
+
+    def __init__(self, node, cache_s=10.0):
+        try:
+            import tf2_ros
+        except ImportError:
+            node.get_logger().info(TF2_MISSING)
+            self.available = False
+            self._tf2 = self._buffer = self._listener = None
+            return
+        self.available = True
+        self._tf2 = tf2_ros
+        self._buffer = tf2_ros.Buffer(cache_time=Duration(seconds=cache_s))
+        self._listener = tf2_ros.TransformListener(self._buffer, node, spin_thread=False)
+
+    def lookup(self, target_frame, source_frame, stamp=None, timeout_s=0.0):
+        """4x4 ``target_from_source`` at ``stamp`` (builtin_interfaces/Time; None or zero: the
+        latest available); when the stamp is beyond the data (extrapolation), waits up to
+        ``timeout_s`` for it to arrive (only from a thread other than the one spinning the
+        node). Raises TransformUnavailable with the reason."""
+        if not target_frame or not source_frame:
+            raise TransformUnavailable(f"frame names must not be empty ('{target_frame}', "
+                                       f"'{source_frame}')")
+        if target_frame == source_frame:
+            return transform_from_quaternion((0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0))
+        if not self.available:
+            raise TransformUnavailable('tf2_ros is not available')
+        when = Time() if stamp is None else Time.from_msg(stamp)
+        try:
+            try:
+                message = self._buffer.lookup_transform(target_frame, source_frame, when)
+            except self._tf2.ExtrapolationException:
+                if timeout_s <= 0:
+                    raise
+                # The transform of a fresh stamp is often still on its way: wait for it, but
+                # only then (an unknown frame would cost the whole timeout every time).
+                message = self._buffer.lookup_transform(target_frame, source_frame, when,
+                                                        Duration(seconds=timeout_s))
+        except self._tf2.TransformException as error:
+            # Lookup, connectivity and extrapolation errors: tf2's own text says which.
+            text = ' '.join(str(error).split())
+            raise TransformUnavailable(f'{target_frame} <- {source_frame}: {text}') from None
+        try:
+            return transform_to_matrix(message.transform)
+        except ValueError as error:
+            raise TransformUnavailable(f'{target_frame} <- {source_frame}: {error}') from None

@@ -1,0 +1,367 @@
+"""depth_node geometry from the robot's TF tree, with real tf2_ros over DDS.
+
+The test publishes the robot's transforms (static ``camera_link -> optical``, dynamic
+``base_footprint -> camera_link`` with a pitching camera, a lidar known only to TF) from its own
+node; depth_node's TransformListener receives them over DDS. The network is replaced by an
+exact one: each image carries, in its 24 bits per pixel, the scene's true relative inverse depth
+(the true inverse depth through an affine map that changes per frame, as MiDaS's does), so
+every metric claim is checked against depth ray-traced here, independently of the package.
+"""
+import math
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import TransformStamped
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+
+from midas_ros.geometry import Intrinsics
+from midas_ros.ros.conversions import array_to_image, image_to_array, intrinsics_to_camera_info
+from midas_ros.ros.qos import qos_profile
+from ros_process import RosTestNode, unique_namespace
+
+tf2_ros = pytest.importorskip(
+    'tf2_ros', reason='tf2_ros is not installed (plain PyPI venv): install ../shared/ros2_src '
+    'or a ROS 2 distribution to test the TF paths')
+from midas_ros.ros.depth_node import DepthNode  # noqa: E402
+from midas_ros.ros.tf_frames import TransformUnavailable  # noqa: E402
+
+INTRINSICS = Intrinsics.from_fov(160, 120, 70.0)
+HEIGHT_M = 0.8
+PITCH_DEG = 10.0            # mean pitch, and what the parameter mode assumes
+WALL_M = 6.0
+CODE_SCALE = float(2 ** 22)  # 24-bit fixed point: relative values in [0, 4)
+
+
+def quaternion(roll=0.0, pitch=0.0, yaw=0.0):
+    """(x, y, z, w) of R = Rz(yaw) Ry(pitch) Rx(roll), written out here (not the package's)."""
+    cr, sr = math.cos(roll / 2), math.sin(roll / 2)
+    cp, sp = math.cos(pitch / 2), math.sin(pitch / 2)
+    cy, sy = math.cos(yaw / 2), math.sin(yaw / 2)
+    return (sr * cp * cy - cr * sp * sy, cr * sp * cy + sr * cp * sy,
+            cr * cp * sy - sr * sp * cy, cr * cp * cy + sr * sp * sy)
+
+
+# camera_link -> camera_optical_frame as in every URDF: rpy (-pi/2, 0, -pi/2).
+OPTICAL_IN_LINK = quaternion(-math.pi / 2, 0.0, -math.pi / 2)
+
+
+def transform_msg(parent, child, xyz, q, when=None):
+    msg = TransformStamped()
+    msg.header.frame_id, msg.child_frame_id = parent, child
+    if when is not None:
+        msg.header.stamp = when
+    t, r = msg.transform.translation, msg.transform.rotation
+    t.x, t.y, t.z = (float(v) for v in xyz)
+    r.x, r.y, r.z, r.w = (float(v) for v in q)
+    return msg
+
+
+def level_from_optical(pitch):
+    """Columns: optical x, y, z in a level frame at the camera (x forward, y left, z up)."""
+    cp, sp = math.cos(pitch), math.sin(pitch)
+    forward = np.array([cp, 0.0, -sp])
+    right = np.array([0.0, -1.0, 0.0])
+    return np.stack([right, np.cross(forward, right), forward], axis=1)
+
+
+def render(pitch):
+    """Optical-axis depth of a floor HEIGHT_M below a camera pitched down by ``pitch`` and a
+    wall WALL_M ahead of it."""
+    v, u = np.mgrid[0:INTRINSICS.height, 0:INTRINSICS.width].astype(np.float64)
+    rays = np.stack([(u - INTRINSICS.cx) / INTRINSICS.fx, (v - INTRINSICS.cy) / INTRINSICS.fy,
+                     np.ones_like(u)], axis=-1)
+    d = rays @ level_from_optical(pitch).T
+    with np.errstate(divide='ignore'):
+        floor = np.where(d[..., 2] < 0, -HEIGHT_M / d[..., 2], np.inf)
+        wall = np.where(d[..., 0] > 0, WALL_M / d[..., 0], np.inf)
+    return np.minimum(floor, wall)
+
+
+def encoded_image(relative, when, frame):
+    """rgb8 image whose 24 bits per pixel hold ``relative`` in fixed point."""
+    code = np.clip(np.rint(relative * CODE_SCALE), 0, 2 ** 24 - 1).astype(np.uint32)
+    rgb = np.stack([(code >> 16) & 0xFF, (code >> 8) & 0xFF, code & 0xFF], -1).astype(np.uint8)
+    msg = array_to_image(rgb, 'rgb8')
+    msg.header.stamp, msg.header.frame_id = when, frame
+    return msg
+
+
+class ExactNetwork:
+    """Stands in for DepthEstimator: decodes the relative inverse depth the image carries."""
+
+    device, backend, precision = 'cpu', 'exact', 'fp64'
+
+    def __init__(self):
+        self.last_timings = {'inference': 0.0}
+        self._shifts = np.array([16, 8, 0], np.uint32)
+
+    def predict(self, image, channel_order='rgb', out=None):
+        code = (image.astype(np.uint32) << self._shifts).sum(axis=-1)
+        if out is None:
+            out = np.empty(code.shape, np.float32)
+        np.divide(code, CODE_SCALE, out=out, casting='unsafe')
+        return out
+
+
+class ExactDepthNode(DepthNode):
+    def _create_estimator(self, values):
+        return ExactNetwork()
+
+
+class InProcessDepthNode:
+    """depth_node as in ``depth_node.main``: callbacks in one thread, frames in another."""
+
+    def __init__(self, namespace, parameters):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        overrides = [Parameter(name, value=value) for name, value in parameters.items()]
+        self.node = ExactDepthNode(context=self.context, namespace=namespace,
+                                   parameter_overrides=overrides)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._threads = [threading.Thread(target=self._spin, daemon=True),
+                         threading.Thread(target=self.node.run, daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    def _spin(self):
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:
+            pass
+
+    def set(self, **values):
+        results = self.node.set_parameters(
+            [Parameter(name.replace('__', '.'), value=value) for name, value in values.items()])
+        assert all(result.successful for result in results), [r.reason for r in results]
+
+    def close(self):
+        rclpy.shutdown(context=self.context)
+        for thread in self._threads:
+            thread.join(5.0)
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+@pytest.fixture(scope='module')
+def rig():
+    """Frames unique to this run, the node under test, and a probe that publishes TF."""
+    tag = uuid.uuid4().hex[:6]
+    names = ('base_footprint', 'camera_link', 'camera_optical_frame', 'lidar')
+    frames = {name: f'{name}_{tag}' for name in names}
+    namespace = unique_namespace('tfdepth')
+    node = InProcessDepthNode(namespace, {
+        'scale.mode': 'ground_plane', 'scale.camera_height': HEIGHT_M,
+        'scale.camera_pitch_deg': PITCH_DEG, 'scale.time_constant': 0.0,
+        'scale.anchor_type': 'points', 'scale.anchor_timeout': 10.0,
+        'depth.max': 30.0, 'cloud.enabled': False, 'diagnostics.period': 0.1})
+    probe = RosTestNode('tf_probe')
+    probe.static_tf = tf2_ros.StaticTransformBroadcaster(probe.node)
+    probe.tf = tf2_ros.TransformBroadcaster(probe.node)
+    probe.static_tf.sendTransform(transform_msg(frames['camera_link'],
+                                                frames['camera_optical_frame'], (0, 0, 0),
+                                                OPTICAL_IN_LINK))
+    probe.depth = probe.collect(Image, f'{namespace}/depth/image',
+                                qos_profile('sensor_data', depth=20))
+    probe.diagnostics = probe.collect(DiagnosticArray, '/diagnostics')
+    probe.image_pub = probe.node.create_publisher(Image, f'{namespace}/image',
+                                                  qos_profile('sensor_data'))
+    probe.info_pub = probe.node.create_publisher(CameraInfo, f'{namespace}/camera_info',
+                                                 qos_profile('sensor_data'))
+    probe.anchor_pub = probe.node.create_publisher(PointCloud2, f'{namespace}/anchors',
+                                                   qos_profile('sensor_data'))
+    # Dynamic transforms are volatile: start only once the node's listener is matched and
+    # has the static one.
+
+    def ready():
+        try:
+            node.node.tf.lookup(frames['camera_link'], frames['camera_optical_frame'])
+        except TransformUnavailable:
+            return False
+        return probe.tf.pub_tf.get_subscription_count() > 0
+    assert probe.spin_until(ready, 20.0), 'the node never received the static transform'
+    yield node, probe, frames, namespace
+    probe.close()
+    node.close()
+
+
+def depth_for(probe, image, when, transforms=(), timeout=20.0):
+    """Publish ``transforms`` on /tf, then ``image`` and its CameraInfo, until depth/image of
+    stamp ``when`` arrives."""
+    info = intrinsics_to_camera_info(INTRINSICS)
+    info.header = image.header
+    state = {'next': 0.0}
+
+    def step():
+        if time.monotonic() >= state['next']:
+            for transform in transforms:
+                probe.tf.sendTransform(transform)
+            probe.info_pub.publish(info)
+            probe.image_pub.publish(image)
+            state['next'] = time.monotonic() + 0.3
+
+    def arrived():
+        return any(m.header.stamp == when for m in probe.depth)
+    assert probe.spin_until(arrived, timeout, step), 'no depth/image for the frame'
+    msg = [m for m in probe.depth if m.header.stamp == when][-1]
+    return np.asarray(image_to_array(msg)[0], dtype=np.float64)
+
+
+def latest_status(probe, namespace, since):
+    """Key values of the node's newest /diagnostics status published after ``since``."""
+    for array in reversed(probe.diagnostics):
+        if (array.header.stamp.sec + array.header.stamp.nanosec * 1e-9) < since:
+            continue
+        for status in array.status:
+            if status.name.startswith(namespace):
+                return {kv.key: kv.value for kv in status.values}
+    return {}
+
+
+def status_after(probe, namespace, key):
+    """The node's first status published from now on (the frame just received is in it)."""
+    since = seconds(now(probe))
+    probe.spin_until(lambda: key in latest_status(probe, namespace, since), 5.0)
+    return latest_status(probe, namespace, since)
+
+
+def median_error(depth, truth):
+    valid = np.isfinite(depth) & np.isfinite(truth)
+    assert valid.mean() > 0.5
+    return float(np.median(np.abs(depth[valid] / truth[valid] - 1.0)))
+
+
+def now(probe):
+    return probe.node.get_clock().now().to_msg()
+
+
+def seconds(stamp):
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def test_ground_plane_follows_a_pitching_camera_through_tf(rig):
+    """(a) Pitch oscillating +-5 deg: ground_plane from TF stays within 2% of the truth on every
+    frame; the parameter mode (fixed 10 deg pitch) does not."""
+    node, probe, frames, namespace = rig
+    offsets = [0.0, 5.0, -5.0, 3.5, -3.5, 5.0]
+    rng = np.random.default_rng(3)
+    errors = {'tf': [], 'parameters': []}
+    for mode in ('tf', 'parameters'):
+        node.set(scale__ground_frame=frames['base_footprint'] if mode == 'tf' else '')
+        for offset in offsets:
+            pitch = math.radians(PITCH_DEG + offset)
+            when = now(probe)
+            camera = transform_msg(frames['base_footprint'], frames['camera_link'],
+                                   (0.3, 0.0, HEIGHT_M), quaternion(0, pitch, 0), when)
+            truth = render(pitch)
+            alpha, beta = rng.uniform(0.8, 1.5), rng.uniform(0.05, 0.3)
+            image = encoded_image(alpha / truth + beta, when, frames['camera_optical_frame'])
+            errors[mode].append(median_error(depth_for(probe, image, when, [camera]), truth))
+            if mode == 'tf':
+                status = status_after(probe, namespace, 'floor source')
+                assert status['floor source'].startswith('tf '), status
+                assert float(status['camera pitch (deg)']) == pytest.approx(
+                    PITCH_DEG + offset, abs=0.01)
+                assert float(status['camera height (m)']) == pytest.approx(HEIGHT_M, abs=1e-4)
+                assert float(status['camera roll (deg)']) == pytest.approx(0.0, abs=0.01)
+    assert max(errors['tf']) < 0.02, errors
+    assert max(errors['parameters']) > 0.05, errors
+    assert errors['parameters'][0] < 0.02, errors   # at the assumed pitch it is right, of course
+
+
+def test_ground_plane_falls_back_to_the_parameters_without_a_transform(rig):
+    """(d) An unknown ground frame: depth still comes, from the parameters, and /diagnostics
+    says so with the height and pitch it used."""
+    node, probe, frames, namespace = rig
+    node.set(scale__ground_frame=f"nowhere_{frames['base_footprint']}")
+    when = now(probe)
+    truth = render(math.radians(PITCH_DEG))
+    image = encoded_image(1.2 / truth + 0.1, when, frames['camera_optical_frame'])
+    assert median_error(depth_for(probe, image, when), truth) < 0.02
+    status = status_after(probe, namespace, 'floor source')
+    assert status['floor source'].startswith('parameters (no transform'), status
+    assert float(status['camera pitch (deg)']) == pytest.approx(PITCH_DEG, abs=1e-3)
+    assert float(status['camera height (m)']) == pytest.approx(HEIGHT_M, abs=1e-4)
+    node.set(scale__ground_frame='')
+
+
+def xyz_cloud(points, frame, when):
+    points = np.ascontiguousarray(points, dtype='<f4')
+    msg = PointCloud2(height=1, width=len(points), is_bigendian=False, point_step=12,
+                      row_step=12 * len(points), is_dense=True, data=points.tobytes())
+    msg.fields = [PointField(name=axis, offset=4 * index, datatype=PointField.FLOAT32, count=1)
+                  for index, axis in enumerate('xyz')]
+    msg.header.frame_id, msg.header.stamp = frame, when
+    return msg
+
+
+# The lidar in the camera body frame (camera_link): 12 cm behind, 20 cm left, 15 cm above,
+# yawed 10 degrees left and pitched 5 degrees down.
+LIDAR_XYZ, LIDAR_RPY = (-0.12, 0.2, 0.15), (0.0, math.radians(5.0), math.radians(10.0))
+
+
+def test_sparse_anchors_from_a_frame_known_only_to_tf(rig):
+    """(c) Lidar points in a frame only TF knows land where scale.anchor_extrinsic with the same
+    pose puts them: both give the exact scale; without the transform they fall back."""
+    node, probe, frames, namespace = rig
+    probe.static_tf.sendTransform([
+        transform_msg(frames['camera_link'], frames['camera_optical_frame'], (0, 0, 0),
+                      OPTICAL_IN_LINK),
+        transform_msg(frames['camera_link'], frames['lidar'], LIDAR_XYZ,
+                      quaternion(*LIDAR_RPY))])
+    pitch = math.radians(PITCH_DEG)
+    truth = render(pitch)
+    alpha, beta = 1.3, 0.2
+    # Points the lidar measures: the true surface at 60 scattered pixels, in the lidar frame
+    # (optical -> camera_link -> lidar, composed here with our own rotation code).
+    rng = np.random.default_rng(5)
+    rows = rng.integers(10, INTRINSICS.height, 60)
+    cols = rng.integers(0, INTRINSICS.width, 60)
+    z = truth[rows, cols]
+    optical = np.stack([(cols - INTRINSICS.cx) / INTRINSICS.fx * z,
+                        (rows - INTRINSICS.cy) / INTRINSICS.fy * z, z], axis=1)
+    link_from_optical = np.array([[0, 0, 1], [-1, 0, 0], [0, -1, 0]], dtype=float)
+    roll, lidar_pitch, yaw = LIDAR_RPY
+    cy, sy, cp, sp = math.cos(yaw), math.sin(yaw), math.cos(lidar_pitch), math.sin(lidar_pitch)
+    link_from_lidar = (np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
+                       @ np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]]))
+    in_link = optical @ link_from_optical.T
+    in_lidar = (in_link - np.array(LIDAR_XYZ)) @ link_from_lidar   # R^T (p - t)
+    node.set(scale__mode='sparse', scale__ground_frame='')
+    try:
+        results = {}
+        for case, frame, extrinsic in (
+                ('tf', frames['lidar'], [0.0] * 6),
+                ('extrinsic', '', [*LIDAR_XYZ, *LIDAR_RPY]),
+                ('fallback', f"unknown_{frames['lidar']}", [0.0] * 6)):
+            node.set(scale__anchor_extrinsic=[float(v) for v in extrinsic])
+            when = now(probe)
+            probe.anchor_pub.publish(xyz_cloud(in_lidar, frame, when))
+            probe.spin_until(lambda: False, 0.3)
+            image = encoded_image(alpha / truth + beta, when, frames['camera_optical_frame'])
+            depth = depth_for(probe, image, when)
+            status = status_after(probe, namespace, 'anchor transform source')
+            results[case] = (median_error(depth, truth), status)
+        error, status = results['tf']
+        assert status['anchor transform source'] == (
+            f"tf {frames['lidar']} -> {frames['camera_optical_frame']}"), status
+        assert error < 1e-3 and int(status['fit samples']) == 60, results
+        error, status = results['extrinsic']
+        assert status['anchor transform source'].startswith('scale.anchor_extrinsic'), status
+        assert error < 1e-3 and int(status['fit samples']) == 60, results
+        assert float(results['tf'][1]['scale a']) == pytest.approx(
+            float(status['scale a']), rel=1e-4)
+        # Unknown frame: the (here wrong, all-zero) extrinsic is used, and it shows.
+        error, status = results['fallback']
+        assert error > 0.01, results
+        assert status['anchor transform source'].startswith(
+            'scale.anchor_extrinsic (no transform'), status
+    finally:
+        node.set(scale__mode='ground_plane', scale__anchor_extrinsic=[0.0] * 6)
