@@ -124,6 +124,7 @@ class InProcessDepthNode:
         overrides = [Parameter(name, value=value) for name, value in parameters.items()]
         self.node = ExactDepthNode(context=self.context, namespace=namespace,
                                    parameter_overrides=overrides)
+        self.node.start()       # autostart: configure and activate, as run_node does
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._threads = [threading.Thread(target=self._spin, daemon=True),
