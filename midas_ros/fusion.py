@@ -24,14 +24,19 @@ What is measured for one box, and why:
   5th-95th percentile spread of the object pixels' depths (z, the visible depth only):
   approximate by nature.
 
-A box with too few valid depths is reported invalid (``valid`` False, NaN numbers, a reason),
-never as distance 0.
+A box with too few valid depths is reported invalid (``valid`` False, NaN position, a reason),
+never as distance 0. Its ``distance`` then follows REP 117 (:mod:`midas_ros.depth_semantics`):
+-inf when at least ``min_valid_pixels`` of its depths are nearer than ``min_range`` (something is
+too close to measure), else +inf when that many are beyond ``max_range``, else NaN (no reading).
 """
 import math
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
+
+from midas_ros.depth_semantics import (NO_READING, TOO_FAR, TOO_NEAR, classify_depth,
+                                       range_without_reading)
 
 NAN3 = (math.nan, math.nan, math.nan)
 
@@ -125,7 +130,9 @@ class Obstacle:
 def fuse(depth, intrinsics, boxes: Sequence[Box], config: FusionConfig = FusionConfig()):
     """One :class:`Obstacle` per box, in order.
 
-    ``depth`` is an H x W float32 array in metres (NaN, 0 and inf are no reading) matching
+    ``depth`` is an H x W float32 array in metres (REP 118: NaN and 0 no reading, -inf too
+    near, +inf too far; finite depths outside [min_range, max_range] count as too near / far)
+    matching
     ``intrinsics``' size; boxes are in the same image's pixels. Raises ValueError when the
     depth image and intrinsics do not fit together; bad boxes become invalid obstacles.
     """
@@ -140,8 +147,8 @@ def fuse(depth, intrinsics, boxes: Sequence[Box], config: FusionConfig = FusionC
     return [_fuse_box(depth, intrinsics, box, config) for box in boxes]
 
 
-def _invalid(box, reason, valid_pixels=0):
-    return Obstacle(box, False, math.nan, NAN3, NAN3, valid_pixels, reason)
+def _invalid(box, reason, valid_pixels=0, distance=NO_READING):
+    return Obstacle(box, False, distance, NAN3, NAN3, valid_pixels, reason)
 
 
 def _fuse_box(depth, intrinsics, box, config):
@@ -157,11 +164,16 @@ def _fuse_box(depth, intrinsics, box, config):
 
     iv0, iv1, iu0, iu1 = box.pixel_window(config.inner_fraction, width, height)
     inner = depth[iv0:iv1, iu0:iu1]  # a view, no copy
-    # NaN compares False, so one interval test drops NaN, zero and +-inf at once.
-    inner_valid = inner[(inner >= config.min_range) & (inner <= config.max_range)]
+    in_range, too_near, too_far = classify_depth(inner, config.min_range, config.max_range)
+    inner_valid = inner[in_range]
     if inner_valid.size < config.min_valid_pixels:
+        enough = config.min_valid_pixels
+        distance = float(range_without_reading(np.count_nonzero(too_near) >= enough,
+                                               np.count_nonzero(too_far) >= enough))
+        what = {TOO_NEAR: f'nearer than min_range {config.min_range} m',
+                TOO_FAR: f'beyond max_range {config.max_range} m'}.get(distance, 'no reading')
         return _invalid(box, f'{inner_valid.size} valid depths in the box centre (fewer '
-                        f'than {config.min_valid_pixels})', inner_valid.size)
+                        f'than {config.min_valid_pixels}; {what})', inner_valid.size, distance)
     # 'nearest': the distance is a depth actually measured, so the object pixels below are
     # never empty (an interpolated value could fall in a depth gap).
     distance = float(np.percentile(inner_valid, config.percentile, method='nearest'))
@@ -185,3 +197,13 @@ def nearest(obstacles: Sequence[Obstacle]):
     """The valid obstacle with the smallest distance, or None."""
     valid = [obstacle for obstacle in obstacles if obstacle.valid]
     return min(valid, key=lambda obstacle: obstacle.distance) if valid else None
+
+
+def nearest_range(obstacles: Sequence[Obstacle]):
+    """The distance a sensor_msgs/Range of these obstacles reports (REP 117): the nearest valid
+    distance; else -inf when some obstacle is too near to measure; else +inf (nothing within
+    range)."""
+    closest = nearest(obstacles)
+    if closest is not None:
+        return closest.distance
+    return TOO_NEAR if any(o.distance == TOO_NEAR for o in obstacles) else TOO_FAR

@@ -1,12 +1,14 @@
 """Pinhole camera geometry on numpy arrays: intrinsics, back-projection, organized clouds, scans.
 
 Conventions: REP 103 optical frame (x right, y down, z forward); depth images per REP 118
-(float32 metres, NaN where there is no reading).
+(float32 metres; NaN no reading, +inf beyond range, -inf too near: :mod:`depth_semantics`).
 """
 import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from midas_ros.depth_semantics import classify_ranges, has_point
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,6 @@ class Backprojector:
         self._y_per_z = ((v - intrinsics.cy) / intrinsics.fy).astype(np.float32)[:, None]
         shape = (len(v), len(u))
         self._valid = np.empty(shape, dtype=bool)
-        self._finite = np.empty(shape, dtype=bool)
 
     @property
     def shape(self):
@@ -218,10 +219,7 @@ class Backprojector:
             raise ValueError(f'out must be float32 of shape {self.shape + (3,)}, got '
                              f'{out.dtype} {out.shape}')
         depth = self.sample(depth)
-        # Valid: 0 < z < inf (NaN fails both comparisons).
-        np.greater(depth, 0.0, out=self._valid)
-        np.less(depth, np.inf, out=self._finite)
-        np.logical_and(self._valid, self._finite, out=self._valid)
+        has_point(depth, out=self._valid)
         z = out[..., 2]
         z.fill(np.nan)
         np.copyto(z, depth, where=self._valid, casting='same_kind')
@@ -298,6 +296,7 @@ class DepthToScan:
         self._band = np.empty(band, dtype=np.float32)
         self._in_range = np.empty(band, dtype=bool)
         self._flags = np.empty(band, dtype=bool)
+        self._too_near = np.empty(band, dtype=bool)
         self._nearest = np.zeros(width + 1, dtype=np.float32)
         self._no_reading = np.zeros(width + 1, dtype=np.float32)
         self._column_flag = np.empty(width, dtype=bool)
@@ -333,17 +332,14 @@ class DepthToScan:
         depth = _checked_depth(depth, self.intrinsics)
         band, in_range, flags = self._band, self._in_range, self._flags
         np.multiply(depth[self.rows, ::-1], self._range_per_depth, out=band)
-        np.greater_equal(band, self.range_min, out=in_range)
-        np.less_equal(band, self.range_max, out=flags)
-        np.logical_and(in_range, flags, out=in_range)
-        # What a column reports without an in-range pixel: -inf if any pixel is too close,
-        # else +inf if any is too far, else NaN (NaN compares false: neither close nor far).
+        classify_ranges(band, self.range_min, self.range_max, in_range, self._too_near, flags)
+        # What a column reports without an in-range pixel (depth_semantics): -inf if any pixel
+        # is too near, else +inf if any is too far, else NaN.
         no_reading = self._no_reading[:-1]
         no_reading.fill(np.nan)
-        np.greater(band, self.range_max, out=flags)
         np.copyto(no_reading, np.inf, where=np.any(flags, axis=0, out=self._column_flag))
-        np.less(band, self.range_min, out=flags)
-        np.copyto(no_reading, -np.inf, where=np.any(flags, axis=0, out=self._column_flag))
+        np.copyto(no_reading, -np.inf,
+                  where=np.any(self._too_near, axis=0, out=self._column_flag))
         # Nearest in-range range per column (+inf when there is none).
         np.logical_not(in_range, out=flags)
         np.copyto(band, np.inf, where=flags)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from midas_ros.depth_semantics import depth_from_inverse
 from midas_ros.geometry import BODY_FROM_OPTICAL, Intrinsics, rotation_from_rpy
 
 MODES = ('uncalibrated', 'fixed', 'ground_plane', 'sparse')
@@ -45,10 +46,10 @@ def failed_fit(reason, samples=0):
 
 
 def inverse_depth_to_metric(relative, a, b, out=None, min_depth=0.1, max_depth=20.0):
-    """Metric depth ``1 / (a * relative + b)`` as float32, NaN where it is not in
-    [min_depth, max_depth] (which includes a * relative + b <= 0 and NaN relative values)."""
-    if not 0.0 < min_depth < max_depth < math.inf:
-        raise ValueError(f'need 0 < min_depth < max_depth < inf, got {min_depth}, {max_depth}')
+    """Metric depth ``1 / (a * relative + b)`` as float32, with REP 118's special values
+    (:func:`midas_ros.depth_semantics.depth_from_inverse`): +inf beyond ``max_depth`` (which
+    includes a * relative + b <= 0), -inf nearer than ``min_depth``, NaN where ``relative`` is
+    NaN."""
     if not (math.isfinite(a) and math.isfinite(b)):
         raise ValueError(f'scale must be finite, got a={a}, b={b}')
     relative = np.asarray(relative)
@@ -56,14 +57,7 @@ def inverse_depth_to_metric(relative, a, b, out=None, min_depth=0.1, max_depth=2
         out = np.empty(relative.shape, dtype=np.float32)
     np.multiply(relative, a, out=out, casting='same_kind')
     out += b
-    # Bounds checked on the denominator, so no division result needs a second pass:
-    # min <= 1/d <= max  <=>  1/max <= d <= 1/min (which already excludes d <= 0).
-    outside = out < 1.0 / max_depth
-    outside |= out > 1.0 / min_depth
-    with np.errstate(divide='ignore'):
-        np.reciprocal(out, out=out)
-    out[outside] = np.nan
-    return out
+    return depth_from_inverse(out, min_depth, max_depth, out=out)
 
 
 def fit_inverse_depth(relative, inverse_depth, inlier_threshold=0.05, iterations=64, rng=None,

@@ -105,10 +105,10 @@ def test_every_output_matches_the_input(depth_node):
     depth, _ = image_to_array(depth_msg)
     relative, _ = image_to_array(relative_msg)
     valid = np.isfinite(depth)
-    # Random weights: the network's ReLU output is 0 (infinitely far: no reading) in places.
+    # Random weights: the network's ReLU output is 0 (infinitely far: +inf, REP 118) in places.
     assert valid.sum() > 100
     assert np.all(depth[valid] > 0)
-    assert np.all(relative[valid] > 0) and np.all(~valid[relative <= 0])
+    assert np.all(relative[valid] > 0) and np.all(depth[relative <= 0] == np.inf)
     # Metric depth is 1 / (a r + b): with the uncalibrated default (b = 0) depth * r is constant.
     product = depth[valid].astype(np.float64) * relative[valid]
     assert np.allclose(product, np.median(product), rtol=1e-4)
@@ -197,7 +197,7 @@ def test_bad_input_is_reported_and_the_node_keeps_running(depth_node):
         assert reason in process.output(), f'no warning for {reason!r}'
     # A CameraInfo with zero focal length, then a new resolution mid-stream: still served.
     broken_info = intrinsics_to_camera_info(INTRINSICS)
-    broken_info.k = [0.0] * 9
+    broken_info.k, broken_info.p = [0.0] * 9, [0.0] * 12
     small = array_to_image(textured_image(320, 240), 'rgb8')
     stamp = small.header.stamp = _stamp(300.5)
     small.header.frame_id = 'test_cam_optical_frame'
@@ -262,7 +262,10 @@ def test_fixed_scale_set_at_run_time_gives_exactly_that_depth(depth_node):
     in_range = (expected >= 0.1) & (expected <= 20.0)     # depth.min / depth.max defaults
     assert in_range.any()
     np.testing.assert_allclose(depth[in_range], expected[in_range], rtol=1e-5)
-    assert np.all(np.isnan(depth[~in_range]))
+    # REP 118, never NaN: beyond depth.max (or a r + b <= 0: at or beyond infinity) +inf,
+    # nearer than depth.min -inf.
+    assert np.all(depth[(expected > 20.0) | (expected < 0)] == np.inf)
+    assert np.all(depth[(expected > 0) & (expected < 0.1)] == -np.inf)
 
 
 def _latest_depth_status(diagnostics, namespace):

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from midas_ros.fusion import Box, FusionConfig, fuse, nearest
+from midas_ros.fusion import Box, FusionConfig, fuse, nearest, nearest_range
 from midas_ros.geometry import Intrinsics
 
 CAMERA_HEIGHT = 1.2    # optical centre above the floor (m)
@@ -140,8 +140,11 @@ def test_bad_boxes_are_invalid_with_a_reason(box):
     assert math.isnan(obstacle.distance) and all(map(math.isnan, obstacle.position))
 
 
-@pytest.mark.parametrize('fill', [math.nan, 0.0, math.inf, -1.0, 0.05, 150.0])
-def test_box_without_valid_depth_is_invalid_never_zero(fill):
+@pytest.mark.parametrize('fill, distance', [
+    (math.nan, math.nan), (0.0, math.nan), (-1.0, math.nan),     # no reading
+    (math.inf, math.inf), (150.0, math.inf),                     # beyond max_range (100 m)
+    (-math.inf, -math.inf), (0.05, -math.inf)])                  # nearer than min_range (0.1 m)
+def test_box_without_valid_depth_is_invalid_never_zero(fill, distance):
     panel = (0.0, 4.0, 0.5, 1.7)
     depth = render([panel])
     box = true_box(panel)
@@ -150,8 +153,12 @@ def test_box_without_valid_depth_is_invalid_never_zero(fill):
     obstacle, other = fuse(depth, INTRINSICS, [box, true_box((1.5, 6.0, 0.5, 1.7))])
     assert not obstacle.valid
     assert 'valid depths' in obstacle.reason
-    assert math.isnan(obstacle.distance)
+    # REP 117: -inf too near, +inf beyond range, NaN no reading; never a number.
+    assert obstacle.distance == distance or math.isnan(obstacle.distance) and math.isnan(distance)
+    assert all(map(math.isnan, obstacle.position))
     assert other.valid and nearest([obstacle, other]) is other
+    assert nearest_range([obstacle, other]) == other.distance
+    assert nearest_range([obstacle]) == (-math.inf if distance == -math.inf else math.inf)
 
 
 def test_a_few_valid_pixels_are_not_enough():

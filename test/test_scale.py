@@ -200,13 +200,15 @@ def test_uncalibrated_puts_the_median_pixel_at_the_nominal_depth():
 
 
 def test_inverse_depth_to_metric_inverts_and_masks():
-    relative = np.array([[1.0, 2.0, -1.0, np.nan, 0.5, 0.2]], dtype=np.float32)
+    relative = np.array([[1.0, 2.0, -1.0, np.nan, 0.5, 0.2, 0.0, 40.0]], dtype=np.float32)
     out = np.empty_like(relative)
     depth = inverse_depth_to_metric(relative, 0.5, 0.0, out=out, min_depth=0.1, max_depth=5.0)
     assert depth is out
     np.testing.assert_allclose(depth[0, :2], [2.0, 1.0])
-    assert np.isnan(depth[0, 2:4]).all()  # a r + b <= 0, NaN input
-    assert depth[0, 4] == pytest.approx(4.0) and np.isnan(depth[0, 5])  # 10 m > max_depth
+    # REP 118: a r + b <= 0 is at or beyond infinity (+inf), NaN input is no reading.
+    assert depth[0, 2] == np.inf and np.isnan(depth[0, 3]) and depth[0, 6] == np.inf
+    assert depth[0, 4] == pytest.approx(4.0) and depth[0, 5] == np.inf  # 10 m > max_depth
+    assert depth[0, 7] == -np.inf   # 0.05 m < min_depth: too near
     with pytest.raises(ValueError, match='min_depth'):
         inverse_depth_to_metric(relative, 1.0, 0.0, max_depth=math.inf)
     with pytest.raises(ValueError, match='a > 0'):

@@ -173,24 +173,41 @@ def depth_to_metres(msg, out=None):
     return out
 
 
-def camera_info_to_intrinsics(msg):
-    """Pinhole ``Intrinsics`` of the image a ``CameraInfo`` describes.
+def projection_is_set(msg):
+    """True when a ``CameraInfo``'s projection matrix P holds a camera (P[0] = fx' != 0).
 
-    Uses K (the intrinsics of the image as published; distortion is ignored), applying binning
-    and region of interest as image_geometry does. Raises ConversionError when the camera is
-    uncalibrated (zero focal length) or the sizes are zero.
+    Calibrated drivers always fill P: for a distorted (raw) image it is the camera matrix of
+    the *rectified* image; uncalibrated or hand-made messages may leave it all zero.
+    """
+    return float(msg.p[0]) != 0.0
+
+
+def camera_info_to_intrinsics(msg):
+    """Pinhole ``Intrinsics`` of the (rectified) image a ``CameraInfo`` describes.
+
+    As image_geometry's PinholeCameraModel does for rectified images, the projection comes from
+    P (fx' = P[0], fy' = P[5], cx' = P[2], cy' = P[6]); K only where P is unset (all zero).
+    depth_node and obstacle_node treat their images as rectified: feed them ``image_rect``
+    (for which P is the exact pinhole camera even when D is not zero; D and R describe the raw
+    image). P's Tx, Ty (stereo baselines) play no part in a single camera's back-projection.
+    Binning and region of interest are applied as image_geometry applies them. Raises
+    ConversionError when the camera is uncalibrated (zero focal length) or the sizes are zero.
     """
     binning_x, binning_y = max(msg.binning_x, 1), max(msg.binning_y, 1)
     roi = msg.roi
     full_roi = roi.width == 0 or roi.height == 0
     width = msg.width if full_roi else roi.width
     height = msg.height if full_roi else roi.height
-    k = msg.k
+    if projection_is_set(msg):
+        p = msg.p
+        fx, fy, cx, cy = float(p[0]), float(p[5]), float(p[2]), float(p[6])
+    else:
+        k = msg.k
+        fx, fy, cx, cy = float(k[0]), float(k[4]), float(k[2]), float(k[5])
     x_offset, y_offset = (0, 0) if full_roi else (roi.x_offset, roi.y_offset)
     intrinsics = Intrinsics(
-        width // binning_x, height // binning_y,
-        float(k[0]) / binning_x, float(k[4]) / binning_y,
-        (float(k[2]) - x_offset) / binning_x, (float(k[5]) - y_offset) / binning_y)
+        width // binning_x, height // binning_y, fx / binning_x, fy / binning_y,
+        (cx - x_offset) / binning_x, (cy - y_offset) / binning_y)
     try:
         return intrinsics.validate()
     except ValueError as error:
@@ -198,7 +215,8 @@ def camera_info_to_intrinsics(msg):
 
 
 def intrinsics_to_camera_info(intrinsics, header=None):
-    """A ``CameraInfo`` for an undistorted pinhole camera with these intrinsics."""
+    """A ``CameraInfo`` for an undistorted pinhole camera with these intrinsics: K and P both
+    hold exactly them, D is zero (what depth_node used, whatever its input's CameraInfo was)."""
     fx, fy, cx, cy = intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy
     return CameraInfo(
         header=_header_copy(header), width=intrinsics.width, height=intrinsics.height,

@@ -29,7 +29,8 @@ from midas_ros.depth_pipeline import DepthPipeline, DepthSettings, check_setting
 from midas_ros.geometry import (BODY_FROM_OPTICAL, Intrinsics, laser_scan_points,
                                 project_points, transform_from_xyz_rpy)
 from midas_ros.ros.conversions import (ConversionError, camera_info_to_intrinsics, cloud_to_xyz,
-                                       compressed_to_array, depth_to_metres, image_to_array)
+                                       compressed_to_array, depth_to_metres, image_to_array,
+                                       projection_is_set)
 from midas_ros.ros.depth_messages import DEPTH_TOPICS, DepthMessageBuilder, products_for
 from midas_ros.ros.depth_node_params import DEPTH_NODE_PARAMS
 from midas_ros.ros.lifecycle import ManagedNode
@@ -291,11 +292,12 @@ class DepthNode(ManagedNode):
                 self.throttled.warning(f'camera_info unusable ({error}); using camera.hfov_deg='
                                        f"{self.values['camera.hfov_deg']}")
             else:
-                if any(info.d):
+                if any(info.d) and not projection_is_set(info):
+                    # With P set, D describes the raw image and P the rectified one: normal.
                     self.get_logger().warning(
-                        'camera_info has lens distortion: depth_node treats images as '
-                        'rectified (pinhole K); subscribe it to a rectified stream '
-                        '(image_rect) for exact geometry', once=True)
+                        'camera_info has lens distortion and no projection matrix P: '
+                        'depth_node treats images as rectified (pinhole K); subscribe it to a '
+                        'rectified stream (image_rect) for exact geometry', once=True)
                 if (intrinsics.width, intrinsics.height) == (width, height):
                     return intrinsics
                 try:

@@ -84,8 +84,10 @@ DEPTH_NODE_PARAMS = (
           min=0.0, max=1.0),
     Param('scale.max_residual', 0.1, 'a fit with a larger median relative residual keeps the '
           'last good scale', min=0.0, max=10.0),
-    Param('depth.min', 0.1, 'nearer depths are published as NaN (m)', min=0.0, max=1000.0),
-    Param('depth.max', 20.0, 'farther depths are published as NaN (m)', min=0.01, max=10000.0),
+    Param('depth.min', 0.1, 'nearer depths are published as -inf (REP 118 too near) (m)',
+          min=0.0, max=1000.0),
+    Param('depth.max', 20.0, 'farther depths are published as +inf (REP 118 beyond range) '
+          '(m)', min=0.01, max=10000.0),
     # Outputs.
     Param('colormap.max_depth', 0.0, 'depth shown at the far end of the colour map (m); 0: '
           'per-frame robust range', min=0.0, max=10000.0),

@@ -37,7 +37,7 @@ from vision_msgs.msg import (Detection2DArray, Detection3D, Detection3DArray,
                              ObjectHypothesisWithPose)
 from visualization_msgs.msg import Marker, MarkerArray
 
-from midas_ros.fusion import Box, FusionConfig, fuse, nearest
+from midas_ros.fusion import Box, FusionConfig, fuse, nearest_range
 from midas_ros.geometry import quaternion_from_rotation, transform_points
 from midas_ros.ros.conversions import (DEPTH_ENCODINGS, ConversionError,
                                        camera_info_to_intrinsics, depth_to_metres,
@@ -62,9 +62,11 @@ OBSTACLE_NODE_PARAMS = (
     Param('percentile', _FUSION_DEFAULTS.percentile, 'distance = this percentile of the valid '
           'depths in the box centre (low: the object, not the wall behind it)', min=0.0,
           max=100.0),
-    Param('min_range', _FUSION_DEFAULTS.min_range, 'depths below this are no reading (m)',
+    Param('min_range', _FUSION_DEFAULTS.min_range, 'depths below this are too near '
+          '(REP 118 -inf); a box of them reports -inf (m)',
           min=0.001, max=1000.0),
-    Param('max_range', _FUSION_DEFAULTS.max_range, 'depths above this are no reading (m)',
+    Param('max_range', _FUSION_DEFAULTS.max_range, 'depths above this are too far '
+          '(+inf); a box of them reports +inf (m)',
           min=0.01, max=10000.0),
     Param('cluster_tolerance', _FUSION_DEFAULTS.cluster_tolerance, 'object pixels: within '
           'this fraction of the distance (position and depth extent come from them)',
@@ -493,18 +495,18 @@ class ObstacleNode(ManagedNode):
     def _nearest_range(self, header, obstacles, intrinsics):
         """sensor_msgs/Range: the standard 'distance to the nearest thing in a cone' message
         (Nav2's collision monitor and range layer, safety monitors); +inf when no obstacle
-        has a distance (REP 117). Range consumers put the cone's apex at the header frame's
-        origin and its axis along +x, which in the optical frame points right, so it is stamped
-        in ``range_frame_id``: a frame at the depth image's optical centre with x along the
-        optical axis (camera_depth_frame: x = optical z, y = -optical x, z = -optical y), like
-        depth_node's scan. The range is the obstacle's depth (optical z). ``target_frame`` does
-        not move it: a cone from base_link's origin would describe another sensor."""
-        closest = nearest(obstacles)
+        has a distance, -inf when one is too near to measure (REP 117). Range consumers put
+        the cone's apex at the header frame's origin and its axis along +x, which in the optical
+        frame points right, so it is stamped in ``range_frame_id``: a frame at the depth image's
+        optical centre with x along the optical axis (camera_depth_frame: x = optical z, y =
+        -optical x, z = -optical y), like depth_node's scan. The range is the obstacle's depth
+        (optical z). ``target_frame`` does not move it: a cone from base_link's origin would
+        describe another sensor."""
         fov = math.radians(intrinsics.hfov_deg()) if intrinsics else 0.0
         header = Header(stamp=header.stamp, frame_id=self._params['range_frame_id'])
         return Range(header=header, radiation_type=Range.INFRARED, field_of_view=fov,
                      min_range=self._config.min_range, max_range=self._config.max_range,
-                     range=closest.distance if closest else math.inf)
+                     range=float(nearest_range(obstacles)))
 
 
 def main(args=None):
