@@ -14,6 +14,10 @@ processed in the process's main thread while ROS callbacks run in a background e
 (see ``main``); the subscription hands frames over through a one-slot mailbox, so the node always
 works on the newest frame and a slow model drops frames instead of building a backlog. Only the
 outputs that have subscribers are computed and built; with none, frames are not even inferred.
+
+A managed (lifecycle) node (``ros/lifecycle.py``): the model is built on configure, inputs are
+subscribed only while active, the model is freed on cleanup; ``autostart`` (default true) walks
+to active at start-up.
 """
 import gc
 import math

@@ -85,6 +85,13 @@ class ManagedNode(LifecycleNode):
         if self.configured:
             self._call('cleanup', self._cleanup_all, log=False)
 
+    def destroy_node(self):
+        # rclpy's LifecycleNode leaves its state machine, which refers to the node's handle, to
+        # the garbage collector; collected after the node is gone (or in a forked child, as
+        # flake8's workers are) it crashes the process. Release it first, explicitly.
+        self._state_machine.destroy_when_not_in_use()
+        return super().destroy_node()
+
     # -- rclpy lifecycle callbacks -----------------------------------------------------------
 
     def on_configure(self, state):
