@@ -31,7 +31,7 @@ def generate_launch_description():
         DeclareLaunchArgument('model', default_value='midas_v21_small_256',
                               description='MiDaS variant (model.name)'),
         DeclareLaunchArgument('device', default_value='auto',
-                              description='auto | cuda | cpu'),
+                              description='auto | cpu | cuda | cuda:N'),
         DeclareLaunchArgument('pretrained', default_value='true',
                               description='false: random weights (no checkpoint needed)'),
         DeclareLaunchArgument('autostart', default_value='true',

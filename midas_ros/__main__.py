@@ -21,6 +21,7 @@ EXECUTABLES = (
     ('calibrate_scale', 'midas_ros.tools.calibrate_scale:main'),
     ('evaluate_metric', 'midas_ros.tools.evaluate_metric:main'),
     ('export', 'midas_ros.tools.export:main'),
+    ('gpu_check', 'midas_ros.tools.gpu_check:main'),
 )
 
 

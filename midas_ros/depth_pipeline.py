@@ -10,7 +10,7 @@ intrinsics and reused; per-frame arrays are reused buffers.
 """
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import numpy as np
@@ -80,9 +80,52 @@ class DepthFrame:
     cloud_intrinsics: Optional[Intrinsics] = None
     scan: Optional[object] = None               # geometry.LaserScanData
     timings: Optional[dict] = None              # seconds per stage
+    # Products asked for and enabled that could not be made this frame: {product: reason}.
+    # Each costs only itself; every other product is still there.
+    skipped: dict = field(default_factory=dict)
 
 
 PRODUCTS = frozenset({'colormap', 'cloud', 'scan'})
+
+
+@dataclass
+class Inference:
+    """The network's result for one frame (``DepthPipeline.infer``)."""
+
+    relative: np.ndarray    # HxW float32 relative inverse depth (a buffer used every 2nd frame)
+    timings: dict           # seconds per estimator stage, and 'inference_total'
+
+
+def check_intrinsics(intrinsics, image):
+    """ValueError unless ``intrinsics`` are for ``image``'s size."""
+    height, width = image.shape[:2]
+    if (intrinsics.width, intrinsics.height) != (width, height):
+        raise ValueError(f'intrinsics are for {intrinsics.width}x{intrinsics.height}, the '
+                         f'image is {width}x{height}')
+
+
+class SkippedOutputs:
+    """Which outputs are being skipped and why, so that a node warns once per change (not per
+    frame) and its diagnostics list them."""
+
+    def __init__(self):
+        self.reasons = {}       # output -> why it is skipped now
+
+    def update(self, attempted, skipped):
+        """Fold in one frame: ``attempted`` the outputs it tried, ``skipped`` ({output:
+        reason}) those it could not make. Returns ``(started, recovered)``: outputs newly
+        skipped or skipped for another reason ({output: reason}), and outputs made again."""
+        started = {name: reason for name, reason in skipped.items()
+                   if self.reasons.get(name) != reason}
+        recovered = [name for name in attempted if name in self.reasons and name not in skipped]
+        for name in recovered:
+            del self.reasons[name]
+        self.reasons.update(started)
+        return started, recovered
+
+
+class _Unavailable(Exception):
+    """An output that this camera and these settings cannot give; the text says why."""
 
 
 class _CameraModel:
@@ -91,7 +134,10 @@ class _CameraModel:
     ``strict``: raise when the scale mode cannot work with this camera (a parameter change is
     then refused); otherwise fall back to the uncalibrated scale and keep the reason in
     ``scale_problem``, so that a camera whose geometry does not fit the configuration (say,
-    a horizon below the image) still gets every output, marked uncalibrated.
+    a horizon below the image) still gets every output, marked uncalibrated. An output that
+    cannot be made for this camera (a scan band outside the image...) is never a reason to
+    refuse: it is left out with its reason in ``output_problems`` and costs only itself (the
+    camera may change; the node warns once per change).
     """
 
     def __init__(self, settings, intrinsics, strict=False):
@@ -106,10 +152,19 @@ class _CameraModel:
                 raise
             self.scale_problem = f'scale.mode {settings.scale_mode} cannot work: {error}'
             self.scale_estimator = UncalibratedScale(settings.uncalibrated_median_depth)
-        self.backprojector = (Backprojector(intrinsics, settings.cloud_decimation)
-                              if settings.cloud_enabled else None)
-        self.scan = (DepthToScan(intrinsics, settings.scan_height, settings.scan_range_min,
-                                 settings.scan_range_max) if settings.scan_enabled else None)
+        self.output_problems = {}
+        self.backprojector = self.scan = None
+        try:
+            if settings.cloud_enabled:
+                self.backprojector = Backprojector(intrinsics, settings.cloud_decimation)
+        except ValueError as error:
+            self.output_problems['cloud'] = str(error)
+        try:
+            if settings.scan_enabled:
+                self.scan = DepthToScan(intrinsics, settings.scan_height,
+                                        settings.scan_range_min, settings.scan_range_max)
+        except ValueError as error:
+            self.output_problems['scan'] = f'scan.height / range for this camera: {error}'
 
 
 _SCALE_FIELDS = ('scale_mode', 'scale_a', 'scale_b', 'uncalibrated_median_depth',
@@ -140,6 +195,7 @@ class DepthPipeline:
         self.estimator = estimator
         self._settings = None
         self._camera = None
+        self._slot = 0   # which of the two relative-depth buffers ``infer`` fills next
         self.configure(settings)
 
     @property
@@ -171,6 +227,10 @@ class DepthPipeline:
                                          else None)
         self._buffers = {}
 
+    def reset_time(self):
+        """Forget what depends on the time line (the scale smoothing): time went back."""
+        self._smoother.reset()
+
     def _camera_for(self, intrinsics):
         if self._camera is None or self._camera.intrinsics != intrinsics:
             self._camera = _CameraModel(self._settings, intrinsics)
@@ -193,23 +253,43 @@ class DepthPipeline:
         ``floor``: this frame's ``scale.FloorPlane`` for the ground_plane mode (e.g. from TF),
         None for the one of the settings (camera height, pitch, roll).
         Raises ValueError when the intrinsics do not fit the image.
+
+        The same as ``finish(infer(image, channel_order), ...)``; a caller may run the two
+        halves in different threads so one frame's network overlaps the previous frame's
+        products (depth_node does).
         """
+        check_intrinsics(intrinsics, image)
+        return self.finish(self.infer(image, channel_order), image, channel_order, intrinsics,
+                           stamp_s, anchors, products, floor)
+
+    def infer(self, image, channel_order):
+        """The network stage of ``process``: an ``Inference`` (relative depth, timings).
+
+        The relative depth is written into one of two buffers used in turn, so the
+        previous frame's ``Inference`` stays valid while this one is computed (not longer).
+        """
+        height, width = image.shape[:2]
+        self._slot ^= 1
+        start = time.perf_counter()
+        relative = self.estimator.predict(
+            image, channel_order,
+            out=self._buffer(f'relative{self._slot}', (height, width), np.float32))
+        timings = dict(self.estimator.last_timings)
+        timings['inference_total'] = time.perf_counter() - start
+        return Inference(relative, timings)
+
+    def finish(self, inference, image, channel_order, intrinsics, stamp_s, anchors=None,
+               products=PRODUCTS, floor=None):
+        """The rest of ``process`` for the frame ``inference`` came from (same arguments).
+
+        Not thread-safe with itself or ``configure``: one thread finishes frames in order.
+        """
+        check_intrinsics(intrinsics, image)
         settings = self._settings
         height, width = image.shape[:2]
-        if (intrinsics.width, intrinsics.height) != (width, height):
-            raise ValueError(f'intrinsics are for {intrinsics.width}x{intrinsics.height}, the '
-                             f'image is {width}x{height}')
         camera = self._camera_for(intrinsics)
-        timings = {}
-        start = time.perf_counter()
-        relative = self.estimator.predict(image, channel_order,
-                                          out=self._buffer('relative', (height, width),
-                                                           np.float32))
-        for stage, seconds in self.estimator.last_timings.items():
-            timings[stage] = seconds
+        relative, timings = inference.relative, dict(inference.timings)
         tick = time.perf_counter()
-        timings['inference_total'] = tick - start
-
         fit = camera.scale_estimator.fit(relative, anchors, floor)
         state = self._smoother.update(fit, stamp_s)
         calibrated = state.calibrated and camera.scale_estimator.metric
@@ -222,30 +302,49 @@ class DepthPipeline:
         depth = inverse_depth_to_metric(relative, state.a, state.b,
                                         out=self._buffer('depth', (height, width), np.float32),
                                         min_depth=settings.min_depth,
-                                        max_depth=settings.max_depth)
+                                        max_depth=settings.max_depth,
+                                        mask=self._buffer('depth_mask', (height, width), bool))
         timings['scale'] = time.perf_counter() - tick
 
         frame = DepthFrame(relative, depth, state, calibrated, camera.scale_problem,
                            timings=timings)
         if 'colormap' in products:
-            tick = time.perf_counter()
-            frame.colormap = self._colorizer.colorize(
-                depth, out=self._buffer('colormap', (height, width, 3), np.uint8))
-            timings['colormap'] = time.perf_counter() - tick
-        tick = time.perf_counter()
-        if camera.backprojector is not None and 'cloud' in products:
-            backprojector = camera.backprojector
-            frame.points = backprojector.points(
-                depth, out=self._buffer('points', backprojector.shape + (3,), np.float32))
-            frame.cloud_intrinsics = backprojector.intrinsics
-            if settings.cloud_color:
-                frame.points_rgb = self._cloud_colors(backprojector.sample(image), channel_order)
-        timings['cloud'] = time.perf_counter() - tick
-        if camera.scan is not None and 'scan' in products:
-            tick = time.perf_counter()
-            frame.scan = camera.scan.convert(depth)
-            timings['scan'] = time.perf_counter() - tick
+            self._make(frame, 'colormap', self._colormap, depth)
+        if settings.cloud_enabled and 'cloud' in products:
+            self._make(frame, 'cloud', self._cloud, camera, depth, image, channel_order)
+        if settings.scan_enabled and 'scan' in products:
+            self._make(frame, 'scan', self._scan, camera, depth)
         return frame
+
+    def _make(self, frame, product, make, *args):
+        """Run ``make(frame, *args)``; if the product cannot be made, record why in
+        ``frame.skipped`` and go on: one output never costs the others."""
+        tick = time.perf_counter()
+        try:
+            make(frame, *args)
+        except Exception as error:  # whatever breaks one output must not drop the frame
+            frame.skipped[product] = (error.args[0] if isinstance(error, _Unavailable)
+                                      else f'{type(error).__name__}: {error}')
+        frame.timings[product] = time.perf_counter() - tick
+
+    def _colormap(self, frame, depth):
+        frame.colormap = self._colorizer.colorize(
+            depth, out=self._buffer('colormap', depth.shape + (3,), np.uint8))
+
+    def _cloud(self, frame, camera, depth, image, channel_order):
+        backprojector = camera.backprojector
+        if backprojector is None:
+            raise _Unavailable(camera.output_problems['cloud'])
+        frame.points = backprojector.points(
+            depth, out=self._buffer('points', backprojector.shape + (3,), np.float32))
+        frame.cloud_intrinsics = backprojector.intrinsics
+        if self._settings.cloud_color:
+            frame.points_rgb = self._cloud_colors(backprojector.sample(image), channel_order)
+
+    def _scan(self, frame, camera, depth):
+        if camera.scan is None:
+            raise _Unavailable(camera.output_problems['scan'])
+        frame.scan = camera.scan.convert(depth)
 
     def _cloud_colors(self, pixels, channel_order):
         """RGB uint8 of the cloud's pixels, whatever the input channel order."""

@@ -33,29 +33,32 @@ def _check_limits(minimum, maximum):
         raise ValueError(f'need 0 <= minimum < maximum, got {minimum}, {maximum}')
 
 
-def depth_from_inverse(inverse_depth, min_depth, max_depth, out=None):
+def depth_from_inverse(inverse_depth, min_depth, max_depth, out=None, mask=None):
     """Depth (float32, metres) of an inverse-depth image (1/m), with REP 118's special values.
 
     ``1 / inverse_depth`` where the depth lies in ``[min_depth, max_depth]``; ``+inf`` where it
     lies beyond ``max_depth``, including an inverse depth <= 0 (at or "beyond" infinity: the
     affine scale of a monocular network extrapolates the sky there); ``-inf`` where it is
     nearer than ``min_depth``; NaN where the inverse depth is NaN (no reading). ``out`` may be
-    ``inverse_depth`` itself (float32, converted in place). Needs ``0 < min_depth <
-    max_depth < inf``.
+    ``inverse_depth`` itself (float32, converted in place); ``mask`` (bool, same shape) is a
+    scratch buffer a per-frame caller reuses. Needs ``0 < min_depth < max_depth < inf``.
     """
     if not 0.0 < min_depth < max_depth < math.inf:
         raise ValueError(f'need 0 < min_depth < max_depth < inf, got {min_depth}, {max_depth}')
     inverse_depth = np.asarray(inverse_depth)
     if out is None:
         out = np.empty(inverse_depth.shape, dtype=np.float32)
-    # The limits are tested on the inverse depth, so the division result needs no second pass:
-    # depth > max <=> inverse < 1/max (which includes inverse <= 0).
-    too_far = inverse_depth < 1.0 / max_depth
-    too_near = inverse_depth > 1.0 / min_depth
+    if mask is None:
+        mask = np.empty(inverse_depth.shape, dtype=bool)
+    # Too far is tested on the inverse depth (depth > max <=> inverse < 1/max, which includes
+    # inverse <= 0), before ``out`` may overwrite it; after that every depth left is > 0 or
+    # NaN, so too near is simply depth < min (NaN compares false).
+    np.less(inverse_depth, 1.0 / max_depth, out=mask)
     with np.errstate(divide='ignore'):
         np.reciprocal(inverse_depth, out=out, casting='same_kind')
-    out[too_far] = TOO_FAR
-    out[too_near] = TOO_NEAR
+    np.copyto(out, TOO_FAR, where=mask)
+    np.less(out, min_depth, out=mask)
+    np.copyto(out, TOO_NEAR, where=mask)
     return out
 
 

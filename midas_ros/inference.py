@@ -10,8 +10,8 @@ The network itself sits behind a small seam, a *runner*: a callable that maps th
 1x3xHxW float32 input to an NxHxW prediction. ``midas_ros.backends`` provides one per backend
 (PyTorch, ONNX Runtime, OpenVINO, TensorRT); everything around it is the same for all.
 """
+import contextlib
 import logging
-import os
 import time
 import warnings
 
@@ -19,12 +19,14 @@ import numpy as np
 import torch
 
 from midas_ros.backends import BACKENDS, BackendError, create_runner
+from midas_ros.backends.choice import BackendChoice, ParityCheckedRunner, choose_backend
 from midas_ros.backends.torch_backend import TorchRunner
+from midas_ros.cpu_budget import CpuBudget, ThreadPlan, configure_pools
 from midas_ros.models.registry import get_config
 from midas_ros.models.transforms import DevicePreprocessor, check_image, upsample_prediction
 
 __all__ = ['BACKENDS', 'PRECISIONS', 'STAGES', 'BackendError', 'DepthEstimator', 'TorchRunner',
-           'resolve_device', 'resolve_precision', 'usable_cpu_count']
+           'choose_precision', 'resolve_device', 'resolve_precision', 'usable_cpu_count']
 
 PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
 STAGES = ('upload', 'preprocess', 'inference', 'postprocess', 'download')
@@ -50,7 +52,11 @@ def resolve_device(device='auto'):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got '{device}'")
     if resolved.type == 'cuda':
         if not torch.cuda.is_available():
-            raise ValueError(f"device '{device}' requested but CUDA is not available here")
+            why = ('this torch is a CPU-only build' if torch.version.cuda is None else
+                   f'torch {torch.__version__} (CUDA {torch.version.cuda}) finds no CUDA '
+                   'driver or GPU')
+            raise ValueError(f"device '{device}' requested but CUDA is not available here "
+                             f"({why}): use device 'cpu' or 'auto'")
         if resolved.index is None:
             resolved = torch.device('cuda', torch.cuda.current_device())
         elif resolved.index >= torch.cuda.device_count():
@@ -60,40 +66,53 @@ def resolve_device(device='auto'):
 
 
 def resolve_precision(precision, device, cfg):
-    """The precision to run at: 'fp32', 'fp16' or 'bf16'.
+    """The precision to run at: 'fp32', 'fp16' or 'bf16' (see ``choose_precision``)."""
+    return choose_precision(precision, device, cfg)[0]
 
-    ``'auto'`` on CUDA is fp16 for variants safe in half precision (``cfg.half_precision_safe``);
-    for the others (Swin: attention overflows fp16) bf16, which has fp32's range, where the GPU
-    supports it, else fp32. On the CPU it is always fp32 (the CPU path is the reference-exact
-    one). An explicit 'fp16'/'bf16' is honoured on either device.
+
+def choose_precision(precision, device, cfg):
+    """``(precision, reason)``: what ``precision`` ('auto' or explicit) resolves to, and why.
+
+    ``'auto'`` follows the compute capability of ``device`` itself (not of the current device):
+    on the CPU fp32 (the reference-exact path); on CUDA fp16 for variants safe in half precision
+    (``cfg.half_precision_safe``; fp16 tensor cores exist on every supported GPU). For the others
+    (Swin: attention overflows fp16's range) bf16 where the GPU runs it natively (sm_80, Ampere,
+    and later), else fp32: below sm_80 bf16 is emulated (slow, and Triton rejects it under
+    ``torch.compile``) even where ``torch.cuda.is_bf16_supported()`` says True. An explicit
+    'fp32'/'fp16'/'bf16' is honoured on either device.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     if precision != 'auto':
-        return precision
+        return precision, 'requested'
     if device.type != 'cuda':
-        return 'fp32'
+        return 'fp32', 'CPU: the reference-exact path'
+    major, minor = torch.cuda.get_device_capability(device)
+    capability = f'sm_{major}{minor}'
     if cfg.half_precision_safe:
-        return 'fp16'
-    return 'bf16' if torch.cuda.is_bf16_supported() else 'fp32'
+        return 'fp16', f'{cfg.name} is safe in fp16, native on {capability}'
+    if (major, minor) >= (8, 0):
+        return 'bf16', f'{cfg.name} overflows fp16; bf16 is native on {capability}'
+    return 'fp32', (f'{cfg.name} overflows fp16 and bf16 is only emulated on {capability} '
+                    '(native from sm_80)')
 
 
 def usable_cpu_count():
-    """Cores this process may run on (the affinity mask, which containers narrow)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    """CPUs this process may use: its affinity mask, capped by its cgroup CPU quota."""
+    return CpuBudget.detect().cores
 
 
 class _StageClock:
-    """Per-stage durations in seconds: CUDA events on a GPU (no extra syncs), wall clock on CPU."""
+    """Per-stage durations in seconds: CUDA events on a GPU (no extra syncs), wall clock on CPU.
 
-    def __init__(self, device):
+    ``stream``: the CUDA stream the stages run on (the estimator's own).
+    """
+
+    def __init__(self, device, stream=None):
         self._cuda = device.type == 'cuda'
         count = len(STAGES) + 1
         if self._cuda:
-            self._stream = torch.cuda.current_stream(device)
+            self._stream = stream if stream is not None else torch.cuda.current_stream(device)
             self._events = [torch.cuda.Event(enable_timing=True) for _ in range(count)]
         self._marks = [0.0] * count
         self._index = 0
@@ -111,8 +130,14 @@ class _StageClock:
         self._index += 1
 
     def durations(self):
-        """{stage: seconds}; call after the device finished (the download synchronizes)."""
+        """{stage: seconds}, once every stage's work is done.
+
+        The last mark is recorded after the download synchronized the stream, so its event may
+        not have completed yet: ``elapsed_time`` on it would fail ("device not ready"). Waiting
+        for it costs nothing (the stream is idle); the events before it completed already.
+        """
         if self._cuda:
+            self._events[-1].synchronize()
             spans = [self._events[i].elapsed_time(self._events[i + 1]) / 1e3
                      for i in range(len(STAGES))]
         else:
@@ -126,53 +151,86 @@ class DepthEstimator:
     Weights come from ``midas_ros.models.create_model`` (``pretrained``, ``weights``,
     ``weights_dir``, ``allow_download`` are passed through); ``model`` may instead be an already
     built network of that variant (its weights are used as they are). ``precision``: see
-    ``resolve_precision``. ``cpu_threads`` (CPU only): intra-op threads, 0 = every usable core.
+    ``resolve_precision``. Threads (CPU): ``cpu_threads`` for the network (torch, ONNX Runtime
+    and OpenVINO intra-op), ``interop_threads`` for torch's inter-op pool and ``opencv_threads``
+    for OpenCV's; 0 = from the CPU budget (``midas_ros.cpu_budget``: affinity and cgroup quota).
+    ``thread_plan`` is the ``ThreadPlan`` applied.
 
     ``backend`` runs the network: 'torch' (default), 'onnxruntime', 'openvino' (CPU; with
-    ``device='auto'`` it picks the CPU) or 'tensorrt' (CUDA). The others run a graph exported for
-    the network input size of the first frame, found in or added to the artefact cache in
-    ``cache_dir`` (default ``$MIDAS_ROS_CACHE`` or ``~/.cache/midas_ros/engines``); a new image
-    size exports once more. When the backend cannot run (package missing, export failed, engine
-    for another GPU) a ``BackendError`` says what to install or rebuild -- or, with
-    ``backend_fallback``, a warning is logged and the torch path runs instead. ``backend`` is
-    the backend actually running (e.g. 'torch' after a fallback), ``requested_backend`` the one
-    asked for. ``channels_last`` and ``compile`` concern the torch path only.
+    ``device='auto'`` it picks the CPU), 'tensorrt' (CUDA) or 'auto': the fastest runtime
+    installed here that matches torch fp32 (``backends.choice``; checked on the first frame,
+    torch after a warning if not), ``backend_choice`` says which and why. Backends other than
+    torch run a graph exported for the network input size of the first frame, found in or
+    added to the artefact cache in ``cache_dir`` (default ``$MIDAS_ROS_CACHE`` or
+    ``~/.cache/midas_ros/engines``); a new image size exports once more. When the backend
+    cannot run (package missing, export failed, engine for another GPU) a ``BackendError`` says
+    what to install or rebuild -- or, with ``backend_fallback``, a warning is logged and the
+    torch path runs instead. ``backend`` is the backend actually running (e.g. 'torch' after a
+    fallback), ``requested_backend`` the one asked for. ``channels_last`` and ``compile``
+    concern the torch path only.
 
     After each ``predict``, ``last_timings`` holds seconds per stage: ``upload`` (host image to
     the device), ``preprocess``, ``inference``, ``postprocess`` (upsampling), ``download``.
+    ``precision_reason`` says why ``precision`` was chosen; ``backend_error`` is the one-line
+    BackendError of the requested backend once it failed (None while it works). On CUDA all
+    work runs under ``device``'s guard on ``stream``, a stream of the estimator's own.
+    ``warmup`` builds, compiles and autotunes for an image size ahead of its first frame.
     Not thread-safe: one estimator serves one stream of frames.
     """
 
     def __init__(self, model_name, device='auto', pretrained=True, weights=None, weights_dir=None,
                  allow_download=False, precision='auto', channels_last=True, compile=False,
                  cpu_threads=0, model=None, backend='torch', backend_fallback=False,
-                 cache_dir=None):
+                 cache_dir=None, interop_threads=0, opencv_threads=0):
         self.config = get_config(model_name)
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
+        if backend not in BACKENDS + ('auto',):
+            raise ValueError(f"backend must be one of auto, {', '.join(BACKENDS)}, got "
+                             f"'{backend}'")
         if backend == 'openvino' and str(device).strip().lower() == 'auto':
             device = 'cpu'   # OpenVINO runs on the CPU even where a CUDA device exists
         if backend == 'onnxruntime' and precision == 'auto':
             precision = 'fp32'   # what ONNX Runtime runs here, on a GPU as well
         self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device, self.config)
+        self.precision, self.precision_reason = choose_precision(precision, self.device,
+                                                                 self.config)
+        _log.info('precision %s on %s: %s', self.precision, self.device, self.precision_reason)
+        # Every pool sized to the CPUs this process may use, on a GPU machine too (pre- and
+        # post-processing of other processes, OpenCV): threads beyond them only contend.
+        self.thread_plan = configure_pools(ThreadPlan.for_budget(
+            intra_op=cpu_threads, inter_op=interop_threads, opencv=opencv_threads))
+        self.stream = None
         if self.device.type == 'cuda':
             torch.backends.cudnn.benchmark = True   # input sizes repeat frame after frame
-        else:
-            if cpu_threads < 0:
-                raise ValueError(f'cpu_threads must be >= 0, got {cpu_threads}')
-            torch.set_num_threads(cpu_threads or usable_cpu_count())
+            # Our own stream: TensorRT enqueued on the legacy default stream synchronizes with
+            # every other stream (and warns each frame); see ``_on_device``.
+            self.stream = torch.cuda.Stream(self.device)
         if model is None:
             from midas_ros.models import create_model   # imports torch model code on demand
-            model = create_model(model_name, pretrained=pretrained, weights=weights,
-                                 weights_dir=weights_dir, allow_download=allow_download)
+            with torch.random.fork_rng(devices=[]):
+                # Random weights (tests, benchmarks) are the same in every process, so their
+                # exported graphs are found in the artefact cache instead of exported anew.
+                torch.manual_seed(0)
+                model = create_model(model_name, pretrained=pretrained, weights=weights,
+                                     weights_dir=weights_dir, allow_download=allow_download)
         self.requested_backend = backend
+        self.backend_choice = None
+        if backend == 'auto':
+            self.backend_choice = choose_backend(self.device, self.precision)
+            backend = self.backend_choice.backend
+            backend_fallback = True   # 'auto' promises a working path: torch is always one
+        else:
+            self.backend_choice = BackendChoice(backend, 'set explicitly (model.backend)')
         self.backend_fallback = backend_fallback
+        self.backend_error = None
+        self.warmed_up = {}   # (width, height) -> seconds its warm-up took
         self._model = model   # kept for a fallback to torch
         self._torch_options = (channels_last, compile)
         try:
-            self.runner = create_runner(backend, model, self.config, self.device, self.precision,
-                                        cache_dir, channels_last, compile)
+            with self._on_device():
+                self.runner = create_runner(backend, model, self.config, self.device,
+                                            self.precision, cache_dir, channels_last, compile)
+            if self.requested_backend == 'auto' and backend != 'torch':
+                self.runner = ParityCheckedRunner(self.runner, model)
             self.backend = backend
         except BackendError as error:
             self._fall_back_to_torch(error)
@@ -180,26 +238,45 @@ class DepthEstimator:
         self.preprocessor = DevicePreprocessor(self.config, self.device,
                                                channels_last and self.backend == 'torch')
         self.last_timings = dict.fromkeys(STAGES, 0.0)
-        self._clock = _StageClock(self.device)
+        self._clock = _StageClock(self.device, self.stream)
         self._host_input = None     # pinned uint8 staging (CUDA only)
         self._device_input = None   # uint8 image on the device (CUDA only)
         self._device_output = None  # 1x1xHxW float32 upsampled prediction (CUDA only)
         self._host_output = None    # pinned float32 HxW (CUDA only)
 
+    def _on_device(self):
+        """The CUDA device guard and the estimator's stream (nothing on the CPU).
+
+        Everything a frame does -- copies, preprocessing, the network of every backend,
+        upsampling -- is enqueued in order on ``self.stream`` of ``self.device``, whichever
+        device is current in the calling thread.
+        """
+        if self.device.type != 'cuda':
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.cuda.device(self.device))
+        stack.enter_context(torch.cuda.stream(self.stream))
+        return stack
+
     def _fall_back_to_torch(self, error):
-        """Run the torch path from now on if ``backend_fallback`` allows it; else re-raise."""
+        """Run the torch path from now on if ``backend_fallback`` allows it; else re-raise.
+
+        Called once at most: after it the torch runner runs, which raises no BackendError.
+        """
+        self.backend_error = str(error)
         if not self.backend_fallback or self.requested_backend == 'torch':
             raise error
         _log.warning("backend '%s' unavailable, falling back to torch: %s",
-                     self.requested_backend, error)
+                     self.backend_choice.backend, error)
+        self.backend_choice = BackendChoice('torch', f'{self.backend_choice.backend} failed: '
+                                                     f'{error}')
         channels_last, compile = self._torch_options
-        self.runner = TorchRunner(self._model, self.device, self.precision, channels_last,
-                                  compile)
+        self.runner = create_runner('torch', self._model, self.config, self.device,
+                                    self.precision, None, channels_last, compile)
         self.backend = 'torch'
         if hasattr(self, 'preprocessor'):   # at a frame: from the next one, the torch layout
             self.preprocessor = DevicePreprocessor(self.config, self.device, channels_last)
 
-    @torch.inference_mode()
     def predict(self, image, channel_order='rgb', out=None):
         """Relative inverse depth of ``image`` at its own size: a float32 HxW array.
 
@@ -207,6 +284,11 @@ class DepthEstimator:
         values are nearer; the scale is arbitrary per image, as in the official pipeline. The
         result is a new array, or ``out`` (float32 HxW) filled in place when given.
         """
+        with self._on_device():
+            return self._predict(image, channel_order, out)
+
+    @torch.inference_mode()
+    def _predict(self, image, channel_order, out):
         image = np.asarray(image)
         check_image(image, channel_order)
         self._check_out(out, image.shape[:2])
@@ -229,13 +311,17 @@ class DepthEstimator:
         self.last_timings = clock.durations()
         return result
 
-    @torch.inference_mode()
     def predict_preprocessed(self, net_input, height, width, out=None):
         """Like ``predict`` for an already preprocessed 1x3xHxW float32 network input.
 
         For inputs made elsewhere, e.g. by ``reference_preprocess`` when bit-exact agreement with
         the official pipeline matters more than speed; ``height`` x ``width`` is the output size.
         """
+        with self._on_device():
+            return self._predict_preprocessed(net_input, height, width, out)
+
+    @torch.inference_mode()
+    def _predict_preprocessed(self, net_input, height, width, out):
         net_input = torch.as_tensor(net_input)
         if (net_input.dtype != torch.float32 or net_input.ndim != 4
                 or net_input.shape[:2] != (1, 3)):
@@ -283,7 +369,7 @@ class DepthEstimator:
     def _download(self, depth, out):
         """Device -> pinned host buffer -> the caller's array (buffers serve the next frame)."""
         self._host_output.copy_(depth, non_blocking=True)
-        torch.cuda.current_stream(self.device).synchronize()
+        self.stream.synchronize()
         if out is None:
             return self._host_output.numpy().copy()
         np.copyto(out, self._host_output.numpy())
@@ -305,9 +391,31 @@ class DepthEstimator:
             self._host_output = torch.empty((height, width), dtype=torch.float32,
                                             pin_memory=True)
 
-    def warmup(self, width=640, height=480, channel_order='rgb', iterations=2):
-        """Run a few frames so lazy initialization (kernels, autotuning) is not paid live."""
+    def warmup(self, width=640, height=480, channel_order='rgb', iterations=1):
+        """Build, compile and autotune for ``width`` x ``height`` images before their first frame.
+
+        The first ``predict`` at a size pays what is lazy: the exported backends' export / engine
+        build or cache load, ``torch.compile``, cuDNN's autotuning. This runs ``iterations``
+        frames of that size (a gradient) so a node pays it before it reports ready, logs how long
+        it took and remembers the size in ``warmed_up``: calling it again for that size does
+        nothing and returns 0. Returns the seconds it took.
+        """
+        if (width, height) in self.warmed_up:
+            return 0.0
         channels = {'mono': ()}.get(channel_order, (len(channel_order),))
-        image = np.zeros((height, width) + channels, dtype=np.uint8)
+        # A gradient, not black: the first frame of an 'auto' backend is also its parity
+        # check against torch, which needs an output with some range.
+        rows, cols = np.indices((height, width))
+        gradient = ((rows * 255 // max(height - 1, 1) + cols * 255 // max(width - 1, 1)) // 2)
+        image = np.empty((height, width) + channels, dtype=np.uint8)
+        image.reshape(height, width, -1)[...] = gradient.astype(np.uint8)[..., None]
+        start = time.perf_counter()
         for _ in range(iterations):
             self.predict(image, channel_order)
+        seconds = time.perf_counter() - start
+        self.warmed_up[width, height] = seconds
+        _log.info('warm-up for %dx%d images: %.2f s (%s, %s%s on %s)', width, height, seconds,
+                  self.backend, self.precision,
+                  ', torch.compile' if self._torch_options[1] and self.backend == 'torch' else '',
+                  self.device)
+        return seconds

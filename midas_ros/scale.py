@@ -45,11 +45,12 @@ def failed_fit(reason, samples=0):
     return ScaleFit(math.nan, math.nan, False, reason, samples=samples)
 
 
-def inverse_depth_to_metric(relative, a, b, out=None, min_depth=0.1, max_depth=20.0):
+def inverse_depth_to_metric(relative, a, b, out=None, min_depth=0.1, max_depth=20.0,
+                            mask=None):
     """Metric depth ``1 / (a * relative + b)`` as float32, with REP 118's special values
     (:func:`midas_ros.depth_semantics.depth_from_inverse`): +inf beyond ``max_depth`` (which
     includes a * relative + b <= 0), -inf nearer than ``min_depth``, NaN where ``relative`` is
-    NaN."""
+    NaN. ``mask``: a reusable bool scratch buffer of the same shape."""
     if not (math.isfinite(a) and math.isfinite(b)):
         raise ValueError(f'scale must be finite, got a={a}, b={b}')
     relative = np.asarray(relative)
@@ -57,7 +58,7 @@ def inverse_depth_to_metric(relative, a, b, out=None, min_depth=0.1, max_depth=2
         out = np.empty(relative.shape, dtype=np.float32)
     np.multiply(relative, a, out=out, casting='same_kind')
     out += b
-    return depth_from_inverse(out, min_depth, max_depth, out=out)
+    return depth_from_inverse(out, min_depth, max_depth, out=out, mask=mask)
 
 
 def fit_inverse_depth(relative, inverse_depth, inlier_threshold=0.05, iterations=64, rng=None,
@@ -280,6 +281,7 @@ class GroundPlaneScale(ScaleEstimator):
         self._set_candidates(floor_rows, floor_mask)
         self.floor = FloorPlane.from_height_pitch_roll(camera_height, pitch, roll)
         self._pixels, self._inverse_floor = self._samples(self.floor)
+        self._frame_floor = None    # (FloorPlane, its samples) of the last frame's own floor
         self.description = self.floor.describe()
         self.inlier_threshold = inlier_threshold
         self.iterations = iterations
@@ -361,10 +363,13 @@ class GroundPlaneScale(ScaleEstimator):
                               f'{expected}')
         pixels, inverse_floor = self._pixels, self._inverse_floor
         if floor is not None and floor != self.floor:
-            try:
-                pixels, inverse_floor = self._samples(floor)
-            except ValueError as error:
-                return failed_fit(str(error))
+            # A static TF gives the same floor every frame: its samples are kept.
+            if self._frame_floor is None or self._frame_floor[0] != floor:
+                try:
+                    self._frame_floor = (floor, self._samples(floor))
+                except ValueError as error:
+                    return failed_fit(str(error))
+            pixels, inverse_floor = self._frame_floor[1]
         return fit_inverse_depth(relative.reshape(-1)[pixels], inverse_floor,
                                  self.inlier_threshold, self.iterations, self._rng,
                                  min_samples=10)

@@ -25,7 +25,13 @@ SYNTHETIC = 'synthetic'
 # add lines to our one-line errors; their failures come back as return values that become
 # SourceError. FFmpeg's level is read when OpenCV first creates an FFmpeg capture; a level the
 # user set is kept.
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+# Recent OpenCV has cv2.utils.logging, 4.6 (Ubuntu 24.04) only cv2.setLogLevel; both take
+# OpenCV's LogLevel enum, in which ERROR is 2.
+_OPENCV_LOGGING = getattr(cv2.utils, 'logging', None)
+if _OPENCV_LOGGING is not None:
+    _OPENCV_LOGGING.setLogLevel(_OPENCV_LOGGING.LOG_LEVEL_ERROR)
+else:
+    cv2.setLogLevel(2)
 os.environ.setdefault('OPENCV_FFMPEG_LOGLEVEL', '-8')   # AV_LOG_QUIET
 
 
@@ -210,31 +216,49 @@ class ImageFolderSource(FrameSource):
 
 
 class SyntheticSource(FrameSource):
-    """The built-in scene, endless (its camera path loops); frames carry their ground truth."""
+    """The built-in scene, endless (its camera path loops); frames carry their ground truth.
+
+    Rendering a 640x480 frame takes 30-70 ms of a core, which at 10 Hz would compete with
+    the depth network it feeds. With ``replay_frames`` N > 0 the first N frames of the camera
+    path are rendered once, when the source opens, and replayed forwards then backwards
+    (0..N-1, N-2..1, 0...): the motion stays continuous and a frame costs no rendering.
+    0 renders every frame live along the whole path.
+    """
 
     encoding = 'rgb8'
 
-    def __init__(self, config: SceneConfig = SceneConfig(), first_index=0):
+    def __init__(self, config: SceneConfig = SceneConfig(), first_index=0, replay_frames=0):
         super().__init__(f'synthetic scene (seed {config.seed})')
+        if replay_frames < 0:
+            raise SourceError(f'replay_frames must be >= 0, got {replay_frames}')
         try:
             self.scene = SyntheticScene(config)
         except ValueError as error:
             raise SourceError(f'{self.description}: {error}') from None
         self.width, self.height = config.width, config.height
         self._first = self._index = first_index
+        self._replay = [self.scene.render(first_index + i) for i in range(replay_frames)]
 
     def read(self):
-        truth = self.scene.render(self._index)
+        if not self._replay:
+            truth = self.scene.render(self._index)
+        else:
+            count = len(self._replay)
+            period = max(1, 2 * count - 2)
+            step = (self._index - self._first) % period
+            truth = self._replay[step if step < count else period - step]
         return self._next_frame(truth.rgb, None, truth)
 
     def rewind(self):
         self._index = self._first
 
 
-def open_source(spec, width=640, height=480, hfov_deg=70.0, seed=0) -> FrameSource:
+def open_source(spec, width=640, height=480, hfov_deg=70.0, seed=0,
+                replay_frames=0) -> FrameSource:
     """A source from one string, as the ``source`` parameter gives it.
 
-    ``synthetic``: the built-in scene at width x height with that field of view and seed;
+    ``synthetic``: the built-in scene at width x height with that field of view and seed
+    (``replay_frames``: see ``SyntheticSource``);
     ``0`` or ``/dev/video0``: a V4L2 camera (width x height requested when both are > 0);
     a folder: its images; any other path: a video file.
     """
@@ -244,7 +268,7 @@ def open_source(spec, width=640, height=480, hfov_deg=70.0, seed=0) -> FrameSour
                           'camera such as /dev/video0)')
     if spec == SYNTHETIC:
         return SyntheticSource(SceneConfig(width=width, height=height, hfov_deg=hfov_deg,
-                                           seed=seed))
+                                           seed=seed), replay_frames=replay_frames)
     if spec.isdigit() or spec.startswith('/dev/video'):
         return V4L2CameraSource(spec, width, height)
     path = Path(spec).expanduser()

@@ -218,6 +218,19 @@ def test_checkpoint_hash_is_remembered_until_the_file_changes(tmp_path, monkeypa
     assert cache.weights_fingerprint(model) != first and len(hashed) == 2
 
 
+def test_artefact_key_names_the_timm_and_torch_that_built_the_graph(monkeypatch):
+    """A graph exported under one timm is not reused under another (module code is in it)."""
+    from importlib import metadata
+    from midas_ros.backends import cache
+    args = (SMALL, 'onnxruntime', '1.32.0', '', 256, 192, 'fp32', 'ab' * 32)
+    key = cache.artefact_key(*args)
+    assert f"timm{metadata.version('timm')}" in key
+    assert f"torch{metadata.version('torch')}" in key
+    monkeypatch.setattr(cache, 'library_version',
+                        lambda name: 'other' if name == 'timm' else metadata.version(name))
+    assert cache.artefact_key(*args) != key
+
+
 def test_failed_build_leaves_no_artefact(tmp_path):
     cache = ArtefactCache(tmp_path)
 

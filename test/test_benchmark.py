@@ -118,3 +118,35 @@ def test_benchmark_refuses_a_backend_it_does_not_have(capsys):
                              '0', '--backend', 'no_such_backend', '--threads', '1'])
     assert status == 1
     assert 'no_such_backend' in capsys.readouterr().err
+
+
+def test_percentiles_and_process_cpu_time():
+    assert benchmark.percentiles(range(1, 101)) == pytest.approx([50.5, 90.1, 99.01])
+    import os
+    import time
+    before = benchmark.process_cpu_seconds(os.getpid())
+    end = time.process_time() + 0.2
+    while time.process_time() < end:
+        pass
+    assert benchmark.process_cpu_seconds(os.getpid()) - before >= 0.15
+    assert benchmark.process_cpu_seconds(2 ** 22 + 12345) is None   # no such process
+
+
+def test_busy_load_runs_bounded_and_stops():
+    load = benchmark.BusyLoad(2, seconds=30)
+    try:
+        assert all(p.poll() is None for p in load.processes)
+        processes = list(load.processes)
+    finally:
+        load.stop()
+    assert all(p.poll() is not None for p in processes) and not load.processes
+    bounded = benchmark.BusyLoad(1, seconds=0)   # exits by itself at its time bound
+    assert bounded.processes[0].wait(timeout=20) == 0
+
+
+def test_official_child_environment_keeps_openmp_defaults(monkeypatch):
+    monkeypatch.setenv('OMP_WAIT_POLICY', 'PASSIVE')   # what this process set for itself
+    monkeypatch.setattr(benchmark, '_USER_OMP_WAIT_POLICY', None)
+    assert 'OMP_WAIT_POLICY' not in benchmark.official_environment()
+    monkeypatch.setattr(benchmark, '_USER_OMP_WAIT_POLICY', 'ACTIVE')
+    assert benchmark.official_environment()['OMP_WAIT_POLICY'] == 'ACTIVE'

@@ -331,3 +331,22 @@ def test_synthetic_detector_relays_truth_with_the_image_header(tmp_path):
         for detection in array.detections:
             assert detection.results[0].pose.pose.position.z == 0.0   # 3D truth not leaked
     assert any(array.detections for array in detections)
+
+
+def test_synthetic_replay_renders_once_and_plays_forwards_then_backwards(monkeypatch):
+    from midas_ros.video_sources import SyntheticSource
+    rendered = []
+    real_render = SyntheticScene.render
+
+    def counting_render(scene, index):
+        rendered.append(index)
+        return real_render(scene, index)
+    monkeypatch.setattr(SyntheticScene, 'render', counting_render)
+    source = SyntheticSource(SceneConfig(width=40, height=30, seed=3), replay_frames=3)
+    frames = [source.read() for _ in range(7)]
+    assert rendered == [0, 1, 2]                      # rendered once, at open
+    assert [f.truth.index for f in frames] == [0, 1, 2, 1, 0, 1, 2]
+    assert [f.index for f in frames] == list(range(7))
+    expected = real_render(SyntheticScene(SceneConfig(width=40, height=30, seed=3)), 1)
+    np.testing.assert_array_equal(frames[3].image, expected.rgb)
+    np.testing.assert_array_equal(frames[3].truth.depth, expected.depth)

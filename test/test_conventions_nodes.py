@@ -9,7 +9,9 @@ import time
 
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import Parameter as ParameterMsg
+from rosgraph_msgs.msg import Clock
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParametersAtomically
 from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2, Range
@@ -38,6 +40,8 @@ def set_parameters(probe, node_path, values):
             pv = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
         elif isinstance(value, str):
             pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        elif isinstance(value, int):
+            pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
         else:
             pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=float(value))
         parameters.append(ParameterMsg(name=name, value=pv))
@@ -59,6 +63,7 @@ class DepthGraph:
         self.probe = RosTestNode('conv_probe')
         for topic, msg_type in DEPTH_OUTPUTS.items():
             self.probe.collect(msg_type, self.topic(topic), qos_profile('sensor_data', depth=5))
+        self.diagnostics = self.probe.collect(DiagnosticArray, '/diagnostics')
         self.image_pub = self.probe.node.create_publisher(Image, self.topic('image'),
                                                           qos_profile('sensor_data'))
         self.info_pub = self.probe.node.create_publisher(CameraInfo, self.topic('camera_info'),
@@ -67,7 +72,7 @@ class DepthGraph:
     def topic(self, name):
         return f'{self.namespace}/{name}'
 
-    def frame(self, when, info, topics=tuple(DEPTH_OUTPUTS), timeout=90.0):
+    def frame(self, when, info, topics=tuple(DEPTH_OUTPUTS), timeout=90.0, step=None):
         """Publish an image stamped ``when`` with ``info`` until every topic of ``topics`` came
         back for it; {topic: message}."""
         image = array_to_image(np.full((HEIGHT, WIDTH, 3), 90, np.uint8), 'rgb8')
@@ -80,18 +85,29 @@ class DepthGraph:
                                  if m.header.stamp == image.header.stamp), None)
                     for topic in topics}
 
-        def step():
+        def publish():
+            if step is not None:
+                step()
             if time.monotonic() >= state['next']:
                 self.info_pub.publish(info)
                 self.image_pub.publish(image)
                 state['next'] = time.monotonic() + 0.3
-        assert self.probe.spin_until(lambda: all(found().values()), timeout, step), \
+        assert self.probe.spin_until(lambda: all(found().values()), timeout, publish), \
             self.process.output()[-3000:]
         return found()
 
     def set(self, values):
         result = set_parameters(self.probe, f'{self.namespace}/depth_node', values)
         assert result.successful, result.reason
+
+    def status(self):
+        """{key: value} of this node's newest diagnostics status, or {}."""
+        for array in reversed(self.diagnostics):
+            for status in array.status:
+                if status.name.startswith(f'{self.namespace}/depth_node'):
+                    values = {kv.key: kv.value for kv in status.values}
+                    return dict(values, message=status.message)
+        return {}
 
     def close(self):
         self.probe.close()
@@ -176,13 +192,23 @@ class ObstacleGraph:
                                                     10)
         self.obstacles = self.probe.collect(Detection3DArray, self.topic('obstacles'))
         self.nearest = self.probe.collect(Range, self.topic('obstacles/nearest'))
+        self.diagnostics = self.probe.collect(DiagnosticArray, '/diagnostics')
 
     def topic(self, name):
         return f'{self.namespace}/{name}'
 
-    def measure(self, depth, when, info, boxes, timeout=20.0):
+    def pairing_status(self):
+        """{key: value} of the node's newest pairing diagnostics (and 'level'), or {}."""
+        for array in reversed(self.diagnostics):
+            for status in array.status:
+                if status.name == f'{self.namespace}/obstacle_node: pairing':
+                    values = {kv.key: kv.value for kv in status.values}
+                    return dict(values, level=status.level, message=status.message)
+        return {}
+
+    def measure(self, depth, when, info, boxes, timeout=20.0, step=None, skip=0):
         """Publish depth + info + detections stamped ``when`` until the outputs for it come
-        back; (Detection3DArray, Range)."""
+        back (among those after the first ``skip``); (Detection3DArray, Range)."""
         depth_msg = array_to_image(depth.astype(np.float32), '32FC1')
         depth_msg.header.stamp, depth_msg.header.frame_id = stamp(when), 'camera_optical_frame'
         info.header = depth_msg.header
@@ -190,16 +216,19 @@ class ObstacleGraph:
         state = {'next': 0.0}
 
         def find(messages):
-            return next((m for m in messages if m.header.stamp == depth_msg.header.stamp), None)
+            return next((m for m in messages[skip:]
+                         if m.header.stamp == depth_msg.header.stamp), None)
 
-        def step():
+        def publish():
+            if step is not None:
+                step()
             if time.monotonic() >= state['next']:
                 self.info_pub.publish(info)
                 self.depth_pub.publish(depth_msg)
                 self.detections_pub.publish(detections)
                 state['next'] = time.monotonic() + 0.3
         assert self.probe.spin_until(lambda: find(self.obstacles) and find(self.nearest),
-                                     timeout, step), self.process.output()[-3000:]
+                                     timeout, publish), self.process.output()[-3000:]
         return find(self.obstacles), find(self.nearest)
 
     def close(self):
@@ -238,3 +267,174 @@ def test_obstacle_node_too_near_and_too_far(obstacle_graph, fill, expected):
                                                 [Box(320.0, 240.0, 80.0, 80.0)])
     assert math.isnan(obstacles.detections[0].bbox.center.position.z)
     assert nearest.range == expected
+
+
+def test_a_scan_that_cannot_be_made_costs_only_the_scan(depth_graph):
+    """The issue's example: scan.height 480 while cy = 200: depth image, cloud and camera_info
+    keep flowing, with one warning per change and a diagnostics entry."""
+    depth_graph.set({'scan.height': 480, 'scale.b': 0.5})    # accepted: the camera may change
+    low_cy = camera_info(p=[500.0, 0, 310, 0, 0, 500, 200, 0, 0, 0, 1, 0])
+    topics = ('depth/image', 'depth/points', 'depth/camera_info')
+    for when in (50.0, 51.0, 52.0):
+        out = depth_graph.frame(when, low_cy, topics)
+        depth, _ = image_to_array(out['depth/image'])
+        assert np.allclose(depth, 2.0, rtol=1e-4)
+        assert np.allclose(cloud_to_xyz(out['depth/points'])[..., 2], 2.0, rtol=1e-4)
+    assert not [m for m in depth_graph.probe.received[depth_graph.topic('depth/scan')]
+                if 50 <= m.header.stamp.sec <= 52]
+    assert depth_graph.probe.spin_until(
+        lambda: 'output depth/scan' in depth_graph.status(), 5.0)
+    status = depth_graph.status()
+    assert 'does not fit' in status['output depth/scan'] and 'depth/scan' in status['message']
+    log = depth_graph.process.output()
+    assert log.count('depth/scan skipped') == 1, log[-3000:]
+    # Another change that still cannot work: one more warning (its reason changed).
+    depth_graph.set({'scan.height': 470})
+    depth_graph.frame(53.0, low_cy, topics)
+    assert depth_graph.process.output().count('depth/scan skipped') == 2
+    # A change that works: the scan returns, said once.
+    depth_graph.set({'scan.height': 1})
+    out = depth_graph.frame(54.0, low_cy)
+    assert len(out['depth/scan'].ranges) == WIDTH
+    assert depth_graph.process.output().count('depth/scan published again') == 1
+
+
+class SimClock:
+    """A /clock publisher driving nodes that run with use_sim_time."""
+
+    def __init__(self, probe):
+        self.publisher = probe.node.create_publisher(Clock, '/clock', 10)
+        self.seconds = 0.0
+
+    def publish(self):
+        self.publisher.publish(Clock(clock=stamp(self.seconds)))
+
+
+def test_obstacle_node_forgets_depth_frames_when_sim_time_jumps_back(tmp_path):
+    """The issue's example: a simulator reset; a detection stamped 100.0 after it must be
+    measured in the new frame stamped 100.0 (3 m), not the pre-reset one (2 m)."""
+    graph = ObstacleGraph(tmp_path, ['-p', 'use_sim_time:=true'])
+    clock = SimClock(graph.probe)
+    try:
+        clock.seconds = 200.0
+        box = Box(320.0, 240.0, 80.0, 80.0)
+        two_m = np.full((HEIGHT, WIDTH), 2.0, np.float32)
+        before, _ = graph.measure(two_m, 100.0, camera_info(), [box], step=clock.publish)
+        assert before.detections[0].bbox.center.position.z == pytest.approx(2.0)
+
+        clock.seconds = 50.0          # the reset
+        assert graph.probe.spin_until(
+            lambda: 'ROS time jumped back 150.000 s' in graph.process.output(), 20.0,
+            clock.publish), graph.process.output()[-3000:]
+        count = len(graph.obstacles)
+        detections = detections_message(None, 100.0, boxes=[box])
+        graph.detections_pub.publish(detections)
+        # No frame of the new time line yet: the detection waits, nothing is measured.
+        graph.probe.spin_until(lambda: False, 1.0, clock.publish)
+        assert len(graph.obstacles) == count
+        after, _ = graph.measure(np.full((HEIGHT, WIDTH), 3.0, np.float32), 100.0,
+                                 camera_info(), [box], step=clock.publish, skip=count)
+        assert after.detections[0].bbox.center.position.z == pytest.approx(3.0)
+        log = graph.process.output()
+        assert log.count('forgot the buffered depth frames') == 1
+        assert 'WARN' not in log, log
+    finally:
+        graph.close()
+
+
+def test_depth_node_clears_its_time_line_when_sim_time_jumps_back(tmp_path):
+    graph = DepthGraph(tmp_path, ['-p', 'use_sim_time:=true'])
+    clock = SimClock(graph.probe)
+    try:
+        clock.seconds = 200.0
+        graph.frame(200.0, camera_info(), ('depth/image',), step=clock.publish)
+        clock.seconds = 50.0
+        assert graph.probe.spin_until(
+            lambda: 'ROS time jumped back 150.000 s' in graph.process.output(), 20.0,
+            clock.publish), graph.process.output()[-3000:]
+        out = graph.frame(50.0, camera_info(), ('depth/image',), step=clock.publish)
+        assert out['depth/image'] is not None
+        assert graph.process.output().count('cleared the scale smoothing') == 1
+    finally:
+        graph.close()
+
+
+def test_obstacle_node_pairs_late_slow_depth_with_the_nearest_frame(obstacle_graph):
+    """The issue's example (b) over DDS: detections at 10 Hz, depth for every third frame
+    arriving 0.35 s after its frame. Every detection is measured in the depth frame nearest in
+    stamp (the depth value says which frame it was), and steady operation logs nothing."""
+    graph = obstacle_graph
+    box = Box(320.0, 240.0, 80.0, 80.0)
+    info = camera_info()
+    # Discovery first: one scene measured end to end.
+    graph.measure(np.full((HEIGHT, WIDTH), 1.0, np.float32), 60.0, info, [box])
+    log_before = len(graph.process.output())
+    start = time.time() + 0.5
+    events = []                # (wall time, kind, stamp seconds, frame index)
+    for k in range(30):
+        events.append((start + 0.1 * k + 0.03, 'detections', start + 0.1 * k, None))
+    for j in range(10):
+        events.append((start + 0.3 * j + 0.35, 'depth', start + 0.3 * j, j))
+    events.sort()
+    depth_of = {j: 1.0 + 0.25 * j for j in range(10)}
+    for when, kind, stamp_s, index in events:
+        graph.probe.spin_until(lambda: time.time() >= when, 5.0)
+        header_stamp = stamp(stamp_s)
+        if kind == 'depth':
+            msg = array_to_image(np.full((HEIGHT, WIDTH), depth_of[index], np.float32),
+                                 '32FC1')
+            msg.header.stamp, msg.header.frame_id = header_stamp, 'camera_optical_frame'
+            info.header = msg.header
+            graph.info_pub.publish(info)
+            graph.depth_pub.publish(msg)
+        else:
+            graph.detections_pub.publish(detections_message(None, stamp_s, boxes=[box]))
+    frame_stamps = [start + 0.3 * j for j in range(10)]
+
+    def measured():
+        return {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in graph.obstacles}
+    wanted = [stamp(start + 0.1 * k) for k in range(27)]
+    assert graph.probe.spin_until(
+        lambda: all((s.sec, s.nanosec) in measured() for s in wanted), 10.0), \
+        graph.process.output()[-2000:]
+    wrong = []
+    for k, s in enumerate(wanted):
+        t = start + 0.1 * k
+        nearest = min(range(10), key=lambda j: (abs(frame_stamps[j] - t), -j))
+        z = measured()[(s.sec, s.nanosec)].detections[0].bbox.center.position.z
+        if abs(z - depth_of[nearest]) > 1e-3:
+            wrong.append((k, z, depth_of[nearest]))
+    assert not wrong, wrong
+    new_log = graph.process.output()[log_before:]
+    assert 'WARN' not in new_log, new_log
+    assert graph.probe.spin_until(lambda: int(graph.pairing_status().get('paired', 0)) >= 28,
+                                  5.0), graph.pairing_status()
+    status = graph.pairing_status()
+    assert status['level'] == DiagnosticStatus.OK
+    assert float(status['depth delay (s)']) == pytest.approx(0.35, abs=0.15)
+    assert float(status['depth period (s)']) == pytest.approx(0.3, abs=0.01)
+    assert 0.0 <= float(status['wait mean (s)']) <= float(status['wait max (s)']) <= 1.0
+
+
+def test_obstacle_node_warns_only_when_nothing_has_paired_for_seconds(obstacle_graph):
+    """Detections without any depth frame near them: counted as unpaired at once, but the
+    only WARN comes after 5 s of nothing paired, and says why."""
+    graph = obstacle_graph
+    box = Box(320.0, 240.0, 80.0, 80.0)
+    log_before = len(graph.process.output())
+    start = time.monotonic()
+    unpaired_before = int(graph.pairing_status().get('unpaired', 0))
+    warned_at = None
+    while time.monotonic() - start < 8.0 and warned_at is None:
+        graph.detections_pub.publish(detections_message(None, time.time() + 100.0,
+                                                        boxes=[box]))
+        graph.probe.spin_until(lambda: False, 0.1)
+        if 'no detection paired' in graph.process.output()[log_before:]:
+            warned_at = time.monotonic() - start
+    assert warned_at is not None and warned_at >= 4.5, warned_at
+    log = graph.process.output()[log_before:]
+    assert log.count('WARN') == 1 and 'depth frame is' in log, log
+    assert int(graph.pairing_status()['unpaired']) > unpaired_before + 10
+    # The status that goes with the warning (published right after it).
+    assert graph.probe.spin_until(
+        lambda: graph.pairing_status()['level'] == DiagnosticStatus.WARN, 3.0)

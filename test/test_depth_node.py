@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter as ParameterMsg
@@ -17,6 +18,7 @@ from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParametersAtomically
 from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
 
+from midas_ros.backends.choice import choose_backend
 from midas_ros.geometry import DepthToScan, Intrinsics
 from midas_ros.ros.conversions import (array_to_image, cloud_to_rgb, cloud_to_xyz,
                                        image_to_array, intrinsics_to_camera_info)
@@ -285,9 +287,14 @@ def test_diagnostics_report_scale_and_frame_statistics(depth_node):
         [s.name for m in received for s in m.status]
     values = _latest_depth_status(received, namespace)
     for key in ('scale mode', 'frames processed', 'frames dropped', 'frame rate (Hz)',
-                'fit inlier ratio', 'fit residual', 'scale a', 'scale b'):
+                'fit inlier ratio', 'fit residual', 'scale a', 'scale b',
+                'intake per received frame (ms)', 'time deserialize (ms)'):
         assert key in values, key
     assert int(values['frames processed']) >= 1
+    # model.backend auto (the default): the runtime chosen, why, and the thread budget.
+    assert values['backend'] == choose_backend(torch.device('cpu'), 'fp32').backend
+    assert values['backend reason']
+    assert 'usable CPU(s)' in values['threads'] and 'passive waiting' in values['threads']
 
 
 def test_without_subscribers_the_network_does_not_run(tmp_path):

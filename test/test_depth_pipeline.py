@@ -120,3 +120,26 @@ def test_intrinsics_must_fit_the_image(image):
     pipeline = DepthPipeline(PerfectNetwork(floor_and_wall_depth()))
     with pytest.raises(ValueError, match='intrinsics'):
         pipeline.process(image, 'rgb', Intrinsics.from_fov(320, 240, 70.0), 1.0)
+
+
+def test_infer_then_finish_is_process_and_keeps_the_previous_inference(image):
+    """depth_node infers frame N+1 while it finishes frame N: N's relative depth must survive."""
+    near, far = floor_and_wall_depth(wall=3.0), floor_and_wall_depth(wall=9.0)
+    settings = DepthSettings(scale_mode='ground_plane', camera_height=HEIGHT_M,
+                             camera_pitch_deg=PITCH_DEG)
+    network = PerfectNetwork(near)
+    pipeline = DepthPipeline(network, settings)
+    first = pipeline.infer(image, 'rgb')
+    network.relative = PerfectNetwork(far).relative
+    second = pipeline.infer(image, 'rgb')       # the other buffer
+    assert first.relative is not second.relative
+    assert 'inference_total' in first.timings
+    frame = pipeline.finish(first, image, 'rgb', INTRINSICS, 1.0)
+    valid = np.isfinite(frame.depth)
+    np.testing.assert_allclose(frame.depth[valid], near[valid], rtol=1e-3)
+    reference = DepthPipeline(PerfectNetwork(far), settings)
+    reference = reference.process(image, 'rgb', INTRINSICS, 1.0)
+    frame = pipeline.finish(second, image, 'rgb', INTRINSICS, 1.1)
+    np.testing.assert_allclose(frame.relative, reference.relative)
+    with pytest.raises(ValueError, match='intrinsics are for'):
+        pipeline.finish(second, image[:60], 'rgb', INTRINSICS, 1.2)

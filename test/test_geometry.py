@@ -7,7 +7,9 @@ import pytest
 
 from midas_ros.colormap import DepthColorizer, robust_range, turbo_lut_bgr
 from midas_ros.geometry import (Backprojector, DepthToScan, Intrinsics, laser_scan_points,
-                                project_points, transform_from_xyz_rpy)
+                                project_points, quaternion_from_rotation, rotation_from_rpy,
+                                transform_from_quaternion, transform_from_xyz_rpy,
+                                transform_points)
 
 # Off-centre principal point and non-square pixels, so swapped axes or signs show up.
 CAMERA = Intrinsics(160, 120, fx=150.0, fy=140.0, cx=83.3, cy=57.6)
@@ -245,3 +247,28 @@ def test_colormap_auto_range_ignores_outliers():
     distinct = len(np.unique(image[10].reshape(-1, 3), axis=0))
     assert distinct > 80  # the 1-5 m ramp spans (nearly) the whole table
     assert not DepthColorizer().colorize(np.full((4, 4), np.nan)).any()
+
+
+def test_quaternions_and_rotations_round_trip():
+    rng = np.random.default_rng(11)
+    # Random rotations, and the 180-degree turns where the trace method alone would divide by 0.
+    quaternions = list(rng.normal(size=(50, 4))) + [(1, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 0)]
+    for q in quaternions:
+        q = np.asarray(q, float) / np.linalg.norm(q)
+        transform = transform_from_quaternion((1.0, -2.0, 0.5), q)
+        rotation = transform[:3, :3]
+        assert np.allclose(rotation @ rotation.T, np.eye(3)) and np.isclose(
+            np.linalg.det(rotation), 1.0)
+        back = np.array(quaternion_from_rotation(rotation))
+        assert back[3] >= 0 and np.allclose(back, q if q[3] >= 0 else -q)
+        assert np.allclose(transform[:3, 3], (1.0, -2.0, 0.5))
+
+
+def test_quaternion_of_a_known_rotation_and_transform_points():
+    # 90 degrees about z: x -> y.
+    half = math.sqrt(0.5)
+    transform = transform_from_quaternion((0.0, 0.0, 1.0), (0.0, 0.0, half, half))
+    assert np.allclose(transform_points(transform, [[1.0, 0.0, 0.0]]), [[0.0, 1.0, 1.0]])
+    assert np.allclose(transform[:3, :3], rotation_from_rpy(0.0, 0.0, math.pi / 2))
+    with pytest.raises(ValueError):
+        transform_from_quaternion((0, 0, 0), (0, 0, 0, 0))

@@ -127,15 +127,18 @@ def test_bad_arguments_are_clear_errors():
 
 def test_precision_policy(monkeypatch):
     cfg = get_config(MODEL)
-    cpu, cuda = torch.device('cpu'), torch.device('cuda')
+    cpu, cuda = torch.device('cpu'), torch.device('cuda', 0)
+    capability = {'value': (7, 5)}
+    monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda device: capability['value'])
     assert resolve_precision('auto', cpu, cfg) == 'fp32'
     assert resolve_precision('auto', cuda, cfg) == 'fp16'
     unsafe = dataclasses.replace(cfg, half_precision_safe=False)
-    # Half-unsafe variants (Swin) get bf16 where the GPU has it, else fp32.
+    # Half-unsafe variants (Swin) get bf16 where the GPU runs it natively (sm_80+), else fp32,
+    # whatever torch.cuda.is_bf16_supported says (True for emulated bf16 too).
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *args, **kwargs: True)
-    assert resolve_precision('auto', cuda, unsafe) == 'bf16'
-    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *args, **kwargs: False)
     assert resolve_precision('auto', cuda, unsafe) == 'fp32'
+    capability['value'] = (8, 7)   # Jetson Orin
+    assert resolve_precision('auto', cuda, unsafe) == 'bf16'
     assert resolve_precision('bf16', cpu, cfg) == 'bf16'
 
 

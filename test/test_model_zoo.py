@@ -24,6 +24,7 @@ from midas_ros.models import registry
 from midas_ros.models.blocks import (FeatureFusionBlockCustom, ResidualConvUnit,
                                      ResidualConvUnitCustom, make_scratch)
 from midas_ros.models.factory import build_model
+from midas_ros.models.weights import architectural_buffers
 
 MANIFESTS = Path(__file__).resolve().parents[1].parent / 'shared' / 'midas_manifests'
 SLOW = os.environ.get('MIDAS_SLOW_TESTS') == '1'
@@ -72,6 +73,14 @@ def test_state_dict_matches_official_manifest(built):
     assert {k: v for k, v in actual.items() if expected[k] != v} == {}, 'shape mismatches'
     assert set(manifest['architectural_buffers']) <= set(actual)
     assert manifest['num_parameters'] == cfg.num_parameters
+
+
+def test_architectural_tables_are_those_of_the_manifest(built):
+    """The tables the loader rebuilds instead of reading (weights.architectural_buffers) are
+    exactly the ones the official checkpoints carry as architecture, not as training."""
+    cfg, model = built
+    manifest = load_manifest(cfg.name)
+    assert set(architectural_buffers(model)) == set(manifest['architectural_buffers'])
 
 
 def test_dpt_decoder_follows_official_layout(built):
@@ -219,21 +228,54 @@ def test_position_embedding_resize():
     assert (grid[0, 1:] >= grid[0, :-1]).all() and grid[0, 0] == 0 and grid[0, -1] == 3
 
 
-def test_beit_block_matches_timm_at_pretraining_grid_and_runs_on_others():
-    from timm.models.beit import Block, gen_relative_position_index
-    from midas_ros.models.backbones.beit import beit_block_forward, relative_position_bias
+def test_beit_block_is_the_textbook_block_and_runs_on_other_grids():
+    from midas_ros.models.backbones.beit import Block, gen_relative_position_index, \
+        relative_position_bias
     torch.manual_seed(0)
-    block = Block(dim=16, num_heads=2, qkv_bias=True, init_values=0.1, window_size=(4, 4)).eval()
+    block = Block(dim=16, num_heads=2, window_size=(4, 4), init_values=0.1).eval()
     with torch.no_grad():
         for p in block.parameters():
             p.add_(torch.randn_like(p) * 0.1)
+    attn = block.attn
     tokens = torch.randn(2, 1 + 16, 16)
-    bias = relative_position_bias(block.attn, (4, 4), block.attn.relative_position_index)
-    torch.testing.assert_close(bias, block.attn._get_rel_pos_bias())
-    torch.testing.assert_close(beit_block_forward(block, tokens, bias), block(tokens))
+    bias = relative_position_bias(attn, (4, 4), attn.relative_position_index)
+    # softmax(q k^T / sqrt(d) + bias) v, spelled out; pre-norm branches scaled by gamma.
+    q, k, v = F.linear(block.norm1(tokens), attn.qkv.weight,
+                       torch.cat((attn.q_bias, torch.zeros(16), attn.v_bias))).chunk(3, dim=-1)
+    q, k, v = (t.reshape(2, 17, 2, 8).transpose(1, 2) for t in (q, k, v))
+    weights = (q @ k.transpose(-2, -1) / 8 ** 0.5 + bias).softmax(dim=-1)
+    expected = tokens + block.gamma_1 * attn.proj((weights @ v).transpose(1, 2).reshape(2, 17, 16))
+    expected = expected + block.gamma_2 * block.mlp(block.norm2(expected))
+    torch.testing.assert_close(block(tokens, bias), expected)
+    # The class token's row and column use the table's last three entries.
+    index = gen_relative_position_index((4, 4))
+    assert index[0, 1:].unique().tolist() == [49] and index[1:, 0].unique().tolist() == [50]
+    assert index[0, 0] == 51 and index[1:, 1:].max() == 48
     # A 3x5 grid: bias sized for its 16 tokens, class-token entries carried over unchanged.
-    bias = relative_position_bias(block.attn, (3, 5), gen_relative_position_index((3, 5)))
+    bias = relative_position_bias(attn, (3, 5), gen_relative_position_index((3, 5)))
     assert bias.shape == (1, 2, 16, 16)
-    table = block.attn.relative_position_bias_table
-    torch.testing.assert_close(bias[0, :, 0, 0], table[-1])
-    assert beit_block_forward(block, torch.randn(1, 16, 16), bias).shape == (1, 16, 16)
+    torch.testing.assert_close(bias[0, :, 0, 0], attn.relative_position_bias_table[-1])
+    assert block(torch.randn(1, 16, 16), bias).shape == (1, 16, 16)
+
+
+@pytest.mark.filterwarnings('ignore:torch.meshgrid')   # timm 0.6.13's own call
+def test_index_tables_equal_the_installed_timm_ones():
+    """Same tables as timm's own generators (0.6.13 and 1.0 both export them)."""
+    from timm.models import beit as timm_beit, swin_transformer as timm_swin
+    from midas_ros.models.backbones import beit, swin
+    for grid in ((4, 4), (3, 5), (24, 24)):
+        assert torch.equal(beit.gen_relative_position_index(grid),
+                           timm_beit.gen_relative_position_index(grid))
+        assert torch.equal(swin.relative_position_index(grid),
+                           timm_swin.get_relative_position_index(*grid))
+
+
+def test_swin_window_mask_separates_the_rolled_regions():
+    from midas_ros.models.backbones.swin import shifted_window_mask
+    mask = shifted_window_mask((8, 8), (4, 4), (2, 2))
+    assert mask.shape == (4, 16, 16)
+    assert (mask[0] == 0).all()                       # the top-left window is one region
+    assert set(mask.unique().tolist()) == {-100.0, 0.0}
+    assert torch.equal(mask, mask.transpose(1, 2))
+    # The bottom-right window holds four regions of 4 tokens each: 4 x 4 allowed pairs per row.
+    assert ((mask[3] == 0).sum(dim=1) == 4).all()

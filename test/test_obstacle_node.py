@@ -13,6 +13,7 @@ import pytest
 import rclpy
 import yaml
 from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
@@ -118,7 +119,7 @@ def test_valid_parameters_apply(node_in_process):
                                    Parameter('buffer_length', value=3)])
     assert all(result.successful for result in results)
     assert node._config.max_range == 20.0 and node._class_ids == {'person', 'chair'}
-    assert node._depth_frames.maxlen == 3
+    assert node._pairing.buffer_length == 3
 
 
 def test_16uc1_and_32fc1_give_the_same_answer():
@@ -150,6 +151,7 @@ class Graph:
         self.obstacles = self.probe.collect(Detection3DArray, self._topic('obstacles'))
         self.markers = self.probe.collect(MarkerArray, self._topic('obstacles/markers'))
         self.nearest = self.probe.collect(Range, self._topic('obstacles/nearest'))
+        self.diagnostics = self.probe.collect(DiagnosticArray, '/diagnostics')
         self.parameters = node.create_client(SetParameters,
                                              self._topic('obstacle_node/set_parameters'))
 
@@ -160,6 +162,14 @@ class Graph:
 
     def _topic(self, name):
         return f'{self.namespace}/{name}'
+
+    def pairing_status(self):
+        """{key: value} of the node's newest pairing diagnostics, or {}."""
+        for array in reversed(self.diagnostics):
+            for status in array.status:
+                if status.name == f'{self.namespace}/obstacle_node: pairing':
+                    return {kv.key: kv.value for kv in status.values}
+        return {}
 
     def publish_scene(self, depth, when, detections, encoding='32FC1', timeout=15.0,
                       publishers=None):
@@ -297,7 +307,11 @@ def test_bad_depth_and_unpaired_detections_are_warned_about_and_survived(graph):
     assert graph.process.alive()
     log = graph.process.output()
     assert "encoding 'rgb8' is not depth" in log
-    assert 'dropping detections stamped 40.000' in log and '+1.000 s away' in log
+    # An unpaired detection is normal operation, counted in /diagnostics, not logged.
+    assert 'dropping detections' not in log and 'paired' not in log
+    assert graph.probe.spin_until(lambda: '+1.000 s away' in graph.pairing_status().get(
+        'last unpaired reason', ''), 5.0), graph.pairing_status()
+    assert int(graph.pairing_status()['unpaired']) >= 1
 
 
 def test_detections_arriving_before_their_depth_frame_wait_for_it(graph):

@@ -76,3 +76,21 @@ def test_depth_node_yaml_documents_exactly_the_node_defaults():
 def test_every_default_passes_its_own_check():
     for param in DEPTH_NODE_PARAMS:
         assert param.check(param.default) is None, param.name
+
+
+def _pins(name):
+    with open(os.path.join(REPO, name)) as stream:
+        return dict(line.split('==') for line in (raw.split('#')[0].strip() for raw in stream)
+                    if line)
+
+
+def test_robot_requirements_differ_only_in_the_robot_libraries():
+    """requirements-robot.txt (dev.py's second test environment) is requirements.txt with the
+    libraries a robot gets: the oldest numpy and OpenCV the README supports, the current timm."""
+    pinned, robot = _pins('requirements.txt'), _pins('requirements-robot.txt')
+    assert pinned.keys() == robot.keys()
+    differing = {name for name in pinned if pinned[name] != robot[name]}
+    assert differing == {'timm', 'numpy', 'opencv-python-headless'}
+    assert pinned['timm'] == '0.6.13' and robot['timm'].startswith('1.0.')
+    assert robot['numpy'].startswith('1.26.')
+    assert robot['opencv-python-headless'].startswith('4.6.')

@@ -1,4 +1,5 @@
 """The pipeline runner and the demo, end to end as subprocesses (random weights, 8 frames)."""
+import importlib.util
 import json
 import os
 import re
@@ -83,9 +84,16 @@ def test_demo_writes_every_artefact(tmp_path):
     summary = json.loads((output / 'summary.json').read_text())
     assert summary['frames']['source'] == 8
     assert 1 <= summary['frames']['depth'] <= 8
+    assert abs(summary['frames']['processed_fraction'] - summary['frames']['depth'] / 8) < 1e-3
     assert summary['fps'] > 0
     assert summary['latency_ms']['depth']['p50'] > 0
     assert summary['scale_fit']['mode'] == 'ground_plane'
+    # The floor geometry came from camera_source's /tf_static, where TF is installed.
+    floor_source = summary['scale_fit']['floor_source']
+    if importlib.util.find_spec('tf2_ros') is None:
+        assert floor_source == 'parameters (tf2_ros not available)'
+    else:
+        assert floor_source == 'tf base_footprint -> camera_optical_frame', floor_source
     assert summary['scale_fit']['samples'] >= 1
     assert summary['depth_error']['frames'] >= 1
     # With random weights most depth is 'no reading', so in 8 frames it can happen that no

@@ -19,7 +19,7 @@ from visualization_msgs.msg import Marker
 
 from midas_ros.ros.conversions import intrinsics_to_camera_info
 from test_fusion import INTRINSICS, PEOPLE, render
-from test_obstacle_node import Graph, depth_message, detections_message, stamp_of
+from test_obstacle_node import Graph, depth_message, detections_message, stamp, stamp_of
 
 tf2_ros = pytest.importorskip(
     'tf2_ros', reason='tf2_ros is not installed (plain PyPI venv): install ../shared/ros2_src '
@@ -89,11 +89,11 @@ def set_target_frame(graph, frame):
     assert all(result.successful for result in future.result().results)
 
 
-def publish_scene(graph, when, panels=PEOPLE, timeout=15.0):
-    """Depth (in OPTICAL) + camera_info + detections stamped ``when``, re-sent until
+def publish_scene(graph, when, panels=PEOPLE, timeout=15.0, frame=OPTICAL):
+    """Depth (in ``frame``) + camera_info + detections stamped ``when``, re-sent until
     ``obstacles/nearest`` of that stamp arrives; what came back for that stamp."""
     depth_msg = depth_message(render(panels), when)
-    depth_msg.header.frame_id = OPTICAL
+    depth_msg.header.frame_id = frame
     info = intrinsics_to_camera_info(INTRINSICS, depth_msg.header)
     detections = detections_message(panels, when)
     wanted = detections.header.stamp
@@ -185,3 +185,36 @@ def test_empty_detections_are_published_in_target_frame(graph):
         set_target_frame(graph, '')
     assert obstacles is not None and obstacles.header.frame_id == BASE
     assert not obstacles.detections and nearest.range == math.inf
+
+
+def test_a_moving_camera_is_looked_up_at_the_detection_stamp(graph):
+    """A tilting head: the transform between two TF samples is interpolated at the detection
+    stamp, so the obstacles are where the camera looked at that instant."""
+    head, optical = f'head_{TAG}', f'head_optical_{TAG}'
+    link_from_optical = np.array([[0, 0, 1], [-1, 0, 0], [0, -1, 0]], dtype=float)
+    graph.static_tf.sendTransform([
+        static_transform(BASE, LINK, LINK_XYZ, rot_z(LINK_YAW) @ rot_y(LINK_PITCH)),
+        static_transform(LINK, OPTICAL, (0.0, 0.0, 0.0), link_from_optical),
+        static_transform(head, optical, (0.0, 0.0, 0.0), link_from_optical)])
+    broadcaster = tf2_ros.TransformBroadcaster(graph.probe.node)
+    samples = []
+    for when, pitch in ((229.9, 0.0), (230.1, 0.2)):       # pitch 0.1 rad at 230.0
+        sample = static_transform(BASE, head, (0.1, 0.0, 1.2 + pitch), rot_y(pitch))
+        sample.header.stamp = stamp(when)
+        samples.append(sample)
+    graph.probe.spin_until(lambda: broadcaster.pub_tf.get_subscription_count() > 0, 10.0)
+    set_target_frame(graph, BASE)
+    try:
+        for _ in range(3):      # volatile /tf: the first samples may precede discovery
+            broadcaster.sendTransform(samples)
+            graph.probe.spin_until(lambda: False, 0.2)
+        moved, _, _ = publish_scene(graph, 230.0, frame=optical)
+    finally:
+        set_target_frame(graph, '')
+    assert moved is not None and moved.header.frame_id == BASE, graph.process.output()[-3000:]
+    optical_centres = centres(publish_scene(graph, 231.0)[0])   # same scene, optical frame
+    at_stamp = np.eye(4)
+    at_stamp[:3, :3] = rot_y(0.1) @ link_from_optical
+    at_stamp[:3, 3] = (0.1, 0.0, 1.3)
+    expected = optical_centres @ at_stamp[:3, :3].T + at_stamp[:3, 3]
+    assert np.abs(centres(moved) - expected).max() < 1e-3

@@ -355,3 +355,69 @@ def test_legacy_pickle_format_checkpoint_loads(tmp_path):
     torch.save(state, path, _use_new_zipfile_serialization=False)
     loaded = weights.load_state_dict_file(path)
     assert torch.equal(loaded['scratch.layer1_rn.weight'], state['scratch.layer1_rn.weight'])
+
+
+# -- architectural tables: required in the file, rebuilt, never read from it -----------------
+
+LEVIT = get_config('dpt_levit_224')
+LEVIT_TABLE = 'pretrained.model.blocks.0.m.attention_bias_idxs'
+
+
+@pytest.fixture(scope='module')
+def levit_state():
+    """Random dpt_levit_224 weights (its index tables: the architecture's) and the model."""
+    model = create_model(LEVIT.name, pretrained=False)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and not name.endswith('running_var'):
+                tensor.add_(0.02 * torch.randn(tensor.shape))
+        model.scratch.output_conv[4].bias.fill_(1.0)
+    return {k: v.clone() for k, v in model.state_dict().items()}, model
+
+
+def test_architectural_tables_are_the_index_tables_and_masks():
+    tables = weights.architectural_buffers(create_model(LEVIT.name, pretrained=False))
+    assert LEVIT_TABLE in tables and len(tables) == 14
+    assert all(name.endswith('attention_bias_idxs') for name in tables)   # no BN statistics
+    assert weights.architectural_buffers(create_model(SMALL.name, pretrained=False)) == {}
+
+
+def test_tables_in_the_file_are_not_trusted(levit_state, tmp_path, caplog):
+    state, model = levit_state
+    tampered = dict(state)
+    tampered[LEVIT_TABLE] = torch.zeros_like(state[LEVIT_TABLE])
+    path = tmp_path / LEVIT.file
+    torch.save(tampered, path)
+    with caplog.at_level('WARNING', logger=weights.__name__):
+        loaded = create_model(LEVIT.name, weights=path)
+    assert torch.equal(loaded.state_dict()[LEVIT_TABLE], state[LEVIT_TABLE])
+    assert any(LEVIT_TABLE in r.getMessage() and 'rebuilt' in r.getMessage()
+               for r in caplog.records)
+    image = torch.randn(1, 3, 224, 224)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(image), model(image), rtol=0, atol=0)
+
+
+def test_intact_file_loads_without_a_warning(levit_state, tmp_path, caplog):
+    state, _ = levit_state
+    path = tmp_path / LEVIT.file
+    torch.save(state, path)
+    with caplog.at_level('WARNING'):
+        create_model(LEVIT.name, weights=path)
+    assert not [r for r in caplog.records if r.levelname == 'WARNING']
+
+
+def test_file_without_its_tables_or_in_another_layout_is_refused(levit_state, tmp_path):
+    """A checkpoint re-saved from timm 1.0's LeViT (``stages``, no index tables) is not the
+    official format: refused, naming the keys."""
+    state, _ = levit_state
+    renamed = 'pretrained.model.stages.0.blocks.0.attn.qkv.linear.weight'
+    other = {(renamed if k == 'pretrained.model.blocks.0.m.qkv.c.weight' else k): v
+             for k, v in state.items() if k != LEVIT_TABLE}
+    path = tmp_path / LEVIT.file
+    torch.save(other, path)
+    with pytest.raises(WeightsMismatchError) as err:
+        create_model(LEVIT.name, weights=path)
+    message = str(err.value)
+    assert '2 missing' in message and LEVIT_TABLE in message
+    assert '1 unexpected' in message and renamed in message

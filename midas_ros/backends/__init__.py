@@ -10,8 +10,10 @@ backend        devices     precisions             artefact (cached, built on fir
 torch          cpu, cuda   fp32, fp16, bf16       none
 onnxruntime    cpu, cuda   fp32                   ONNX graph
 openvino       cpu         fp32, fp16, bf16       OpenVINO IR (+ its compiled blob)
-tensorrt       cuda        fp32, fp16, bf16       TensorRT engine for this GPU
+tensorrt       cuda        fp32, fp16, bf16 (*)   TensorRT engine for this GPU and version
 =============  ==========  =====================  =========================================
+
+(*) TensorRT 8.6 to 11.x; bf16 needs TensorRT 10 or later.
 
 Importing this package imports torch only; each runtime is imported when its backend is asked
 for, so a missing one costs nothing until then (and is then one ``BackendError``).
@@ -46,14 +48,16 @@ def create_runner(backend, model, cfg, device, precision='fp32', cache_dir=None,
                   channels_last=True, compile=False):
     """The runner of ``model`` (variant ``cfg``) for ``backend`` on ``device`` at ``precision``.
 
-    ``torch`` moves the model to ``device`` (``channels_last``, ``compile`` apply to it only).
+    ``torch`` moves the model to ``device`` (``channels_last``, ``compile`` apply to it only) and,
+    for fp16/bf16 with a variant safe in half precision, stores its weights in that type.
     The others keep it on the CPU to export it, lazily, when the first input shows the network
     input size; their artefacts live in ``cache_dir`` (None: ``default_cache_dir()``).
     Raises BackendError when the backend cannot run here (package, device, precision).
     """
     runner = runner_class(backend)
     if backend == 'torch':
-        return runner(model, device, precision, channels_last, compile)
+        return runner(model, device, precision, channels_last, compile,
+                      half_weights=cfg.half_precision_safe)
     return runner(model, cfg, device, precision, ArtefactCache(cache_dir))
 
 

@@ -8,6 +8,11 @@ Exported graphs (ONNX Runtime, OpenVINO, TensorRT) have one fixed input size. A 
 one size, which the runner first learns from the first frame: ``ExportedRunner`` then fetches
 the graph for that network input size from the cache, exporting it on a miss, and loads it. A new
 size (another camera, a resized stream) repeats that once; the previous graph is released.
+
+Whatever goes wrong in a backend -- a missing package, an API the installed runtime lacks, a
+failed export, build, load or first run -- reaches the estimator as one ``BackendError`` with a
+one-line reason, and is remembered per size: a broken backend is never re-exported or rebuilt
+frame after frame (``DepthEstimator`` then falls back to torch once, or reports the error).
 """
 import importlib
 
@@ -29,6 +34,26 @@ class BackendError(RuntimeError):
     The message says what to install or rebuild; ``DepthEstimator(backend_fallback=True)``
     catches it and runs the torch path instead.
     """
+
+
+def one_line(error):
+    """The first non-empty line of ``error``'s message (its type name if it has none)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def as_backend_error(error, context):
+    """``error`` itself if it is a BackendError, else a BackendError '<context>: <Type>: <line>'.
+
+    Runtimes fail with their own types (AttributeError for an API a TensorRT version lacks,
+    onnxruntime's Fail, RuntimeError from CUDA); one type with one line lets the estimator fall
+    back and the node report it without a traceback.
+    """
+    if isinstance(error, BackendError):
+        return error
+    wrapped = BackendError(f'{context}: {type(error).__name__}: {one_line(error)}')
+    wrapped.__cause__ = error
+    return wrapped
 
 
 def import_backend_package(name, purpose=None):
@@ -82,18 +107,29 @@ class ExportedRunner:
     def load(self, directory, net_w, net_h):
         raise NotImplementedError
 
+    def describe(self, net_w, net_h):
+        """'tensorrt 10.3.0 fp16 at 256x192': names a graph in error messages."""
+        try:
+            version = self.version()
+        except Exception:   # the runtime's own version call failing must not hide the error
+            version = '?'
+        return f'{self.name} {version} {self.precision} at {net_w}x{net_h}'
+
     def prepare(self, net_w, net_h):
-        """Make the graph for a ``net_w`` x ``net_h`` input ready (cache hit or export + load)."""
+        """Make the graph for a ``net_w`` x ``net_h`` input ready (cache hit or export + load).
+
+        Raises BackendError, the same one again for a size that failed before.
+        """
         if self._size == (net_w, net_h):
             return
         if (net_w, net_h) in self._failures:
             raise self._failures[net_w, net_h]
         self._run = self._size = None    # release the previous graph before building another
-        if self._weights_hash is None:   # once: hashing a large state_dict takes a second
-            self._weights_hash = self.cache.weights_fingerprint(self.model)
-        key = artefact_key(self.cfg.name, self.name, self.version(), self.target(), net_w, net_h,
-                           self.precision, self._weights_hash)
         try:
+            if self._weights_hash is None:   # once: hashing a large state_dict takes a second
+                self._weights_hash = self.cache.weights_fingerprint(self.model)
+            key = artefact_key(self.cfg.name, self.name, self.version(), self.target(), net_w,
+                               net_h, self.precision, self._weights_hash)
             try:
                 directory = self.cache.get_or_build(
                     key, lambda tmp: self.build(tmp, net_w, net_h), what=f'{self.name} graph')
@@ -102,11 +138,20 @@ class ExportedRunner:
                     f'cannot write the artefact cache {self.cache.directory} ({error}): set '
                     '$MIDAS_ROS_CACHE (or cache_dir) to a writable folder') from error
             self._run = self.load(directory, net_w, net_h)
-        except BackendError as error:
-            self._failures[net_w, net_h] = error
-            raise
+        except Exception as error:
+            failure = as_backend_error(
+                error, f'{self.describe(net_w, net_h)} failed to build or load')
+            self._failures[net_w, net_h] = failure
+            raise failure
         self.artefact, self._size = directory, (net_w, net_h)
 
     def __call__(self, net_input):
         self.prepare(net_input.shape[3], net_input.shape[2])
-        return self._run(net_input)
+        try:
+            return self._run(net_input)
+        except Exception as error:   # a graph that loaded but cannot run: remembered as well
+            size = self._size
+            failure = as_backend_error(error, f'{self.describe(*size)} failed to run')
+            self._failures[size] = failure
+            self._run = self._size = None
+            raise failure

@@ -3,11 +3,13 @@
 One artefact is one directory under the cache directory (default ``$MIDAS_ROS_CACHE``, else
 ``~/.cache/midas_ros/engines``) whose name is its key, e.g.::
 
-    midas_v21_small_256-256x192-fp32-openvino-2026.4.1-w3f2a9c01d4e5b6a7-e1
+    midas_v21_small_256-256x192-fp32-openvino-2026.4.1-w3f2a9c01d4e5b6a7-timm1.0.31-torch2.14.1-e1
 
 variant, network input size, precision, backend and its version, the target the artefact is
-tied to (a TensorRT engine: the GPU model and compute capability), a fingerprint of the weights
-and ``EXPORT_FORMAT`` (bumped when midas_ros exports differently). Any change of these is a new
+tied to (a TensorRT engine: the GPU model and compute capability), a fingerprint of the weights,
+the versions of timm and torch that built and exported the network (timm's modules are part of
+the graph, torch's exporter writes it) and ``EXPORT_FORMAT`` (bumped when midas_ros exports
+differently). Any change of these is a new
 directory, never a stale reuse; old ones are left for the user to delete.
 
 Writes are atomic: an artefact is built in a temporary sibling directory and renamed into place,
@@ -37,8 +39,19 @@ def artefact_key(variant, backend, backend_version, target, net_w, net_h, precis
                  weights_hash):
     """The directory name of one artefact (file-system safe)."""
     parts = [variant, f'{net_w}x{net_h}', precision, backend, backend_version, target,
-             f'w{weights_hash[:16]}', f'e{EXPORT_FORMAT}']
+             f'w{weights_hash[:16]}', f"timm{library_version('timm')}",
+             f"torch{library_version('torch')}", f'e{EXPORT_FORMAT}']
     return '-'.join(_UNSAFE.sub('_', str(part)) for part in parts if part)
+
+
+def library_version(distribution):
+    """The installed version of ``distribution`` (from its metadata: nothing is imported), or
+    ``none``."""
+    from importlib import metadata
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return 'none'
 
 
 class ArtefactCache:

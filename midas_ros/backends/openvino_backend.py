@@ -54,6 +54,9 @@ class OpenVinoRunner(ExportedRunner):
             'INFERENCE_PRECISION_HINT': _HINTS[self.precision],
             'PERFORMANCE_HINT': 'LATENCY',   # one frame at a time, every core on it
             'INFERENCE_NUM_THREADS': torch.get_num_threads(),
+            'NUM_STREAMS': 1,
+            # Pinned threads cannot move off a core another process is busy on.
+            'ENABLE_CPU_PINNING': False,
             'CACHE_DIR': str(directory / 'compiled'),
         }
         try:

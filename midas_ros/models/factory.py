@@ -7,7 +7,7 @@ import warnings
 
 from torch import nn
 
-# timm 0.6.13 (pinned: the checkpoints' key names come from it) predates torch 2.14: it
+# timm 0.6.13 (the official checkpoints' release, still supported) predates torch 2.14: it
 # decorates activations with the deprecated torch.jit.script and calls torch.meshgrid without
 # `indexing` (whose default, 'ij', is what it means). Neither changes a result; both warnings
 # would only clutter every node's start-up log.

@@ -20,7 +20,9 @@ class ModelConfig:
     """Everything needed to build, load and feed one official MiDaS variant.
 
     ``backbone`` is the official MiDaS backbone key (e.g. ``vitl16_384``) and ``timm_name`` the
-    timm 0.6.13 model it wraps; ``hooks`` are the backbone blocks whose outputs feed the decoder.
+    timm model it wraps (for BEiT, Swin and LeViT: the timm 0.6.13 model whose layout
+    ``midas_ros.models.backbones`` rebuilds); ``hooks`` are the backbone blocks whose outputs
+    feed the decoder.
     ``resize_mode`` follows the official ``Resize``: ``upper_bound`` fits the image inside the net
     size, ``minimal`` scales as little as possible so both sides reach it; with
     ``keep_aspect_ratio`` False the image is stretched to exactly ``net_w`` x ``net_h``.
@@ -88,7 +90,9 @@ _CONFIGS = (
     # MiDaS v3 (DPT).
     _dpt('dpt_large_384', 'v3', 'vitl16_384', 'vit_large_patch16_384', (5, 11, 17, 23), 384,
          True, 344_055_465, hub_file='dpt_large-midas-2f21e586.pt'),
-    _dpt('dpt_hybrid_384', 'v3', 'vitb_rn50_384', 'vit_base_resnet50_384', (0, 1, 8, 11), 384,
+    # The official code names it vit_base_resnet50_384: the same network under the name both
+    # timm 0.6.13 and timm 1.0 know (1.0 maps the old one with a deprecation warning).
+    _dpt('dpt_hybrid_384', 'v3', 'vitb_rn50_384', 'vit_base_r50_s16_384', (0, 1, 8, 11), 384,
          True, 123_146_985, hub_file='dpt_hybrid-midas-501f0c75.pt'),
     # MiDaS v3.1.
     _dpt('dpt_beit_large_512', 'v3.1', 'beitl16_512', 'beit_large_patch16_512',

@@ -224,11 +224,41 @@ def check_state_dict(model, state_dict, cfg, source='<state_dict>'):
         + '. Is it the checkpoint of another variant, or a damaged file?')
 
 
+def architectural_buffers(model) -> Dict[str, torch.Tensor]:
+    """The saved buffers of ``model`` that its architecture alone defines, by state_dict key.
+
+    Index tables of relative positions and shifted-window attention masks follow from the layer
+    sizes, not from training: every persistent buffer except BatchNorm's running statistics
+    (which are learned). The official checkpoints carry these tables because timm 0.6.13 saved
+    them; loading keeps the model's own (see :func:`load_weights`).
+    """
+    from torch.nn.modules.batchnorm import _BatchNorm
+    parameters = {name for name, _ in model.named_parameters()}
+    batch_norms = {name for name, module in model.named_modules()
+                   if isinstance(module, _BatchNorm)}
+    return {name: tensor for name, tensor in model.state_dict().items()
+            if name not in parameters and name.rpartition('.')[0] not in batch_norms}
+
+
 def load_weights(model, cfg, path):
-    """Load checkpoint ``path`` into ``model`` strictly; on any error the model is untouched."""
+    """Load checkpoint ``path`` into ``model`` strictly; on any error the model is untouched.
+
+    Every key of the file must be a key of the model with the same shape and vice versa
+    (:func:`check_state_dict`). The architectural tables among them (:func:`architectural_buffers`)
+    must be present, but their values are not taken from the file: the model's own, rebuilt from
+    its layer sizes, stay. A file whose tables differ from them is loaded with a warning that
+    names them (the official checkpoints' tables are exactly the rebuilt ones).
+    """
     state_dict = load_state_dict_file(path)
     check_state_dict(model, state_dict, cfg, source=str(path))
-    model.load_state_dict(state_dict, strict=True)
+    rebuilt = architectural_buffers(model)
+    differing = [name for name, table in rebuilt.items()
+                 if not torch.equal(state_dict[name].to(table.dtype), table)]
+    if differing:
+        _log.warning("%s: %s of MiDaS model '%s' differ from the ones its architecture "
+                     'defines; the rebuilt tables are used, not the file\'s', path,
+                     _listing('architectural tables', differing), cfg.name)
+    model.load_state_dict({**state_dict, **rebuilt}, strict=True)
     return model
 
 

@@ -9,12 +9,20 @@ Published (relative names, remap as usual):
                             per visible object, ``id`` = object id, class name with score 1.0, and
                             ``results[0].pose`` = the object's true centre in the optical frame
 Every message of one frame carries the same header: the publish time and ``frame_id``.
+For the synthetic scene it also publishes its camera rig on /tf_static (``publish_tf``, with
+tf2_ros): ``base_footprint -> camera_link`` (the scene's camera height and pitch, REP 103/105),
+``camera_link -> frame_id`` (the optical rotation) and ``camera_link -> camera_depth_frame``
+(identity), so that depth_node can take its
+ground_plane geometry from TF and RViz can show everything from base_footprint.
 
 Bad input (missing file or device, empty folder, wrong calibration file) ends the process with a
 one-line error and exit status 1; the end of the stream (or ``max_frames``) with status 0.
 """
 import sys
 
+import math
+
+import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseWithCovariance
 from rclpy.duration import Duration
@@ -27,14 +35,18 @@ from vision_msgs.msg import (Detection2D, Detection2DArray, ObjectHypothesis,
 
 from midas_ros.camera_calibration import (CameraCalibration, load_calibration,
                                           resolve_calibration_url)
-from midas_ros.geometry import Intrinsics
+from midas_ros.geometry import BODY_FROM_OPTICAL, Intrinsics, transform_from_xyz_rpy
 from midas_ros.ros.conversions import array_to_image, intrinsics_to_camera_info
 from midas_ros.ros.node_main import ignore_further_signals, install_quiet_signal_handlers
 from midas_ros.ros.parameters import Param, declare_parameters
 from midas_ros.ros.qos import QOS_NAMES, qos_profile
+from midas_ros.ros.tf_frames import matrix_to_transform, publish_static_transforms
 from midas_ros.video_sources import SYNTHETIC, SourceError, SyntheticSource, open_source
 
 NODE_NAME = 'camera_source'
+BASE_FRAME, CAMERA_FRAME = 'base_footprint', 'camera_link'
+# x forward at the camera: where depth_node's scan and obstacle_node's Range are by default.
+DEPTH_FRAME = 'camera_depth_frame'
 
 CAMERA_SOURCE_PARAMS = (
     Param('source', SYNTHETIC, "'synthetic' (built-in scene), a video file, a folder of images, "
@@ -59,6 +71,9 @@ CAMERA_SOURCE_PARAMS = (
           max=2 ** 31 - 1, read_only=True),
     Param('publish_ground_truth', True, 'synthetic scene: publish ground_truth/depth and '
           'ground_truth/detections', read_only=True),
+    Param('publish_tf', True, f'synthetic scene: publish /tf_static {BASE_FRAME} -> '
+          f'{CAMERA_FRAME} -> frame_id and {DEPTH_FRAME} (the scene camera\'s height and '
+          'pitch)', read_only=True),
     Param('qos', 'sensor_data', 'QoS of all publishers', choices=QOS_NAMES, read_only=True),
     Param('wait_for_subscribers', 0, "hold the first frame until this many subscribers of "
           "'image' are matched (for recordings that must not miss frames)", min=0, max=1000,
@@ -66,7 +81,25 @@ CAMERA_SOURCE_PARAMS = (
     Param('wait_for_truth_subscribers', 0, 'synthetic scene: also hold it until this many '
           "subscribers of 'ground_truth/detections' are matched (a detector stand-in that must "
           'not miss frames)', min=0, max=1000, read_only=True),
+    Param('synthetic_replay_frames', 60, 'synthetic scene: render this many frames of the '
+          'camera path once at start and replay them forwards and backwards, so publishing '
+          'costs next to no CPU; 0: render every frame live (30-70 ms of a core each)', min=0,
+          max=10000, read_only=True),
 )
+
+
+def rig_transforms(config, frame_id, stamp):
+    """The synthetic camera's rig as TF: ``base_footprint -> camera_link`` (the optical centre
+    ``camera_height`` above the floor, pitched down by ``camera_pitch_deg``, REP 103 body axes),
+    ``camera_link -> frame_id`` (x right, y down, z forward) and ``camera_link ->
+    camera_depth_frame`` (the same axes as camera_link)."""
+    link = transform_from_xyz_rpy(0.0, 0.0, config.camera_height, 0.0,
+                                  math.radians(config.camera_pitch_deg), 0.0)
+    optical = np.eye(4)
+    optical[:3, :3] = BODY_FROM_OPTICAL
+    return [matrix_to_transform(BASE_FRAME, CAMERA_FRAME, link, stamp),
+            matrix_to_transform(CAMERA_FRAME, frame_id, optical, stamp),
+            matrix_to_transform(CAMERA_FRAME, DEPTH_FRAME, np.eye(4), stamp)]
 
 
 def truth_to_detections(objects, header):
@@ -94,8 +127,11 @@ class CameraSourceNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self.params = params = declare_parameters(self, CAMERA_SOURCE_PARAMS)
         self.finished, self.exit_code, self.published = False, 0, 0
+        replay = params['synthetic_replay_frames']
+        if params['max_frames'] > 0:   # never render more than will be published
+            replay = min(replay, params['max_frames'])
         self.source = open_source(params['source'], params['width'], params['height'],
-                                  params['hfov_deg'], params['seed'])
+                                  params['hfov_deg'], params['seed'], replay)
         try:
             self.calibration = self._calibration()
         except Exception:
@@ -110,6 +146,10 @@ class CameraSourceNode(Node):
             self._depth_pub = self.create_publisher(Image, 'ground_truth/depth', qos)
             self._detections_pub = self.create_publisher(Detection2DArray,
                                                          'ground_truth/detections', qos)
+        self._static_tf = None
+        if synthetic and params['publish_tf']:
+            self._static_tf = publish_static_transforms(self, rig_transforms(
+                self.source.scene.config, params['frame_id'], self.get_clock().now().to_msg()))
         if params['loop'] and not self.source.replayable:
             self.get_logger().warning(f'loop: {self.source.description} cannot be replayed')
         rate = params['rate']

@@ -28,27 +28,52 @@ class DepthMessageBuilder:
     """Builds the messages of a frame; keeps the cloud buffer between frames."""
 
     def __init__(self):
+        self.problems = {}
         self._clouds = {False: OrganizedCloudBuilder(color=False),
                         True: OrganizedCloudBuilder(color=True)}
 
     def build(self, frame, intrinsics, header, scan_frame_id, topics=DEPTH_TOPICS):
-        """``{topic: message}`` for the wanted ``topics`` the frame has products for."""
-        messages = {}
-        if 'depth/image' in topics:
-            messages['depth/image'] = array_to_image(frame.depth, '32FC1', header)
-        if 'depth/relative' in topics:
-            messages['depth/relative'] = array_to_image(frame.relative, '32FC1', header)
-        if 'depth/colormap' in topics and frame.colormap is not None:
-            messages['depth/colormap'] = array_to_image(frame.colormap, 'bgr8', header)
-        if 'depth/camera_info' in topics:
-            messages['depth/camera_info'] = intrinsics_to_camera_info(intrinsics, header)
-        if 'depth/points' in topics and frame.points is not None:
+        """``{topic: message}`` for the wanted ``topics`` the frame has products for.
+
+        A message that cannot be built costs only itself: its topic and the reason are in
+        ``self.problems`` ({topic: reason}, for this call) and the others are still built.
+        """
+        messages, self.problems = {}, {}
+        for topic in topics:
+            try:
+                message = self._build_one(topic, frame, intrinsics, header, scan_frame_id)
+            except Exception as error:  # one broken output must not cost the others
+                self.problems[topic] = f'{type(error).__name__}: {error}'
+                continue
+            if message is not None:
+                messages[topic] = message
+        return messages
+
+    def _build_one(self, topic, frame, intrinsics, header, scan_frame_id):
+        if topic == 'depth/image':
+            return array_to_image(frame.depth, '32FC1', header)
+        if topic == 'depth/relative':
+            return array_to_image(frame.relative, '32FC1', header)
+        if topic == 'depth/colormap' and frame.colormap is not None:
+            return array_to_image(frame.colormap, 'bgr8', header)
+        if topic == 'depth/camera_info':
+            return intrinsics_to_camera_info(intrinsics, header)
+        if topic == 'depth/points' and frame.points is not None:
             cloud = self._clouds[frame.points_rgb is not None]
-            messages['depth/points'] = cloud.build(frame.points, header, frame.points_rgb)
-        if 'depth/scan' in topics and frame.scan is not None:
+            return cloud.build(frame.points, header, frame.points_rgb)
+        if topic == 'depth/scan' and frame.scan is not None:
             scan = frame.scan
-            messages['depth/scan'] = laser_scan(
+            return laser_scan(
                 Header(stamp=header.stamp, frame_id=scan_frame_id), scan.angle_min,
                 scan.angle_max, scan.angle_increment, scan.ranges, scan.range_min,
                 scan.range_max)
-        return messages
+        return None
+
+
+def skipped_topics(frame, topics, build_problems):
+    """``{topic: reason}`` of the wanted ``topics`` this frame could not give: the pipeline's
+    skipped products and the messages that could not be built."""
+    skipped = {topic: frame.skipped[DEPTH_TOPICS[topic]] for topic in topics
+               if DEPTH_TOPICS[topic] in frame.skipped}
+    skipped.update(build_problems)
+    return skipped

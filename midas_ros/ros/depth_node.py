@@ -8,16 +8,22 @@ Published, every one with the input image's header (stamp, frame_id unless ``fra
   depth/image (32FC1 metres, NaN = no reading), depth/relative (32FC1 network output),
   depth/colormap (bgr8), depth/camera_info, depth/points (organized PointCloud2),
   depth/scan (LaserScan, when ``scan.enabled``), /diagnostics.
+TF (``ros/tf_frames.py``, when tf2_ros is installed): with ``scale.ground_frame`` set, the
+ground_plane mode takes the floor from ``ground_frame -> image frame`` at each image's stamp;
+sparse anchors are moved from their message's frame_id into the image frame at their stamp.
+Either falls back to its parameters (camera height/pitch/roll, ``scale.anchor_extrinsic``)
+with a rate-limited warning, and /diagnostics says which source the last frame used.
 
 The node is only translation: messages -> numpy -> ``DepthPipeline`` -> messages. Frames are
 processed in the process's main thread while ROS callbacks run in a background executor thread
-(see ``main``); the subscription hands frames over through a one-slot mailbox, so the node always
-works on the newest frame and a slow model drops frames instead of building a backlog. Only the
-outputs that have subscribers are computed and built; with none, frames are not even inferred.
+(see ``main``); the subscription hands frames over, still serialized, through a one-slot mailbox
+(``midas_ros.intake``), so the node always works on the newest frame, a slow model drops frames
+instead of building a backlog, and only the frame taken is deserialized. Only the outputs that
+have subscribers are computed and built; with none, frames are not even inferred.
 
-A managed (lifecycle) node (``ros/lifecycle.py``): the model is built on configure, inputs are
-subscribed only while active, the model is freed on cleanup; ``autostart`` (default true) walks
-to active at start-up.
+A managed (lifecycle) node (``ros/lifecycle.py``): the model is built (and warmed up) on
+configure, the inputs are subscribed only while active, the model is freed on cleanup;
+``autostart`` (default true) walks to active at start-up.
 """
 import gc
 import math
@@ -27,15 +33,21 @@ import time
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, Range
 
-from midas_ros.depth_pipeline import DepthPipeline, DepthSettings, check_settings
+from midas_ros.cpu_budget import prefer_passive_waiting
+from midas_ros.depth_pipeline import (DepthPipeline, DepthSettings, SkippedOutputs,
+                                      check_intrinsics, check_settings)
 from midas_ros.geometry import (BODY_FROM_OPTICAL, Intrinsics, laser_scan_points,
                                 project_points, transform_from_xyz_rpy)
+from midas_ros.handoff import Handoff
+from midas_ros.intake import LatestFrame
 from midas_ros.ros.conversions import (ConversionError, camera_info_to_intrinsics, cloud_to_xyz,
                                        compressed_to_array, depth_to_metres, image_to_array,
                                        projection_is_set)
-from midas_ros.ros.depth_messages import DEPTH_TOPICS, DepthMessageBuilder, products_for
+from midas_ros.ros.depth_messages import (DEPTH_TOPICS, DepthMessageBuilder, products_for,
+                                          skipped_topics)
 from midas_ros.ros.depth_node_params import DEPTH_NODE_PARAMS
 from midas_ros.ros.lifecycle import ManagedNode
 from midas_ros.ros.node_main import run_node
@@ -43,6 +55,7 @@ from midas_ros.ros.parameters import declare_parameters, on_set_parameters
 from midas_ros.ros.qos import qos_profile, subscribe, unsubscribe
 from midas_ros.ros.tf_frames import FrameTransforms, TransformUnavailable
 from midas_ros.ros.throttled_log import ThrottledLog
+from midas_ros.ros.time_jumps import on_time_jump_back
 from midas_ros.scale import FloorPlane
 
 THROTTLE_S = 5.0
@@ -51,6 +64,7 @@ FIRST_CAMERA_INFO_WAIT_S = 0.5
 # instant is often published just after the image).
 TF_WAIT_S = 0.1
 DEFAULT_FRAME = 'camera_optical_frame'
+PREWARM_SIZE = (640, 480)   # warmed up at start: the commonest camera size (and camera_source's)
 # Image encoding -> channel order the estimator understands.
 CHANNEL_ORDER = {'rgb8': 'rgb', 'bgr8': 'bgr', 'rgba8': 'rgba', 'bgra8': 'bgra', 'mono8': 'mono'}
 OUTPUT_TYPES = {'depth/image': Image, 'depth/relative': Image, 'depth/colormap': Image,
@@ -94,38 +108,14 @@ def anchor_transform(values):
     return optical_from_body @ transform_from_xyz_rpy(*extrinsic)
 
 
-class _LatestFrame:
-    """A one-slot mailbox: ``put`` replaces what is waiting (counted as dropped)."""
-
-    def __init__(self):
-        self._condition = threading.Condition()
-        self._message = None
-        self.dropped = 0
-        self.received = 0
-
-    def put(self, message):
-        with self._condition:
-            if self._message is not None:
-                self.dropped += 1
-            self._message = message
-            self.received += 1
-            self._condition.notify()
-
-    def take(self, timeout):
-        with self._condition:
-            if self._message is None:
-                self._condition.wait(timeout)
-            message, self._message = self._message, None
-            return message
-
-
 class DepthNode(ManagedNode):
     """Thin ROS wrapper of ``DepthPipeline``; see the module docstring for topics.
 
     A managed (lifecycle) node: parameters are declared at creation, ``configure`` builds the
-    estimator (model, backend) and the publishers, ``activate`` subscribes and starts the
-    per-frame work, ``deactivate`` unsubscribes (no inference while inactive), ``cleanup``
-    frees the model. With ``autostart`` (default) it walks to active by itself.
+    estimator (model, backend, warm-up) and the publishers, ``activate`` subscribes and starts
+    the per-frame work, ``deactivate`` unsubscribes and waits for the frame in flight (no
+    inference while inactive), ``cleanup`` frees the model. With ``autostart`` (default) it
+    walks to active by itself.
     """
 
     def __init__(self, **kwargs):
@@ -143,29 +133,36 @@ class DepthNode(ManagedNode):
         # The processing (main) thread runs the pipeline while parameter changes, in the
         # callback thread, reconfigure it.
         self._pipeline_lock = threading.Lock()
-        # Held while one frame is processed: deactivate waits on it for the frame in flight.
+        # Held while a frame is inferred (main thread) / its outputs made and published (the
+        # outputs worker): deactivate takes both, so no frame is worked on after it returns.
         self._work_lock = threading.Lock()
+        self._finish_lock = threading.Lock()
         self.add_on_set_parameters_callback(
             on_set_parameters(DEPTH_NODE_PARAMS, lambda: self.values, self._apply_parameters))
+        self.skipped_outputs = SkippedOutputs()
 
-        # Depth 1: a frame waiting in DDS behind a newer one is worth nothing.
-        self.frames = _LatestFrame()
-        self._inputs = []           # subscriptions, while active
-        self._diagnostics_timer = None
+        # Depth 1: a frame waiting in DDS behind a newer one is worth nothing. Raw: a frame
+        # the node drops is never deserialized.
+        self.frames = LatestFrame()
+        self._image_type = CompressedImage if self.values['image.transport'] == 'compressed' \
+            else Image
+        self._inputs = []           # subscriptions and the diagnostics timer, while active
         self.camera_info = None
         self._camera_info_arrived = threading.Condition()
         self._first_camera_info_wait = True
         self.anchors = None  # (message, receive time)
 
         self.stats = {'processed': 0, 'idle': 0, 'errors': 0, 'latency_s': 0.0, 'fps': 0.0}
+        self.warming_up = None   # (width, height) while the estimator warms up for that size
         self.stage_times = {}
         self.last_frame = None
         self.last_scale = None   # (ScaleState, whether the depth was metric) of the last frame
         self._rate_window = []
+        self._time_jumps = on_time_jump_back(self, self._forget_the_past)
 
     # ---------------------------------------------------------------- lifecycle
     def configure(self):
-        """Build the estimator (model weights, backend), the pipeline and the publishers."""
+        """Build the estimator (model weights, backend, warm-up), the pipeline, publishers."""
         values = self.values
         estimator = self._create_estimator(values)
         self.pipeline = DepthPipeline(estimator, settings_from_parameters(values))
@@ -182,47 +179,51 @@ class DepthNode(ManagedNode):
         self.pub_diagnostics = self.create_lifecycle_publisher(DiagnosticArray, '/diagnostics',
                                                                10)
         self.messages = DepthMessageBuilder()
+        # The most common camera size warmed up before subscribing (graph loaded or exported,
+        # the 'auto' parity check, lazy kernels): a camera that waits for this subscriber loses
+        # no frames to it. Another size warms up on its first image (``_warm_up``).
+        estimator.warmup(*PREWARM_SIZE)
         self.get_logger().info(
             f"depth_node ready: model {values['model.name']} on {estimator.device} "
-            f'({estimator.backend}, {estimator.precision})')
+            f'({estimator.backend}, {estimator.precision}: {estimator.precision_reason}); '
+            'warmed up for {}x{} images, another size warms up on its first image'.format(
+                *PREWARM_SIZE))
+        self.get_logger().info(f"backend {estimator.backend} (model.backend "
+                               f"{values['model.backend']}): {self._runtime()[0]}; "
+                               f'{self._runtime()[1]}')
 
     def activate(self):
-        """Subscribe the inputs and start the per-frame work and diagnostics."""
+        """Subscribe the inputs; start the per-frame work and diagnostics."""
         values = self.values
         self._first_camera_info_wait = True
-        if values['image.transport'] == 'compressed':
-            image = subscribe(self, CompressedImage, 'image/compressed', self.frames.put,
-                              values['image.qos'], 1)
-        else:
-            image = subscribe(self, Image, 'image', self.frames.put, values['image.qos'], 1)
-        self._inputs = [image, subscribe(self, CameraInfo, 'camera_info', self._on_camera_info,
-                                         values['image.qos'], 5)]
-        # Subscribed in every mode, so that scale.mode can become 'sparse' at run time; with
-        # no publisher it costs nothing.
-        self._inputs.append(self.create_subscription(
-            ANCHOR_MESSAGES[values['scale.anchor_type']], 'anchors', self._on_anchors,
-            qos_profile('sensor_data', depth=1)))
+        image_topic = 'image' if self._image_type is Image else 'image/compressed'
+        self._inputs = [
+            subscribe(self, self._image_type, image_topic, self.frames.put, values['image.qos'],
+                      1, raw=True),
+            subscribe(self, CameraInfo, 'camera_info', self._on_camera_info,
+                      values['image.qos'], 5),
+            # Subscribed in every mode, so that scale.mode can become 'sparse' at run time;
+            # with no publisher it costs nothing.
+            self.create_subscription(ANCHOR_MESSAGES[values['scale.anchor_type']], 'anchors',
+                                     self._on_anchors, qos_profile('sensor_data', depth=1))]
         self._diagnostics_timer = self.create_timer(values['diagnostics.period'],
                                                     self._publish_diagnostics)
-        image_topic = 'image' if values['image.transport'] == 'raw' else 'image/compressed'
         self.get_logger().info(f'depth_node active: subscribed to '
                                f'{self.resolve_topic_name(image_topic)}')
 
     def deactivate(self):
         """Unsubscribe and wait for the frame in flight: no inference, no output after this."""
-        with self._work_lock:
+        with self._work_lock, self._finish_lock:
             for subscription in self._inputs:
                 unsubscribe(self, subscription)
             self._inputs = []
-            if self._diagnostics_timer is not None:
-                self.destroy_timer(self._diagnostics_timer)
-                self._diagnostics_timer = None
+            self.destroy_timer(self._diagnostics_timer)
             self.frames.take(timeout=0)      # a waiting frame is stale once reactivated
             self.anchors = None
 
     def cleanup(self):
         """Free the model (and its backend's memory) and the publishers."""
-        with self._work_lock, self._pipeline_lock:
+        with self._work_lock, self._finish_lock, self._pipeline_lock:
             for publisher in [*self.outputs.values(), self.pub_diagnostics]:
                 if publisher is not None:
                     self.destroy_lifecycle_publisher(publisher)
@@ -249,6 +250,8 @@ class DepthNode(ManagedNode):
             precision=values['inference.precision'],
             channels_last=values['inference.channels_last'],
             compile=values['inference.compile'], cpu_threads=values['inference.cpu_threads'],
+            interop_threads=values['inference.interop_threads'],
+            opencv_threads=values['inference.opencv_threads'],
             backend=values['model.backend'], backend_fallback=values['model.backend_fallback'])
 
     def _apply_parameters(self, candidate):
@@ -267,6 +270,13 @@ class DepthNode(ManagedNode):
         self.anchor_transform = transform
         self.values = candidate
         return None
+
+    def _runtime(self):
+        """(why this backend, the thread plan) of the estimator, '' for what it lacks."""
+        estimator = self.pipeline.estimator
+        choice = getattr(estimator, 'backend_choice', None)
+        plan = getattr(estimator, 'thread_plan', None)
+        return (choice.reason if choice else '', plan.describe() if plan else '')
 
     # ---------------------------------------------------------------- inputs
     def _on_camera_info(self, msg):
@@ -360,8 +370,8 @@ class DepthNode(ManagedNode):
                 transform = self.tf.lookup(image_frame, sensor_frame, msg.header.stamp,
                                            TF_WAIT_S)
             except TransformUnavailable as error:
-                self.throttled.warning(f'anchors: no transform {error}; using '
-                                       'scale.anchor_extrinsic')
+                self.tf.report_missing(self.throttled, f'anchors: no transform {error}; '
+                                       'using scale.anchor_extrinsic')
                 source = f'scale.anchor_extrinsic (no transform {error})'
             else:
                 self.geometry = {'anchor transform source': f'tf {sensor_frame} -> {image_frame}'}
@@ -385,8 +395,8 @@ class DepthNode(ManagedNode):
                     self.tf.lookup(ground_frame, image_frame, stamp, TF_WAIT_S))
                 source = f'tf {ground_frame} -> {image_frame}'
             except TransformUnavailable as error:
-                self.throttled.warning(f'ground_plane: no transform {error}; using '
-                                       'scale.camera_height/_pitch_deg/_roll_deg')
+                self.tf.report_missing(self.throttled, f'ground_plane: no transform {error}; '
+                                       'using scale.camera_height/_pitch_deg/_roll_deg')
                 source = f'parameters (no transform {error})'
         used = floor or FloorPlane.from_height_pitch_roll(
             values['scale.camera_height'], math.radians(values['scale.camera_pitch_deg']),
@@ -415,29 +425,60 @@ class DepthNode(ManagedNode):
 
     # ---------------------------------------------------------------- work
     def run(self):
-        """Process frames until shutdown. Call from the process's main thread (see ``main``)."""
-        while rclpy.ok(context=self.context):
-            msg = self.frames.take(timeout=0.2)
-            if msg is None:
-                continue
-            with self._work_lock:
-                if not self.active:     # deactivated while the frame waited
+        """Process frames until shutdown. Call from the process's main thread (see ``main``):
+        the network runs here, each frame's outputs in the ``outputs`` worker, overlapping
+        the next frame's network (``midas_ros.handoff``)."""
+        self._outputs_stage = Handoff('depth_outputs')
+        try:
+            while rclpy.ok(context=self.context):
+                payload = self.frames.take(timeout=0.2)
+                if payload is None:
                     continue
-                try:
-                    self._process(msg)
-                except (ConversionError, ValueError) as error:
-                    self.stats['errors'] += 1
-                    self.throttled.warning(f'frame skipped: {error}')
-                except Exception as error:  # keep the node alive whatever one frame does
-                    if not rclpy.ok(context=self.context):
-                        break       # the frame raced with the shutdown (Ctrl-C)
-                    self.stats['errors'] += 1
-                    self.throttled.error(f'frame failed: {type(error).__name__}: {error}')
+                with self._work_lock:
+                    if self.active:     # not deactivated while the frame waited
+                        self._guarded(self._process, payload)
+        finally:
+            self._outputs_stage.close()
 
-    def _process(self, msg):
+    def _guarded(self, work, *args):
+        """``work(*args)``; a failure costs that frame only (counted, logged, rate-limited)."""
+        try:
+            work(*args)
+        except (ConversionError, ValueError) as error:
+            self.stats['errors'] += 1
+            self.throttled.warning(f'frame skipped: {error}')
+        except Exception as error:  # keep the node alive whatever one frame does
+            if not rclpy.ok(context=self.context):
+                return      # the frame raced with the shutdown (Ctrl-C)
+            self.stats['errors'] += 1
+            self.throttled.error(f'frame failed: {type(error).__name__}: {error}')
+
+    def _warm_up(self, width, height, order):
+        """Build / compile / autotune for ``width`` x ``height`` once, before its first frame.
+
+        Exported backends build (or load) their graph here, ``torch.compile`` compiles and
+        cuDNN autotunes: seconds to minutes (a TensorRT engine build on a Jetson) that must not
+        be paid inside the frame loop unannounced. /diagnostics says 'warming up' meanwhile.
+        """
+        estimator = self.pipeline.estimator
+        self.get_logger().info(f'warming up for {width}x{height} images ({estimator.backend}, '
+                               f'{estimator.precision} on {estimator.device})')
+        self.warming_up = (width, height)
+        try:
+            seconds = estimator.warmup(width, height, order)
+        finally:
+            self.warming_up = None
+        self.get_logger().info(f'ready for {width}x{height} images: warm-up took {seconds:.2f} s'
+                               f' ({estimator.backend}, {estimator.precision})')
+
+    def _process(self, payload):
         start = time.perf_counter()
+        msg = deserialize_message(payload, self._image_type)
+        deserialized = time.perf_counter()
         pixels, order = self._decode(msg)
         height, width = pixels.shape[:2]
+        if (width, height) not in self.pipeline.estimator.warmed_up:
+            self._warm_up(width, height, order)
         self._await_first_camera_info()
         intrinsics = self._intrinsics_for(width, height)
         previous = self.last_frame
@@ -460,10 +501,28 @@ class DepthNode(ManagedNode):
         anchors = (self._current_anchors(intrinsics, header.frame_id) if mode == 'sparse'
                    else None)
         floor = self._floor_for(header.frame_id, stamp) if mode == 'ground_plane' else None
+        check_intrinsics(intrinsics, pixels)
+        inference = self.pipeline.infer(pixels, order)
+        inference.timings['deserialize'] = deserialized - start
+        # ``pixels`` views ``msg``'s data: the job keeps both alive until it has run.
+        self._outputs_stage.submit(self._guarded, self._finish, msg, pixels, order, intrinsics,
+                                   inference, anchors, floor, wanted, start)
+
+    def _finish(self, msg, pixels, order, intrinsics, inference, anchors, floor, wanted, start):
+        """Second stage (``outputs`` worker): metric depth, products, messages, publishing."""
+        with self._finish_lock:
+            if self.active:     # deactivate waits for this; after it, nothing is published
+                self._finish_active(msg, pixels, order, intrinsics, inference, anchors, floor,
+                                    wanted, start)
+
+    def _finish_active(self, msg, pixels, order, intrinsics, inference, anchors, floor, wanted,
+                       start):
+        header = msg.header
+        stamp = header.stamp
         with self._pipeline_lock:
-            frame = self.pipeline.process(pixels, order, intrinsics,
-                                          stamp.sec + stamp.nanosec * 1e-9, anchors,
-                                          products_for(wanted), floor)
+            frame = self.pipeline.finish(inference, pixels, order, intrinsics,
+                                         stamp.sec + stamp.nanosec * 1e-9, anchors,
+                                         products_for(wanted), floor)
             self.last_scale = frame.scale, frame.calibrated
             if frame.scale_problem:
                 self.throttled.warning(f'{frame.scale_problem}; publishing uncalibrated depth')
@@ -472,11 +531,21 @@ class DepthNode(ManagedNode):
             messages = self.messages.build(frame, intrinsics, header,
                                            self.values['scan.frame_id'], wanted)
             frame.timings['messages'] = time.perf_counter() - tick
+            self._report_skipped(wanted, skipped_topics(frame, wanted, self.messages.problems))
         tick = time.perf_counter()
         for topic, message in messages.items():
             self.outputs[topic].publish(message)
         frame.timings['publish'] = time.perf_counter() - tick
         self._count(time.perf_counter() - start, frame.timings)
+
+    def _report_skipped(self, wanted, skipped):
+        """An output that cannot be made costs only itself: one warning when it starts being
+        skipped (or for another reason), one line when it is back; diagnostics list it."""
+        started, recovered = self.skipped_outputs.update(wanted, skipped)
+        for topic, reason in started.items():
+            self.get_logger().warning(f'{topic} skipped: {reason}; the other outputs continue')
+        for topic in recovered:
+            self.get_logger().info(f'{topic} published again')
 
     def _output_frame(self, image_frame_id):
         frame_id = self.values['frame_id'] or image_frame_id
@@ -501,25 +570,58 @@ class DepthNode(ManagedNode):
         span = window[-1] - window[0]
         self.stats['fps'] = (len(window) - 1) / span if span > 0 else 0.0
 
+    def _forget_the_past(self, why):
+        """ROS time went back (a bag loop, a simulator reset): the scale filter, the rate and
+        latency windows and the anchors belong to the old time line."""
+        with self._pipeline_lock:
+            if self.pipeline is not None:
+                self.pipeline.reset_time()
+            self._rate_window.clear()
+            self.stats['fps'] = self.stats['latency_s'] = 0.0
+            self.anchors = None
+        self.tf.clear()
+        self.get_logger().info(f'{why}: cleared the scale smoothing, frame rate, latency, '
+                               'anchors and transforms (a bag loop or simulator reset?)')
+
     # ---------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self):
         status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: depth',
                                   hardware_id=self.values['model.name'])
         scale, metric = self.last_scale or (None, False)
+        estimator = self.pipeline.estimator
         values = {
-            'backend': self.pipeline.estimator.backend,
+            'backend': estimator.backend,
+            'backend reason': self._runtime()[0],
+            'threads': self._runtime()[1],
+            'backend requested': estimator.requested_backend,
+            'backend error': estimator.backend_error or '',
+            'device': str(estimator.device),
+            'precision': f'{estimator.precision} ({estimator.precision_reason})',
+            'warm-up (s)': ', '.join(f'{w}x{h}: {seconds:.2f}' for (w, h), seconds
+                                     in list(estimator.warmed_up.items())),
             'scale mode': self.values['scale.mode'],
             'depth metric': str(metric),
             'frames received': self.frames.received,
             'frames processed': self.stats['processed'],
             'frames dropped': self.frames.dropped,
+            'intake per received frame (ms)': f'{self.frames.put_seconds * 1e3:.3f}',
             'frames failed': self.stats['errors'],
             'frames skipped (no subscribers)': self.stats['idle'],
             'frame rate (Hz)': f"{self.stats['fps']:.2f}",
             'latency (ms)': f"{self.stats['latency_s'] * 1e3:.1f}",
         }
-        if self.stats['processed'] == 0:
+        if estimator.backend_error and estimator.backend == estimator.requested_backend:
+            status.level = DiagnosticStatus.ERROR
+            status.message = f'backend {estimator.backend} failed: {estimator.backend_error}'
+        elif self.warming_up is not None:
+            status.level = DiagnosticStatus.WARN
+            status.message = 'warming up for {}x{} images'.format(*self.warming_up)
+        elif self.stats['processed'] == 0:
             status.level, status.message = DiagnosticStatus.WARN, 'no image processed yet'
+        elif estimator.backend_error:
+            status.level = DiagnosticStatus.WARN
+            status.message = (f'backend {estimator.requested_backend} failed, running '
+                              f'{estimator.backend}: {estimator.backend_error}')
         elif not metric:
             status.level = DiagnosticStatus.WARN
             status.message = 'depth is uncalibrated (relative)'
@@ -535,6 +637,13 @@ class DepthNode(ManagedNode):
                 'fit inlier ratio': f'{fit.inlier_ratio:.3f}',
                 'fit residual': f'{fit.residual:.4f}'})
         values.update(self.geometry)
+        skipped = dict(self.skipped_outputs.reasons)    # a snapshot (processing thread)
+        values.update({f'output {topic}': f'skipped: {reason}'
+                       for topic, reason in skipped.items()})
+        if skipped and status.level == DiagnosticStatus.OK:
+            status.level = DiagnosticStatus.WARN
+        if skipped:
+            status.message += f"; skipped: {', '.join(sorted(skipped))}"
         # A snapshot: the processing thread adds stages while this runs in the callback one.
         values.update({f'time {stage} (ms)': f'{seconds * 1e3:.2f}'
                        for stage, seconds in list(self.stage_times.items())})
@@ -548,6 +657,7 @@ def main(args=None):
     """Frames are processed in the main thread and ROS callbacks run in a background one:
     torch's CPU thread pool is fastest driven from the thread that created it (measured on 2
     cores: 46 ms per midas_v21_small_256 forward from the main thread, 72 ms from another)."""
+    prefer_passive_waiting()   # before torch is imported: idle OpenMP threads must not spin
     # Any error building the node (a bad read-only parameter...) is one clear line.
     return run_node(DepthNode, 'depth_node', startup_errors=(Exception,), args=args,
                     main_thread_work=DepthNode.run)

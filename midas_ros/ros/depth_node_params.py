@@ -7,6 +7,7 @@ from midas_ros.ros.parameters import Param
 from midas_ros.ros.qos import QOS_NAMES, SUBSCRIPTION_QOS_NAMES
 
 ANCHOR_TYPES = ('scan', 'range', 'points', 'depth')
+DEVICE_PATTERN = r'auto|cpu|cuda(:[0-9]+)?'
 
 DEPTH_NODE_PARAMS = (
     AUTOSTART,      # lifecycle: configure + activate at start-up (midas_ros/ros/lifecycle.py)
@@ -20,22 +21,29 @@ DEPTH_NODE_PARAMS = (
           'demos; depth is meaningless)', read_only=True),
     Param('model.allow_download', False, 'download the official checkpoint if not found',
           read_only=True),
-    Param('model.backend', 'torch', 'runtime of the network: torch, onnxruntime or openvino '
-          '(CPU), tensorrt (CUDA); exported graphs are cached per variant, input size, precision '
-          'and weights', choices=('torch', 'onnxruntime', 'openvino', 'tensorrt'),
-          read_only=True),
+    Param('model.backend', 'auto', 'runtime of the network: auto (CPU: the fastest installed '
+          'runtime matching torch fp32, onnxruntime > openvino > torch; CUDA: torch), torch, '
+          'onnxruntime or openvino (CPU), tensorrt (CUDA); exported graphs are cached per '
+          'variant, input size, precision and weights',
+          choices=('auto', 'torch', 'onnxruntime', 'openvino', 'tensorrt'), read_only=True),
     Param('model.backend_fallback', False, 'fall back to torch (with a warning) when the '
           'backend cannot run', read_only=True),
-    Param('device', 'auto', 'inference device', choices=('auto', 'cpu', 'cuda'),
-          read_only=True),
-    Param('inference.precision', 'auto', 'auto: fp16 autocast on CUDA where safe for the '
-          'variant, fp32 on CPU', choices=('auto', 'fp32', 'fp16', 'bf16'), read_only=True),
+    Param('device', 'auto', 'inference device: auto (CUDA if present, else cpu), cpu, cuda '
+          '(the current GPU) or cuda:N (GPU N)', pattern=DEVICE_PATTERN, read_only=True),
+    Param('inference.precision', 'auto', 'auto: by the device (CPU: fp32; CUDA: fp16 for '
+          'variants safe in it, else bf16 on sm_80 and later, else fp32); the choice and why '
+          'are logged at start', choices=('auto', 'fp32', 'fp16', 'bf16'), read_only=True),
     Param('inference.channels_last', True, 'channels-last memory format on CUDA',
           read_only=True),
     Param('inference.compile', False, 'torch.compile the network (slow first frame)',
           read_only=True),
-    Param('inference.cpu_threads', 0, 'CPU threads for inference; 0: all cores', min=0,
+    Param('inference.cpu_threads', 0, 'CPU threads of the network (torch, ONNX Runtime, '
+          'OpenVINO); 0: the CPUs this process may use (affinity mask and cgroup quota)', min=0,
           max=256, read_only=True),
+    Param('inference.interop_threads', 0, "torch's inter-op threads; 0: 1 (MiDaS is one "
+          'chain of operators)', min=0, max=256, read_only=True),
+    Param('inference.opencv_threads', 0, "OpenCV's threads; 0: the CPUs this process may use",
+          min=0, max=256, read_only=True),
     # Input.
     Param('image.transport', 'raw', "raw: subscribe 'image'; compressed: 'image/compressed'",
           choices=('raw', 'compressed'), read_only=True),

@@ -136,8 +136,8 @@ class ManagedNode(LifecycleNode):
 
     def _deactivate_all(self):
         self.active = False            # first: the processing loop stops taking frames
+        self.deactivate()              # waits for the frame in flight, which may publish
         super().on_deactivate(None)
-        self.deactivate()
 
     def _cleanup_all(self):
         self.active = False

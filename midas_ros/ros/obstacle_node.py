@@ -17,20 +17,25 @@ through TF at the detection stamp (``ros/tf_frames.py``); without that transform
 messages are not published (a rate-limited warning says why): a message never carries a frame
 its numbers are not in.
 
-Detections are computed on an image some time after it was taken and arrive later still, so
-each detection message is paired with the buffered depth frame nearest to it in stamp; one
-with no frame within ``sync_tolerance`` yet waits (bounded) for a frame that may still come,
-and is dropped with a warning once none can. A zero stamp counts as never set: such messages
-pair with the newest frame. The maths lives in :mod:`midas_ros.fusion`.
+Detections are computed on an image some time after it was taken, and depth often arrives
+later and slower still, so each detection message is paired with the depth frame nearest to it
+in stamp, waiting (bounded by the depth stream's observed delay and rate) for a later frame that
+may be nearer (:class:`midas_ros.time_sync.NearestStampPolicy`, like message_filters'
+ApproximateTime). Detections left without a frame within ``sync_tolerance`` are counted in
+/diagnostics (paired, unpaired, wait); a warning comes only when nothing has paired for several
+seconds. A zero stamp counts as never set: such messages pair with the newest frame. When time
+goes back (a looping bag, a simulator reset: ROS time or the stamps), every buffered frame and
+waiting detection is forgotten, with one info line. The maths lives in
+:mod:`midas_ros.fusion`.
 """
 import colorsys
 import math
-import time
 import zlib
-from collections import deque
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.parameter import Parameter
+from rclpy.timer import Timer
 from sensor_msgs.msg import CameraInfo, Image, Range
 from std_msgs.msg import Header
 from vision_msgs.msg import (Detection2DArray, Detection3D, Detection3DArray,
@@ -49,6 +54,8 @@ from midas_ros.ros.qos import (AUTO_QOS, QOS_NAMES, SUBSCRIPTION_QOS_NAMES, qos_
                                subscribe, unsubscribe)
 from midas_ros.ros.tf_frames import FrameTransforms, TransformUnavailable
 from midas_ros.ros.throttled_log import ThrottledLog
+from midas_ros.ros.time_jumps import on_time_jump_back
+from midas_ros.time_sync import NearestStampPolicy
 
 _FUSION_DEFAULTS = FusionConfig()
 OBSTACLE_NODE_PARAMS = (
@@ -93,6 +100,7 @@ OBSTACLE_NODE_PARAMS = (
 )
 
 _WARN_PERIOD_S = 5.0        # rate limit of warnings about the input
+_STALL_S = 5.0              # nothing paired for this long while detections come: warn
 _MIN_MARKER_SIZE = 0.02     # m: flat objects still get a visible box
 _LABEL_HEIGHT = 0.25        # m: text size of the marker labels
 _BOX_ALPHA = 0.45
@@ -129,10 +137,9 @@ class ObstacleNode(ManagedNode):
         values = {'class_ids': self._declare_class_ids()}
         values.update(declare_parameters(
             self, [param for param in OBSTACLE_NODE_PARAMS if param.name != 'class_ids']))
-        self._depth_frames = deque(maxlen=values['buffer_length'])   # (stamp ns, Image)
-        # (Detection2DArray, kept, monotonic receive time); a timer ends waits that no new
-        # message would end.
-        self._pending = deque(maxlen=values['buffer_length'])
+        # Depth frames and waiting detections, paired by stamp; while active, a timer ends
+        # waits that no new message would end.
+        self._pairing = NearestStampPolicy(values['sync_tolerance'], values['buffer_length'])
         reason = self._apply(values)
         if reason is not None:
             # Each value passed its own check but together they cannot work (e.g. max_range
@@ -151,10 +158,9 @@ class ObstacleNode(ManagedNode):
         self._intrinsics = None     # of the latest valid depth/camera_info
         self._metres = None         # reused float32 buffer for 16UC1 frames
         self._marker_count = 0      # markers of each namespace currently shown in RViz
-
-        self._inputs = []           # subscriptions, while active
-        self._pending_timer = None
-        self._outputs = []
+        self._time_jumps = on_time_jump_back(self, self._forget_the_past)
+        self._inputs = []           # subscriptions and timers, while active
+        self._outputs = []          # publishers, while configured
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -166,7 +172,10 @@ class ObstacleNode(ManagedNode):
                                                             output_qos)
         self._nearest_pub = self.create_lifecycle_publisher(Range, 'obstacles/nearest',
                                                             output_qos)
-        self._outputs = [self._obstacles_pub, self._markers_pub, self._nearest_pub]
+        self._diagnostics_pub = self.create_lifecycle_publisher(DiagnosticArray,
+                                                                '/diagnostics', 10)
+        self._outputs = [self._obstacles_pub, self._markers_pub, self._nearest_pub,
+                         self._diagnostics_pub]
 
     def activate(self):
         input_qos, detections_qos = self._params['input_qos'], self._params['detections_qos']
@@ -175,18 +184,19 @@ class ObstacleNode(ManagedNode):
             subscribe(self, CameraInfo, 'depth/camera_info', self._on_camera_info, input_qos,
                       5),
             subscribe(self, Detection2DArray, 'detections', self._on_detections,
-                      detections_qos, 10)]
-        # Ends waits for depth that no new message would end.
-        self._pending_timer = self.create_timer(0.05, self._process_pending)
+                      detections_qos, 10),
+            self.create_timer(0.05, self._process_pending),
+            self.create_timer(1.0, self._publish_diagnostics)]
 
     def deactivate(self):
-        for subscription in self._inputs:
-            unsubscribe(self, subscription)
+        for entity in self._inputs:
+            if isinstance(entity, Timer):
+                self.destroy_timer(entity)
+            else:
+                unsubscribe(self, entity)
         self._inputs = []
-        self.destroy_timer(self._pending_timer)
         # Stale once reactivated: frames and detections start afresh.
-        self._depth_frames.clear()
-        self._pending.clear()
+        self._pairing.reset()
 
     def cleanup(self):
         for publisher in self._outputs:
@@ -225,11 +235,12 @@ class ObstacleNode(ManagedNode):
             config.validate()
         except ValueError as error:
             return str(error)
+        try:
+            self._pairing.configure(values['sync_tolerance'], values['buffer_length'])
+        except ValueError as error:
+            return str(error)
         self._config = config
         self._class_ids = frozenset(class_ids)
-        if values['buffer_length'] != self._depth_frames.maxlen:
-            self._depth_frames = deque(self._depth_frames, maxlen=values['buffer_length'])
-            self._pending = deque(self._pending, maxlen=values['buffer_length'])
         self._params = dict(values)
         return None
 
@@ -255,21 +266,32 @@ class ObstacleNode(ManagedNode):
         except ConversionError as error:
             self.throttled.warning(f'ignoring depth/image: {error}')
             return
-        self._depth_frames.append((stamp_ns(msg.header.stamp), msg))
+        if self._pairing.add_reference(stamp_ns(msg.header.stamp), msg, self._now_ns()):
+            self._forget_the_past('depth/image stamps went back', clear=False)
         self._process_pending()
 
     def _on_detections(self, msg):
-        if len(self._pending) == self._pending.maxlen:
-            dropped = self._pending[0][0].header.stamp
-            self.throttled.warning(f'dropping detections stamped {stamp_ns(dropped) * 1e-9:.3f}'
-                                   ': too many wait for depth (buffer_length)')
-        self._pending.append((msg, self._filter(msg), time.monotonic()))
+        kept = self._filter(msg)
+        if self._pairing.add_query(stamp_ns(msg.header.stamp), (msg, kept), self._now_ns(),
+                                   needs_reference=bool(kept)):
+            self._forget_the_past('detection stamps went back', clear=False)
         self._process_pending()
+
+    def _now_ns(self):
+        return self.get_clock().now().nanoseconds
+
+    def _forget_the_past(self, why, clear=True):
+        """Time went back: no buffered frame or waiting detection belongs to the new time."""
+        if clear:
+            self._pairing.reset()
+        self.tf.clear()
+        self.get_logger().info(f'{why}: forgot the buffered depth frames, waiting detections '
+                               'and transforms (a bag loop or simulator reset?)')
 
     def _publish_empty(self, msg):
         """Nothing to measure: say so without depth, clearing the markers."""
-        frame_id = (self._depth_frames[-1][1].header.frame_id if self._depth_frames
-                    else msg.header.frame_id)
+        newest = self._pairing.newest_reference()
+        frame_id = newest.header.frame_id if newest is not None else msg.header.frame_id
         self._publish(self._header(msg, frame_id), [], [], None)
 
     def _filter(self, msg):
@@ -289,59 +311,40 @@ class ObstacleNode(ManagedNode):
     # -- pairing -----------------------------------------------------------------------------
 
     def _process_pending(self):
-        """Measure every waiting detection message that now has its depth frame; drop the
-        ones no frame can match any more."""
-        while self._pending:
-            msg, kept, received = self._pending[0]
-            if not kept:    # published in turn, so outputs never go back in time
-                self._pending.popleft()
-                self._publish_empty(msg)
-                continue
-            frame = self._pair(msg, time.monotonic() - received)
-            if frame is None:
-                return          # the oldest waits, so do the younger ones (stamp order)
-            self._pending.popleft()
-            if frame is not False:
-                self._measure(msg, kept, frame)
-
-    def _pair(self, msg, waited):
-        """The buffered depth frame nearest in stamp to ``msg``; None to keep waiting for one;
-        False when none will come (warned). ``waited``: seconds ``msg`` has been pending.
-
-        A detector is often faster than depth_node, so a detection message may arrive before
-        the depth frame of its own image: while the depth stream has not yet reached its stamp,
-        it waits up to ``sync_tolerance`` seconds for that frame rather than taking the
-        previous one."""
-        if not self._depth_frames:
-            self.throttled.warning('detections waiting: no depth/image received yet')
-            return None
+        """Measure every detection message whose depth frame is decided, in arrival order;
+        count the ones no frame matched (diagnostics), warn only when pairing has stalled."""
         if self._intrinsics is None:
-            self.throttled.warning('detections waiting: no depth/camera_info received yet')
-            return None
-        wanted = stamp_ns(msg.header.stamp)
-        newest, newest_frame = self._depth_frames[-1]
-        if wanted == 0 or newest == 0:
-            return newest_frame     # a zero stamp was never set: no time to pair by
-        tolerance = int(self._params['sync_tolerance'] * 1e9)
-        # Ties go to the newest frame (e.g. every stamp zero): iterate newest first.
-        stamp, frame = min(reversed(self._depth_frames), key=lambda item: abs(item[0] - wanted))
-        if stamp == wanted:
-            return frame
-        if newest < wanted and waited < self._params['sync_tolerance']:
-            return None         # the frame of this very stamp may still come
-        if abs(stamp - wanted) <= tolerance:
-            return frame
-        if newest < wanted - tolerance:
-            # Depth lags behind: the matching frame may still come. Nothing is published
-            # from the old frames meanwhile (they would be stale).
-            self.throttled.warning(f'detections waiting: the newest depth frame is '
-                                   f'{(wanted - newest) * 1e-9:.3f} s older than them')
-            return None
-        self.throttled.warning(
-            f'dropping detections stamped {wanted * 1e-9:.3f}: the nearest depth frame is '
-            f"{(stamp - wanted) * 1e-9:+.3f} s away (sync_tolerance "
-            f"{self._params['sync_tolerance']} s)")
-        return False
+            return          # nothing can be measured yet; the detections wait (bounded)
+        for decision in self._pairing.poll(self._now_ns()):
+            msg, kept = decision.query
+            if not kept:    # published in turn, so outputs never go back in time
+                self._publish_empty(msg)
+            elif decision.reference is not None:
+                self._measure(msg, kept, decision.reference)
+
+    def _stall_reason(self):
+        """Why nothing has paired for a while although detections keep coming, or None."""
+        reason = self._pairing.stalled(self._now_ns(), _STALL_S)
+        if reason is not None and self._intrinsics is None:
+            reason = 'no depth/camera_info received'
+        return reason
+
+    def _publish_diagnostics(self):
+        stall = self._stall_reason()
+        if stall is not None:
+            self.throttled.warning(f'no detection paired with a depth frame for {_STALL_S:g} '
+                                   f's: {stall}')
+        stats = self._pairing.statistics()
+        values = {key: (f'{value:.3f}' if isinstance(value, float) else str(value))
+                  for key, value in stats.items()}
+        values['last unpaired reason'] = self._pairing.last_reason
+        status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: pairing',
+                                  level=DiagnosticStatus.WARN if stall else DiagnosticStatus.OK,
+                                  message=stall or 'pairing detections with depth frames',
+                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics_pub.publish(array)
 
     # -- measuring and publishing ------------------------------------------------------------
 
@@ -423,8 +426,8 @@ class ObstacleNode(ManagedNode):
         try:
             transform = self.tf.lookup(target, header.frame_id, header.stamp)
         except TransformUnavailable as error:
-            self.throttled.warning(f'obstacles and markers not published: no transform '
-                                   f'{error}')
+            self.tf.report_missing(self.throttled, 'obstacles and markers not published: '
+                                   f'no transform {error}')
             return None
         return (Header(stamp=header.stamp, frame_id=target),
                 transform_points(transform, positions),

@@ -6,6 +6,7 @@ rqt and ``ros2 param describe`` show), checks values the same way at start-up an
 and makes sure a rejected change is rejected whole. ``config/<node>.yaml`` documents the same
 defaults; a test keeps the two in step.
 """
+import re
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Tuple
 
@@ -23,6 +24,7 @@ class Param:
     default: object
     description: str
     choices: Tuple[str, ...] = ()
+    pattern: str = ''            # a regular expression a string value must match whole
     min: Optional[float] = None
     max: Optional[float] = None
     read_only: bool = False      # needs a restart (model, device, topics, QoS)
@@ -31,6 +33,8 @@ class Param:
         """The reason ``value`` is not acceptable, or None."""
         if self.choices and value not in self.choices:
             return f"{self.name}: '{value}' is not one of {', '.join(self.choices)}"
+        if self.pattern and not re.fullmatch(self.pattern, str(value)):
+            return f"{self.name}: '{value}' does not match {self.pattern}"
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if value != value:  # NaN
                 return f'{self.name}: NaN is not a valid value'
@@ -45,6 +49,8 @@ class Param:
         if self.choices:
             text += f" (one of: {', '.join(self.choices)})"
         descriptor = ParameterDescriptor(description=text, read_only=self.read_only)
+        if self.pattern:
+            descriptor.additional_constraints = f'matches {self.pattern}'
         # rclpy ranges need bounds on both sides; one-sided limits stay in our own check.
         if self.min is not None and self.max is not None:
             if isinstance(self.default, bool):

@@ -69,8 +69,9 @@ class MatchingSubscription:
     before a publisher is seen.
     """
 
-    def __init__(self, node, msg_type, topic, callback, depth, period=0.5):
+    def __init__(self, node, msg_type, topic, callback, depth, period=0.5, raw=False):
         self._node, self._msg_type, self._callback, self._depth = node, msg_type, callback, depth
+        self._raw = raw
         self._topic = node.resolve_topic_name(topic)
         self._subscription = None
         self.policies = None        # (reliability, durability) subscribed with
@@ -88,7 +89,8 @@ class MatchingSubscription:
         if self._subscription is not None:
             self._node.destroy_subscription(self._subscription)
         self._subscription = self._node.create_subscription(self._msg_type, self._topic,
-                                                            self._callback, profile)
+                                                            self._callback, profile,
+                                                            raw=self._raw)
         self.policies = policies
         self._node.get_logger().info(f'subscribed to {self._topic} {policies[0].name.lower()}'
                                      f', {policies[1].name.lower()} (as its publishers)')
@@ -101,12 +103,13 @@ class MatchingSubscription:
         self._subscription, self.policies = None, None
 
 
-def subscribe(node, msg_type, topic, callback, qos, depth):
+def subscribe(node, msg_type, topic, callback, qos, depth, raw=False):
     """A subscription with the named QoS (one of SUBSCRIPTION_QOS_NAMES): 'auto' gives a
-    :class:`MatchingSubscription`."""
+    :class:`MatchingSubscription`. ``raw``: the callback gets the serialized bytes."""
     if qos == AUTO_QOS:
-        return MatchingSubscription(node, msg_type, topic, callback, depth)
-    return node.create_subscription(msg_type, topic, callback, qos_profile(qos, depth=depth))
+        return MatchingSubscription(node, msg_type, topic, callback, depth, raw=raw)
+    return node.create_subscription(msg_type, topic, callback, qos_profile(qos, depth=depth),
+                                    raw=raw)
 
 
 def unsubscribe(node, subscription):

@@ -10,12 +10,18 @@ says the node uses its parameters, and every lookup raises :class:`TransformUnav
 A missing transform (frame unknown, not connected, stamp outside the buffer) is an expected
 state: the caller falls back or skips and says why (``TransformUnavailable``'s text).
 """
+import time
+
+from geometry_msgs.msg import TransformStamped
 from rclpy.duration import Duration
 from rclpy.time import Time
 
-from midas_ros.geometry import transform_from_quaternion
+from midas_ros.geometry import quaternion_from_rotation, transform_from_quaternion
 
 TF2_MISSING = 'tf2_ros not available, using parameters'
+# Right after start the listener may not have heard /tf_static yet (transient-local samples
+# arrive with discovery): missing transforms are reported as info, not warnings, meanwhile.
+STARTUP_S = 3.0
 
 
 class TransformUnavailable(Exception):
@@ -28,6 +34,33 @@ def transform_to_matrix(transform):
     return transform_from_quaternion((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
 
 
+def matrix_to_transform(parent_frame, child_frame, parent_from_child, stamp):
+    """geometry_msgs/TransformStamped of a 4x4 ``parent_from_child`` (child coordinates ->
+    parent coordinates, the TF convention: the child's pose in the parent)."""
+    message = TransformStamped()
+    message.header.frame_id, message.child_frame_id = parent_frame, child_frame
+    message.header.stamp = stamp
+    translation, rotation = message.transform.translation, message.transform.rotation
+    translation.x, translation.y, translation.z = (float(v) for v in parent_from_child[:3, 3])
+    rotation.x, rotation.y, rotation.z, rotation.w = quaternion_from_rotation(
+        parent_from_child[:3, :3])
+    return message
+
+
+def publish_static_transforms(node, transforms):
+    """Publish ``transforms`` (TransformStamped) on /tf_static with tf2_ros's
+    StaticTransformBroadcaster; returns it (keep it alive while the node runs), or None with
+    one info line when tf2_ros is not installed."""
+    try:
+        import tf2_ros
+    except ImportError:
+        node.get_logger().info('tf2_ros not available: /tf_static not published')
+        return None
+    broadcaster = tf2_ros.StaticTransformBroadcaster(node)
+    broadcaster.sendTransform(list(transforms))
+    return broadcaster
+
+
 class FrameTransforms:
     """A tf2_ros Buffer filled by a TransformListener on ``node`` (its /tf and /tf_static
     subscriptions run in the node's executor), queried as matrices from any thread.
@@ -36,6 +69,8 @@ class FrameTransforms:
     """
 
     def __init__(self, node, cache_s=10.0):
+        self._logger = node.get_logger()
+        self._started = time.monotonic()
         try:
             import tf2_ros
         except ImportError:
@@ -47,6 +82,21 @@ class FrameTransforms:
         self._tf2 = tf2_ros
         self._buffer = tf2_ros.Buffer(cache_time=Duration(seconds=cache_s))
         self._listener = tf2_ros.TransformListener(self._buffer, node, spin_thread=False)
+
+    def clear(self):
+        """Forget every buffered transform: ROS time went back (a bag loop, a simulator reset).
+        tf2_ros.Buffer clears itself only on jumps of the clock it was given, and this one is
+        built without the node's (sim-time) clock."""
+        if self._buffer is not None:
+            self._buffer.clear()
+
+    def report_missing(self, throttled, text):
+        """Say ``text`` about a missing transform: a rate-limited warning through
+        ``throttled`` (a ThrottledLog), or info during the first seconds after start."""
+        if time.monotonic() - self._started < STARTUP_S:
+            self._logger.info(f'{text} (TF is starting up)')
+        else:
+            throttled.warning(text)
 
     def lookup(self, target_frame, source_frame, stamp=None, timeout_s=0.0):
         """4x4 ``target_from_source`` at ``stamp`` (builtin_interfaces/Time; None or zero: the

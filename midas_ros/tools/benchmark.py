@@ -11,9 +11,14 @@ With several models each one runs in a child process, so its peak RSS is its own
 ``--node``: depth_node as its own process in an isolated ROS domain, fed 640x480 rgb8 images +
 CameraInfo over real DDS with every output subscribed. By default the next image is sent when
 the previous one's outputs have all arrived (throughput without drops); ``--rate HZ`` streams
-instead. Reports latency from publishing an image to receiving its depth image and its last
-output, throughput, dropped frames and the node's RSS sampled every second (start, end, max,
-slope), which shows whether memory stays flat over ``--duration``.
+like a camera driver (30 Hz is the robot case) and ``--load N`` keeps N other processes busy
+(a spinning loop each, stopped at the end) for the whole run. Reports frames/s with every
+output, latency (median, p90, p99) from publishing an image to receiving its depth image and its
+last output, dropped frames, the node process's CPU use and its RSS sampled every second (start,
+end, max, slope), which shows whether memory stays flat over ``--duration``. In the same run,
+under the same camera and load, the official ``run.py`` per-frame path (OpenCV resize and
+normalize, forward, bicubic upsampling; torch's default threads) is timed in its own process
+first (``--official-duration``), and the node's frames/s are given as a multiple of its.
 
 Both modes configure the node the same way: metric scale from the floor (``ground_plane``, a
 robust fit every frame), coloured organized cloud and scan on. Input frames come from the
@@ -25,9 +30,9 @@ Examples::
     python -m midas_ros benchmark --models midas_v21_small_256 --frames 30
     python -m midas_ros benchmark --models all --frames 3 --warmup 1
     python -m midas_ros benchmark --node --duration 600
+    python -m midas_ros benchmark --node --rate 30 --load 1
 """
 import argparse
-import inspect
 import json
 import os
 import resource
@@ -42,12 +47,18 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from midas_ros.cpu_budget import prefer_passive_waiting
+
+# The user's own OpenMP wait policy, before this process sets its own: the official pipeline runs
+# as run.py would, with OpenMP's defaults.
+_USER_OMP_WAIT_POLICY = os.environ.get('OMP_WAIT_POLICY')
 # Order of the per-stage rows; stages a run did not have (no rclpy, no CUDA copies) are left out.
-STAGES = ('decode', 'upload', 'preprocess', 'inference', 'postprocess', 'download', 'scale',
-          'colormap', 'cloud', 'scan', 'messages', 'serialize')
+STAGES = ('deserialize', 'decode', 'upload', 'preprocess', 'inference', 'postprocess',
+          'download', 'scale', 'colormap', 'cloud', 'scan', 'messages', 'serialize')
 RESULT_MARKER = 'MIDAS_BENCHMARK_RESULT '
 NODE_OUTPUTS = ('depth/image', 'depth/relative', 'depth/colormap', 'depth/camera_info',
                 'depth/points', 'depth/scan')
+MIN_OFFICIAL_FRAMES = 5
 DISTINCT_FRAMES = 8   # synthetic frames rendered and cycled (rendering is not what is measured)
 
 
@@ -64,8 +75,47 @@ def median_p90(values):
     return float(np.median(values)), float(np.percentile(values, 90))
 
 
-def hardware_description(device_type='cpu', threads=None):
-    """One line: CPU model, usable cores, load, torch version and threads, GPU name."""
+def percentiles(values, points=(50, 90, 99)):
+    """The ``points`` percentiles of a non-empty sequence, as floats."""
+    return [float(v) for v in np.percentile(np.asarray(values, dtype=np.float64), points)]
+
+
+def process_cpu_seconds(pid):
+    """User + system CPU seconds process ``pid`` has used (its threads included); None if gone.
+    """
+    try:
+        with open(f'/proc/{pid}/stat') as stat:
+            fields = stat.read().rsplit(')', 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+class BusyLoad:
+    """``count`` other processes, each keeping one core busy for at most ``seconds``: what
+    navigation, localization or a detector do to a robot's CPU. Stopped on ``stop`` (and exit
+    by themselves at the time bound, whatever happens to this process)."""
+
+    def __init__(self, count, seconds):
+        self.processes = []
+        loop = f'import time\nend = time.monotonic() + {seconds:.0f}\n' \
+               'while time.monotonic() < end:\n    pass\n'
+        for _ in range(count):
+            self.processes.append(subprocess.Popen([sys.executable, '-c', loop]))
+
+    def stop(self):
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+        self.processes = []
+
+
+def hardware_description(device='cpu', threads=None):
+    """One line: CPU model, usable cores, load, torch version and threads, GPU name.
+
+    ``device``: 'cpu', 'cuda' or 'cuda:N' (names that GPU).
+    """
     import torch
 
     from midas_ros.inference import usable_cpu_count
@@ -80,8 +130,8 @@ def hardware_description(device_type='cpu', threads=None):
     parts = [cpu, f'{usable_cpu_count()} usable cores (load average {load})',
              f'torch {torch.__version__}',
              f'{threads or torch.get_num_threads()} intra-op threads']
-    if device_type == 'cuda' and torch.cuda.is_available():
-        parts.append(f'GPU {torch.cuda.get_device_name()}')
+    if str(device).startswith('cuda') and torch.cuda.is_available():
+        parts.append(f'GPU {torch.cuda.get_device_name(torch.device(device))}')
     return ' | '.join(parts)
 
 
@@ -124,6 +174,7 @@ class ModelResult:
     peak_rss_mb: float = 0.0
     cuda_peak_mb: Optional[float] = None
     notes: List[str] = field(default_factory=list)
+    backend: str = ''
 
 
 class MessageStage:
@@ -143,8 +194,14 @@ class MessageStage:
         self.header = Header(frame_id='camera_optical_frame')
 
     def image_message(self, rgb):
-        """The rgb8 ``Image`` a camera driver would publish for ``rgb``."""
-        return self._conversions.array_to_image(rgb, 'rgb8', self.header)
+        """The rgb8 ``Image`` a camera driver would publish for ``rgb``, serialized as the
+        node's raw subscription receives it."""
+        return self._serialize(self._conversions.array_to_image(rgb, 'rgb8', self.header))
+
+    def deserialize(self, data):
+        from rclpy.serialization import deserialize_message
+        from sensor_msgs.msg import Image
+        return deserialize_message(data, Image)
 
     def decode(self, msg):
         return self._conversions.image_to_array(msg)[0]
@@ -160,15 +217,8 @@ class MessageStage:
 def create_estimator(model_name, args):
     """A ``DepthEstimator`` as the node would make it, random weights unless ``--weights``."""
     from midas_ros.inference import DepthEstimator
-    options = dict(device=args.device, pretrained=args.weights is not None,
-                   weights=args.weights, cpu_threads=args.threads)
-    if args.backend != 'torch':
-        # Other backends arrive with issue 8; refuse clearly until the estimator has them.
-        if 'backend' not in inspect.signature(DepthEstimator).parameters:
-            raise BenchmarkError(f"backend '{args.backend}' is not available: this DepthEstimator "
-                                 'only runs torch')
-        options['backend'] = args.backend
-    return DepthEstimator(model_name, **options)
+    return DepthEstimator(model_name, device=args.device, pretrained=args.weights is not None,
+                          weights=args.weights, cpu_threads=args.threads, backend=args.backend)
 
 
 def _time_model_only(estimator, rgb, count):
@@ -204,7 +254,8 @@ def measure_model(model_name, args):
     pipeline = DepthPipeline(estimator, benchmark_settings(scene_config))
     net_w, net_h = network_input_size(cfg, args.width, args.height)
     result = ModelResult(model_name, cfg.release, f'{net_w}x{net_h}', cfg.num_parameters / 1e6,
-                         str(estimator.device), torch.get_num_threads(), 0, args.warmup)
+                         str(estimator.device), torch.get_num_threads(), 0, args.warmup,
+                         backend=estimator.backend)
     try:
         messages = MessageStage()
         inputs = [messages.image_message(rgb) for rgb in frames]
@@ -227,6 +278,8 @@ def measure_model(model_name, args):
                                 f'--budget {args.budget:g} s spent')
             break
     result.model_only_ms = _time_model_only(estimator, frames[0], result.frames)
+    if messages:
+        result.notes.append(dropped_frame_note(inputs[0], result.stage_ms['deserialize']))
     result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     if cuda:
         result.cuda_peak_mb = torch.cuda.max_memory_allocated(estimator.device) / 2**20
@@ -236,7 +289,9 @@ def measure_model(model_name, args):
 def _one_frame(pipeline, messages, source, intrinsics, index):
     """Milliseconds per stage of one frame, plus ``end_to_end``."""
     start = time.perf_counter()
-    pixels = messages.decode(source) if messages else source
+    msg = messages.deserialize(source) if messages else None
+    deserialized = time.perf_counter()
+    pixels = messages.decode(msg) if messages else source
     decoded = time.perf_counter()
     frame = pipeline.process(pixels, 'rgb', intrinsics, stamp_s=index / 30.0)
     processed = time.perf_counter()
@@ -247,12 +302,27 @@ def _one_frame(pipeline, messages, source, intrinsics, index):
         tick = time.perf_counter()
         messages.serialize(built)
         end = time.perf_counter()
-        timings.update(decode=(decoded - start) * 1e3, messages=(tick - processed) * 1e3,
+        timings.update(deserialize=(deserialized - start) * 1e3,
+                       decode=(decoded - deserialized) * 1e3, messages=(tick - processed) * 1e3,
                        serialize=(end - tick) * 1e3)
     else:
         end = processed
     timings['end_to_end'] = (end - start) * 1e3
     return timings
+
+
+def dropped_frame_note(serialized, deserialize_ms, count=1000):
+    """What a frame the node drops costs it (the raw subscription's serialized frame replacing
+    the waiting one in the mailbox) against deserializing a kept one."""
+    from midas_ros.intake import LatestFrame
+    mailbox = LatestFrame()
+    start = time.perf_counter()
+    for _ in range(count):
+        mailbox.put(serialized)
+    put_us = (time.perf_counter() - start) / count * 1e6
+    return (f'intake: a dropped {len(serialized) / 1e6:.2f} MB frame costs the node {put_us:.1f} '
+            f'us after the middleware\'s take (never deserialized); deserializing a kept one '
+            f'{np.median(deserialize_ms):.2f} ms')
 
 
 def measure_in_child(model_name, argv):
@@ -315,7 +385,8 @@ def run_in_process(args, argv):
     print(f'## midas_ros benchmark, in-process, {args.width}x{args.height} rgb8, '
           f'{time.strftime("%Y-%m-%d")}')
     print(f'Hardware: {hardware_description(args.device, results[0].threads)}')
-    print(f'Device {results[0].device}, backend {args.backend}, '
+    backends = ', '.join(sorted({r.backend for r in results}))
+    print(f'Device {results[0].device}, backend {backends} (--backend {args.backend}), '
           f'{"weights " + args.weights if args.weights else "random weights (same compute)"}; '
           f'scale ground_plane, coloured cloud and scan on; median of the frames after '
           f'{args.warmup} warm-up frame(s).\n')
@@ -355,6 +426,9 @@ class NodeResult:
     node_dropped: int = 0
     node_stages: dict = field(default_factory=dict)  # stage -> ms (node's smoothed times)
     rss: List[tuple] = field(default_factory=list)   # (seconds since start, MB)
+    node_cpu_s: float = 0.0          # CPU seconds of the node process over elapsed_s
+    node_backend: str = ''           # the backend the node runs, from /diagnostics
+    official: Optional[dict] = None  # the official pipeline in the same conditions
 
 
 class RssSampler(threading.Thread):
@@ -423,6 +497,7 @@ class NodeProbe:
         self.arrivals = {}   # stamp key -> {output: perf_counter}
         self.node_processing_ms = []
         self.node_dropped = 0   # the node's own count (diagnostics), since it started
+        self.node_backend = ''
         self.node_stages = {}   # stage -> ms, the node's latest smoothed per-stage times
         for topic in self.outputs:
             self.node.create_subscription(types[topic], topic,
@@ -441,6 +516,8 @@ class NodeProbe:
                     self.node_processing_ms.append(float(item.value))
                 elif item.key == 'frames dropped':
                     self.node_dropped = int(item.value)
+                elif item.key == 'backend':
+                    self.node_backend = item.value
                 elif item.key.startswith('time '):   # 'time <stage> (ms)', smoothed
                     self.node_stages[item.key[5:-5]] = float(item.value)
 
@@ -487,7 +564,7 @@ def node_command(namespace, args, settings):
               'scan.enabled': 'true' if settings.scan_enabled else 'false'}
     if args.weights:
         params['model.weights'] = args.weights
-    if args.backend != 'torch':
+    if args.backend != 'auto':   # else the node's default
         params['model.backend'] = args.backend
     command = [sys.executable, '-m', 'midas_ros', 'depth_node', '--ros-args',
                '-r', f'__ns:={namespace}']
@@ -516,34 +593,154 @@ def run_node(args):
     frames, intrinsics, scene_config = synthetic_frames(args.width, args.height)
     settings = benchmark_settings(scene_config)
     namespace = f'/midas_benchmark_{os.getpid()}'
+    outputs = NODE_OUTPUTS if settings.scan_enabled else NODE_OUTPUTS[:-1]
     log = tempfile.NamedTemporaryFile(prefix='midas_benchmark_node_', suffix='.log',
                                       delete=False)
-    process = subprocess.Popen(node_command(namespace, args, settings), stdout=log,
-                               stderr=subprocess.STDOUT, env=dict(os.environ))
-    outputs = NODE_OUTPUTS if settings.scan_enabled else NODE_OUTPUTS[:-1]
-    probe = sampler = None
+    bound = (args.startup_timeout + args.official_duration + args.duration
+             + args.warmup * args.frame_timeout + 60.0)
+    load = BusyLoad(args.load, bound)
+    probe = sampler = process = None
     try:
         probe = NodeProbe(namespace, outputs)
+        camera = CameraFeed(probe, frames, intrinsics, args.rate)
+        official = None
+        if args.official_duration > 0:
+            official = measure_official(args, camera)
+        process = subprocess.Popen(node_command(namespace, args, settings), stdout=log,
+                                   stderr=subprocess.STDOUT, env=dict(os.environ))
         sampler = RssSampler(process.pid)
         sampler.start()
-        result = _drive_node(probe, process, frames, intrinsics, args, log.name, sampler)
+        result = _drive_node(probe, camera, process, args, log.name, sampler)
         result.rss = list(sampler.samples)
+        result.official = official
     finally:
+        load.stop()
         if sampler is not None:
             sampler.stop()
         if probe is not None:
             probe.close()
-        stop_process(process)
+        if process is not None:
+            stop_process(process)
         log.close()
     print_node_result(result, args, log.name, os.environ['ROS_DOMAIN_ID'])
 
 
-def _drive_node(probe, process, frames, intrinsics, args, log_path, sampler):
-    from midas_ros.ros.conversions import array_to_image, intrinsics_to_camera_info
-    images = [array_to_image(rgb, 'rgb8') for rgb in frames]
-    info = intrinsics_to_camera_info(intrinsics)
-    for msg in images:
-        msg.header.frame_id = info.header.frame_id = 'camera_optical_frame'
+class CameraFeed:
+    """The camera of the benchmark: the synthetic frames as rgb8 ``Image`` + ``CameraInfo``,
+    published by the probe at ``rate`` (0: one at a time, when asked)."""
+
+    def __init__(self, probe, frames, intrinsics, rate):
+        from midas_ros.ros.conversions import array_to_image, intrinsics_to_camera_info
+        self.probe, self.rate = probe, rate
+        self.images = [array_to_image(rgb, 'rgb8') for rgb in frames]
+        self.info = intrinsics_to_camera_info(intrinsics)
+        for msg in self.images:
+            msg.header.frame_id = self.info.header.frame_id = 'camera_optical_frame'
+        self.index = 0
+        self._next_send = None
+
+    def publish(self):
+        """Publish the next frame now; its stamp key."""
+        image = self.images[self.index % len(self.images)]
+        self.index += 1
+        return self.probe.publish(image, self.info)
+
+    def stream_until(self, done, timeout):
+        """Publish at ``rate`` (spinning the probe in between) until ``done()`` or ``timeout``
+        seconds; with rate 0 only spin. True when ``done()``."""
+        deadline = time.perf_counter() + timeout
+        if self._next_send is None:
+            self._next_send = time.perf_counter()
+        while time.perf_counter() < deadline:
+            if done():
+                return True
+            if self.rate > 0 and time.perf_counter() >= self._next_send:
+                self.publish()
+                self._next_send = max(self._next_send + 1.0 / self.rate,
+                                      time.perf_counter() - 1.0 / self.rate)
+            wait = self._next_send - time.perf_counter() if self.rate > 0 else 0.01
+            left = max(0.0, deadline - time.perf_counter())
+            self.probe.spin_for(min(max(wait, 0.0), 0.01, left))
+        return done()
+
+
+def official_environment():
+    """The environment run.py would see: ours, but with OpenMP's own wait policy."""
+    env = dict(os.environ)
+    if _USER_OMP_WAIT_POLICY is None:
+        env.pop('OMP_WAIT_POLICY', None)
+    else:
+        env['OMP_WAIT_POLICY'] = _USER_OMP_WAIT_POLICY
+    return env
+
+
+def measure_official(args, camera):
+    """The official pipeline's per-frame times in its own process, for ``--official-duration``
+    seconds, while the camera streams (and the load runs): {'fps', 'ms': [...], 'threads'}."""
+    command = [sys.executable, '-m', 'midas_ros.tools.benchmark', '--official-child',
+               '--models', args.models, '--width', str(args.width), '--height',
+               str(args.height), '--duration', str(args.official_duration),
+               '--warmup', str(args.warmup)]
+    if args.weights:
+        command += ['--weights', args.weights]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
+                             env=official_environment())
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(child.stdout), daemon=True)
+    reader.start()
+    camera.stream_until(lambda: child.poll() is not None,
+                        args.startup_timeout + args.official_duration)
+    stop_process(child)
+    reader.join(5.0)
+    for line in lines:
+        if line.startswith(RESULT_MARKER):
+            return json.loads(line[len(RESULT_MARKER):])
+    raise BenchmarkError(f'the official pipeline exited with status {child.returncode} and no '
+                         'result')
+
+
+def official_child(args):
+    """run.py's per-frame path on the synthetic frames for ``--duration`` s; prints the result.
+
+    Exactly what the official ``run.py`` does per frame on the CPU: the RGB frame to float /255,
+    OpenCV resize to the network size (keep aspect, multiple of 32, bicubic) and normalization
+    (``reference_preprocess``, op for op), the forward pass under ``no_grad``, bicubic upsampling
+    to the frame size and the result to numpy. Threads and wait policy are torch's defaults.
+    """
+    import torch
+
+    from midas_ros.models import create_model
+    from midas_ros.models.registry import get_config
+    from midas_ros.models.transforms import reference_preprocess
+    cfg = get_config(args.models)
+    frames = synthetic_frames(args.width, args.height)[0]
+    torch.manual_seed(0)
+    model = create_model(args.models, pretrained=args.weights is not None, weights=args.weights)
+    model.eval()
+    times = []
+    end = None
+    index = 0
+    with torch.no_grad():
+        # At least MIN_OFFICIAL_FRAMES timed frames, however slow, so the figure is a median.
+        while end is None or time.perf_counter() < end or len(times) < MIN_OFFICIAL_FRAMES:
+            if index == args.warmup:
+                end = time.perf_counter() + args.duration
+            rgb = frames[index % len(frames)]
+            start = time.perf_counter()
+            sample = torch.from_numpy(reference_preprocess(rgb, cfg))
+            prediction = model.forward(sample)
+            prediction = torch.nn.functional.interpolate(
+                prediction.unsqueeze(1), size=rgb.shape[:2], mode='bicubic',
+                align_corners=False).squeeze().cpu().numpy()
+            if index >= args.warmup:
+                times.append((time.perf_counter() - start) * 1e3)
+            index += 1
+    fps = len(times) / (sum(times) / 1e3)
+    print(RESULT_MARKER + json.dumps({'fps': fps, 'ms': times,
+                                      'threads': torch.get_num_threads()}), flush=True)
+
+
+def _drive_node(probe, camera, process, args, log_path, sampler):
     # Start-up: the model loads while we keep offering frames; the first complete frame ends it.
     deadline = time.monotonic() + args.startup_timeout
     while True:
@@ -553,11 +750,11 @@ def _drive_node(probe, process, frames, intrinsics, args, log_path, sampler):
         if time.monotonic() > deadline:
             raise BenchmarkError(f'no output from depth_node within {args.startup_timeout:g} s; '
                                  f'its log: {log_path}')
-        key = probe.publish(images[0], info)
+        key = camera.publish()
         if probe.spin_until(lambda: probe.complete(key), 1.0):
             break
-    for index in range(args.warmup):
-        key = probe.publish(images[index % len(images)], info)
+    for _ in range(args.warmup):
+        key = camera.publish()
         probe.spin_until(lambda: probe.complete(key), args.frame_timeout)
     probe.sent.clear()
     probe.arrivals.clear()
@@ -565,22 +762,19 @@ def _drive_node(probe, process, frames, intrinsics, args, log_path, sampler):
     dropped_before = probe.node_dropped
     sampler.restart()
     mode = 'lockstep (next image when all outputs arrived)' if args.rate <= 0 else \
-        f'streaming at {args.rate:g} Hz'
+        f'camera streaming at {args.rate:g} Hz'
     result = NodeResult(args.models, mode)
+    cpu_start = process_cpu_seconds(process.pid)
     start = time.perf_counter()
     end = start + args.duration
-    index = 0
-    next_send = start
-    while time.perf_counter() < end and process.poll() is None:
-        image = images[index % len(images)]
-        if args.rate <= 0:
-            key = probe.publish(image, info)
+    if args.rate <= 0:
+        while time.perf_counter() < end and process.poll() is None:
+            key = camera.publish()
             probe.spin_until(lambda: probe.complete(key), args.frame_timeout)
-        else:
-            probe.publish(image, info)
-            next_send += 1.0 / args.rate
-            probe.spin_for(max(0.0, next_send - time.perf_counter()))
-        index += 1
+    else:
+        camera.stream_until(lambda: process.poll() is not None, args.duration)
+    cpu_end = process_cpu_seconds(process.pid)
+    wall_end = time.perf_counter()
     probe.spin_for(min(args.frame_timeout, 2.0))   # outputs of the last frames still in flight
     result.published = len(probe.sent)
     last_arrival = start
@@ -593,10 +787,61 @@ def _drive_node(probe, process, frames, intrinsics, args, log_path, sampler):
             result.all_outputs_latency_ms.append((max(arrived.values()) - sent) * 1e3)
             last_arrival = max(last_arrival, max(arrived.values()))
     result.elapsed_s = last_arrival - start
+    if cpu_start is not None and cpu_end is not None:
+        result.node_cpu_s = (cpu_end - cpu_start) * result.elapsed_s / (wall_end - start)
     result.node_processing_ms = list(probe.node_processing_ms)
     result.node_dropped = probe.node_dropped - dropped_before
     result.node_stages = dict(probe.node_stages)
+    result.node_backend = probe.node_backend
     return result
+
+
+def run_camera_source(args):
+    """``--camera-source``: the CPU camera_source's synthetic scene takes at ``--rate`` (10 Hz
+    by default), its image and ground truth subscribed, over ``--duration`` seconds."""
+    import rclpy
+    import rclpy.executors
+    from sensor_msgs.msg import Image
+
+    from midas_ros.ros.qos import qos_profile
+    from midas_ros.ros_env import isolated_ros_environment
+    os.environ.update(isolated_ros_environment())
+    rate = args.rate or 10.0
+    namespace = f'/midas_benchmark_camera_{os.getpid()}'
+    command = [sys.executable, '-m', 'midas_ros', 'camera_source', '--ros-args', '-r',
+               f'__ns:={namespace}', '-p', f'rate:={rate}', '-p', f'width:={args.width}',
+               '-p', f'height:={args.height}', '-p',
+               f'synthetic_replay_frames:={args.replay_frames}']
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node('midas_benchmark_camera_probe', namespace=namespace,
+                             context=context)
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    received = [0]
+    for topic in ('image', 'ground_truth/depth'):
+        node.create_subscription(Image, topic, lambda _, topic=topic: received.__setitem__(
+            0, received[0] + (topic == 'image')), qos_profile('sensor_data'), raw=True)
+    try:
+        deadline = time.monotonic() + args.startup_timeout
+        while received[0] < 3:   # started, rendered, streaming
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise BenchmarkError('camera_source did not start streaming')
+            executor.spin_once(timeout_sec=0.1)
+        cpu_start, start, count = process_cpu_seconds(process.pid), time.monotonic(), received[0]
+        while time.monotonic() < start + args.duration:
+            executor.spin_once(timeout_sec=0.1)
+        cpu, elapsed = process_cpu_seconds(process.pid) - cpu_start, time.monotonic() - start
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+        stop_process(process)
+    print(f'camera_source, synthetic scene {args.width}x{args.height} at {rate:g} Hz, '
+          f'synthetic_replay_frames {args.replay_frames}: {100.0 * cpu / elapsed:.1f} % of one '
+          f'core over {elapsed:.0f} s, {(received[0] - count) / elapsed:.1f} images/s received '
+          f'({time.strftime("%Y-%m-%d")}; {hardware_description()})')
 
 
 def rss_summary(samples):
@@ -612,25 +857,34 @@ def print_node_result(result, args, log_path, domain_id):
           f'{time.strftime("%Y-%m-%d")}')
     print(f'Hardware: {hardware_description(args.device, args.threads or None)}')
     weights = f'weights {args.weights}' if args.weights else 'random weights'
-    print(f'Model {result.model} ({weights}), device {args.device}, backend {args.backend}; '
-          f'{result.mode}; outputs: {", ".join(NODE_OUTPUTS)} (scale ground_plane); '
-          f'ROS_DOMAIN_ID {domain_id}, loopback only; node log {log_path}\n')
-    lines = ['| measure | median | p90 |', '|---|---|---|']
+    load = f'{args.load} other process(es) keeping a core busy each' if args.load else 'no load'
+    print(f'Model {result.model} ({weights}), device {args.device}, backend '
+          f'{result.node_backend or "?"} (model.backend {args.backend}); {result.mode}; {load}; '
+          f'outputs: {", ".join(NODE_OUTPUTS)} (scale ground_plane); ROS_DOMAIN_ID '
+          f'{domain_id}, loopback only; node log {log_path}\n')
+    lines = ['| measure | p50 | p90 | p99 |', '|---|---|---|---|']
     for name, values in (('image -> depth/image latency ms', result.image_latency_ms),
                          ('image -> last output latency ms', result.all_outputs_latency_ms),
                          ('node processing ms (diagnostics)', result.node_processing_ms)):
         if values:
-            lines.append('| {} | {:.1f} | {:.1f} |'.format(name, *median_p90(values)))
+            lines.append('| {} | {:.1f} | {:.1f} | {:.1f} |'.format(name, *percentiles(values)))
     print('\n'.join(lines) + '\n')
     if result.node_stages:
         print('Node stages (ms, smoothed, from /diagnostics): ' + ', '.join(
             f'{stage} {ms:.1f}' for stage, ms in result.node_stages.items()) + '\n')
     fps = result.completed / result.elapsed_s if result.elapsed_s > 0 else 0.0
     lost = result.published - result.completed
+    cpu = 100.0 * result.node_cpu_s / result.elapsed_s if result.elapsed_s > 0 else 0.0
     print(f'Throughput: {fps:.2f} frames/s with every output ({result.completed} complete frames '
           f'in {result.elapsed_s:.1f} s); published {result.published}, without all outputs '
           f'{lost} ({100.0 * lost / max(result.published, 1):.1f} %); node-reported drops '
-          f'{result.node_dropped}.')
+          f'{result.node_dropped}. Node CPU: {cpu:.0f} % of one core.')
+    if result.official:
+        official = result.official
+        median = float(np.median(official['ms']))
+        print(f"Official run.py path, same camera and load, {len(official['ms'])} frames, "
+              f"{official['threads']} torch threads: {official['fps']:.2f} frames/s ({median:.0f} "
+              f'ms median). depth_node / official: {fps / official["fps"]:.2f}x.')
     if result.rss:
         start, end, peak, slope = rss_summary(result.rss)
         print(f'Node RSS over {result.rss[-1][0]:.0f} s ({len(result.rss)} samples): start '
@@ -647,7 +901,8 @@ def build_parser():
     parser.add_argument('--models', default='midas_v21_small_256',
                         help="comma-separated variants, or 'all' (default: %(default)s)")
     parser.add_argument('--device', default='cpu', help='cpu | cuda | cuda:N (default: cpu)')
-    parser.add_argument('--backend', default='torch', help='inference backend (default: torch)')
+    parser.add_argument('--backend', default='auto',
+                        help="inference backend (default: auto, as depth_node's default)")
     parser.add_argument('--weights', help='checkpoint file (default: random weights)')
     parser.add_argument('--threads', type=int, default=0,
                         help='CPU intra-op threads; 0: every usable core (default)')
@@ -663,8 +918,20 @@ def build_parser():
     parser.add_argument('--duration', type=float, default=30.0,
                         help='--node: seconds of measurement after warm-up')
     parser.add_argument('--rate', type=float, default=0.0,
-                        help='--node: publish at this rate (Hz); 0: next image when the '
-                             'previous outputs arrived (default)')
+                        help='--node: the camera publishes at this rate (Hz; 30 is the robot '
+                             'case); 0: next image when the previous outputs arrived (default)')
+    parser.add_argument('--load', type=int, default=0,
+                        help='--node: keep N other processes busy (one core each) for the run')
+    parser.add_argument('--official-duration', type=float, default=20.0,
+                        help='--node: seconds of the official run.py path, timed first under '
+                             'the same camera and load (0: skip; default %(default)s)')
+    parser.add_argument('--official-child', action='store_true', help=argparse.SUPPRESS)
+    parser.add_argument('--camera-source', action='store_true',
+                        help="measure camera_source's CPU use instead (synthetic scene at "
+                             '--rate, default 10 Hz, for --duration seconds)')
+    parser.add_argument('--replay-frames', type=int, default=60,
+                        help='--camera-source: its synthetic_replay_frames (default %(default)s;'
+                             ' 0: render live)')
     parser.add_argument('--frame-timeout', type=float, default=10.0,
                         help='--node: seconds to wait for one frame\'s outputs')
     parser.add_argument('--startup-timeout', type=float, default=180.0,
@@ -679,8 +946,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.frames < 1 or args.warmup < 0 or args.width < 2 or args.height < 2:
         parser.error('need --frames >= 1, --warmup >= 0 and an image of at least 2x2')
+    if args.load < 0 or args.official_duration < 0:
+        parser.error('need --load >= 0 and --official-duration >= 0')
+    if args.official_child:
+        official_child(args)
+        return 0
+    prefer_passive_waiting()   # as depth_node does, before torch is imported
     try:
-        if args.node:
+        if args.camera_source:
+            run_camera_source(args)
+        elif args.node:
             run_node(args)
         else:
             run_in_process(args, argv)

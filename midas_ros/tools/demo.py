@@ -16,8 +16,10 @@ the pipeline runner, records to ``DIR/recording.mcap`` and reads the recording b
 * ``demo_params.yaml``: the parameters the demo ran with on top of config/*.yaml.
 
 The model uses the official weights when they can be found (``model.weights_dir``,
-``$MIDAS_WEIGHTS_DIR``, the torch hub cache) and random weights, said loudly, when not: every
-output still flows, the depth is meaningless. depth_node runs in ``ground_plane`` scale mode with
+``$MIDAS_WEIGHTS_DIR``, the torch hub cache); when they cannot and downloading is possible (not
+``--no-download``), the official checkpoint is downloaded into the torch hub cache first
+(:func:`fetch_official_weights`). Offline it runs on random weights, said loudly: every output
+still flows, the depth is meaningless. depth_node runs in ``ground_plane`` scale mode with
 the scene's true camera height and pitch, the metric path a robot with a known camera mount uses.
 """
 import argparse
@@ -41,15 +43,47 @@ DEFAULT_MODEL = 'midas_v21_small_256'
 DEMO_RATE_HZ = 10.0          # what the depth node keeps up with on a 2-core CPU
 
 
-def weights_available(model_name):
-    """True when ``create_model(model_name)`` would find the official checkpoint (nothing is
-    loaded or downloaded)."""
+def fetch_official_weights(model_name, console, download=True, timeout_s=30.0):
+    """True when the official checkpoint of ``model_name`` is available: found where depth_node
+    looks (``models.weights.resolve_weights``), or, when it is not and ``download`` is true,
+    downloaded now with ``models.weights.download_weights``: into the torch hub cache where
+    depth_node finds it, with a progress bar (torch.hub's), SHA-256 (prefix) checked where the
+    registry knows one, written under a temporary name and moved into place only when complete
+    (an HTTP body shorter than its Content-Length fails in http.client). Says what it did on
+    ``console``. Offline (or any failure) it says why in one line and returns False; nothing is
+    left in the cache then.
+    """
+    import socket
+
     from midas_ros.models.registry import get_config
-    from midas_ros.models.weights import WeightsNotFoundError, resolve_weights
+    from midas_ros.models.weights import (WeightsNotFoundError, download_weights,
+                                          expected_sha256, hub_checkpoint_dir, resolve_weights)
+    cfg = get_config(model_name)
     try:
-        resolve_weights(get_config(model_name))
+        path = resolve_weights(cfg)
     except WeightsNotFoundError:
+        pass
+    else:
+        console.line('demo', f'official {model_name} weights found: {path}')
+        return True
+    if not download or not cfg.url:
         return False
+    directory = hub_checkpoint_dir()
+    console.line('demo', f'official {model_name} weights not found: downloading {cfg.url} '
+                 f'into the torch hub cache ({directory})')
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)     # a network that drops packets must not hang
+    try:
+        path = download_weights(cfg, directory, progress=True)
+    except Exception as error:  # offline, HTTP error, checksum, disk full: one line, go on
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ''
+        console.line('demo', f'download not possible ({type(error).__name__}: {text})')
+        return False
+    finally:
+        socket.setdefaulttimeout(previous)
+    checked = ('SHA-256 checked' if expected_sha256(cfg, path) else
+               'no published SHA-256: checked by the strict key/shape load')
+    console.line('demo', f'downloaded {path.stat().st_size / 1e6:.1f} MB to {path} ({checked})')
     return True
 
 
@@ -63,6 +97,8 @@ def demo_parameters(pretrained, model_name, scene=SceneConfig()):
             'scale.mode': 'ground_plane',
             'scale.camera_height': scene.camera_height,
             'scale.camera_pitch_deg': scene.camera_pitch_deg,
+            # From camera_source's /tf_static when tf2_ros is installed; the two above else.
+            'scale.ground_frame': 'base_footprint',
             'scan.enabled': True,
             # Every other pixel in each direction: a quarter of the cloud bytes to record.
             'cloud.decimation': 2,
@@ -237,12 +273,17 @@ class _RunReader:
         accepted = [d.get('fit accepted') == 'True' for d in diagnostics]
         return {
             'frames': {'source': len(self.image_stamps), 'depth': len(self.depth_latency),
-                       'obstacles': len(self.obstacle_latency)},
+                       'obstacles': len(self.obstacle_latency),
+                       # Of the camera's frames, those depth_node turned into depth.
+                       'processed_fraction': (round(len(self.depth_latency)
+                                                    / len(self.image_stamps), 3)
+                                              if self.image_stamps else None)},
             'fps': report.frame_rate(self.depth_times),
             'latency_ms': {'depth': report.percentiles(self.depth_latency),
                            'obstacles': report.percentiles(self.obstacle_latency)},
             'scale_fit': {
                 'mode': diagnostics[-1].get('scale mode') if diagnostics else None,
+                'floor_source': diagnostics[-1].get('floor source') if diagnostics else None,
                 'inlier_ratio': report.median_or_none(
                     _float(d.get('fit inlier ratio')) for d in diagnostics),
                 'residual': report.median_or_none(
@@ -296,16 +337,16 @@ def main(argv=None):
                         '(default: %(default)s)')
     parser.add_argument('--params', nargs='+', default=[], metavar='FILE',
                         help='more ROS parameter files, applied after the demo settings')
+    parser.add_argument('--no-download', action='store_true',
+                        help='do not download the official weights when they are not found')
     args = parser.parse_args(argv)
     if args.frames < 1:
         parser.error('--frames must be at least 1')
     console = pipeline.Console()
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    pretrained = weights_available(args.model)
-    if pretrained:
-        console.line('demo', f'official {args.model} weights found')
-    else:
+    pretrained = fetch_official_weights(args.model, console, download=not args.no_download)
+    if not pretrained:
         for line in ('*' * 72,
                      f'NO OFFICIAL WEIGHTS FOUND FOR {args.model}: RUNNING WITH RANDOM WEIGHTS.',
                      'Every output flows, but the depth (and so every distance) is meaningless.',

@@ -44,19 +44,34 @@ def build_parser():
     parser.add_argument('--pretrained', type=_bool, default=True, metavar='{true,false}',
                         help='false: random weights, for tests (default: true)')
     parser.add_argument('--format', required=True, choices=tuple(FORMATS))
-    parser.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'bf16'),
-                        help='onnx: fp32 only; openvino: fp16 also halves the IR weights; '
-                             'tensorrt: builder precision (default: %(default)s)')
+    parser.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'fp16', 'bf16'),
+                        help="default auto: what depth_node's inference.precision auto picks "
+                             'for this format, variant and device (onnx, openvino: fp32; '
+                             'tensorrt: by the GPU, see the README), so the node finds the '
+                             'artefact; onnx: fp32 only; openvino: fp16 also halves the IR '
+                             'weights; tensorrt: engine precision')
     parser.add_argument('--width', type=int, default=640, help='camera image width (640)')
     parser.add_argument('--height', type=int, default=480, help='camera image height (480)')
     parser.add_argument('--device', default='auto',
-                        help='tensorrt: the CUDA device to build for (auto | cuda:N)')
+                        help='tensorrt: the CUDA device to build for (auto | cuda | cuda:N)')
     parser.add_argument('--cache-dir', type=Path,
                         help='artefact cache (default: $MIDAS_ROS_CACHE or '
                              '~/.cache/midas_ros/engines)')
     parser.add_argument('--output', '-o', type=Path,
                         help='write the artefact here instead of into the cache')
     return parser
+
+
+def export_precision(format, precision, device, cfg):
+    """``(precision, reason)`` of an export: 'auto' resolves as depth_node's does.
+
+    So the artefact lands under the cache key the node looks for: ONNX Runtime runs fp32 on any
+    device, OpenVINO runs on the CPU (fp32), TensorRT by the GPU's compute capability.
+    """
+    from midas_ros.inference import choose_precision
+    if format == 'onnx' and precision == 'auto':
+        return 'fp32', 'ONNX Runtime runs fp32'
+    return choose_precision(precision, device, cfg)
 
 
 def run(args):
@@ -66,25 +81,26 @@ def run(args):
     from midas_ros.models import WeightsError, create_model, get_config
     from midas_ros.models.transforms import network_input_size
     cfg = get_config(args.model)
-    if args.format == 'onnx' and args.precision != 'fp32':
+    if args.format == 'onnx' and args.precision not in ('auto', 'fp32'):
         raise ExportError('--format onnx exports fp32 only (openvino and tensorrt offer fp16)')
     try:
         net_w, net_h = network_input_size(cfg, args.width, args.height)
         device = resolve_device('cpu' if args.format != 'tensorrt' else args.device)
+        precision, reason = export_precision(args.format, args.precision, device, cfg)
         model = create_model(args.model, pretrained=args.pretrained, weights=args.weights,
                              weights_dir=args.weights_dir)
     except (WeightsError, OSError, ValueError) as error:
         raise ExportError(f'cannot load {args.model}: {error}') from error
     if not args.pretrained:
         sys.stderr.write('export: warning: random weights (--pretrained false)\n')
-    print(f'{args.model}: {args.width}x{args.height} images -> network input {net_w}x{net_h}',
-          flush=True)
+    print(f'{args.model}: {args.width}x{args.height} images -> network input {net_w}x{net_h}, '
+          f'{precision} ({reason})', flush=True)
     try:
         if args.format == 'onnx' and args.output:   # plain ONNX: no runtime needed
             _atomic_output(args.output, lambda tmp: export_onnx(model, cfg, net_w, net_h, tmp))
             print(f'wrote {args.output}')
             return 0
-        artefact = export_artefact(FORMATS[args.format], model, cfg, device, args.precision,
+        artefact = export_artefact(FORMATS[args.format], model, cfg, device, precision,
                                    net_w, net_h, args.cache_dir)
     except BackendError as error:
         raise ExportError(str(error)) from error

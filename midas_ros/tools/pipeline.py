@@ -320,12 +320,16 @@ class PipelineRunner:
 
     def _drain(self, monitor):
         """Let depth_node and obstacle_node finish the frames still in flight."""
-        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        start = time.monotonic()
+        deadline = start + DRAIN_TIMEOUT_S
         while time.monotonic() < deadline and not self.interrupted:
             dead = self._died(ended_ok=(self.source_node.name,))
             if dead:
                 return self._fail(*dead)
-            if monitor.progress().seconds_since_output > DRAIN_IDLE_S:
+            # Idle counts from the end of the input at the earliest: a short run can end before
+            # the first depth output, which is then still on its way.
+            idle = min(monitor.progress().seconds_since_output, time.monotonic() - start)
+            if idle > DRAIN_IDLE_S:
                 break
             time.sleep(0.05)
         self._report(monitor.progress())

@@ -106,8 +106,7 @@ class ViTBackbone(nn.Module):
 
     def __init__(self, cfg):
         super().__init__()
-        import timm  # deferred: importing timm takes seconds
-        self.model = timm.create_model(cfg.timm_name, pretrained=False)
+        self.model = self.create_encoder(cfg)
         widths = REASSEMBLE_WIDTHS[cfg.backbone]
         self.out_channels = tuple(widths)
         # Hybrid: the first hooks name CNN stages (the official code always uses stages 0, 1).
@@ -116,6 +115,13 @@ class ViTBackbone(nn.Module):
         for level in range(self.num_stem_levels, 4):
             setattr(self, f'act_postprocess{level + 1}',
                     make_reassemble(level, dim, widths[level]))
+
+    @staticmethod
+    def create_encoder(cfg) -> nn.Module:
+        """The transformer: timm's ViT, whose layout the checkpoints share in every timm
+        release this package supports (0.6.13 to 1.0)."""
+        import timm  # deferred: importing timm takes seconds
+        return timm.create_model(cfg.timm_name, pretrained=False)
 
     def embed_patches(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], torch.Tensor]:
         """Input image -> (stem feature maps, NCHW patch embeddings on the patch grid)."""

@@ -1,0 +1,229 @@
+"""How many CPUs this process may really use, and every thread pool sized to it.
+
+A robot's CPU is shared: the camera driver, navigation and the detector run on the same cores.
+Two things then ruin CPU inference (measured on a 2-core EPYC, midas_v21_small_256, one core
+busy in another process: torch's forward 66 ms -> 230 ms):
+
+* thread pools sized from ``os.cpu_count()`` -- the host's cores, not the ones a container's
+  affinity mask or CPU quota grants -- so more threads than CPUs fight over them;
+* threads that *spin-wait* (OpenMP's default active wait, ONNX Runtime's intra-op spinning)
+  for a core another process holds, burning the time slice the work needed.
+
+``CpuBudget.detect()`` reads the affinity mask (``os.sched_getaffinity``) and the cgroup CPU
+quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, the tightest along the
+process's cgroup path). ``ThreadPlan`` turns that (or explicit counts) into the threads of each
+pool, and ``configure_pools`` applies it to torch and OpenCV; the ONNX Runtime and OpenVINO
+backends read the same plan (``current_plan``) when they build their sessions.
+
+No library reads the cgroup quota for us (``os.process_cpu_count`` of Python 3.13 reads the
+affinity only; torch and OpenCV count host cores), hence this module.
+"""
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+__all__ = ['CpuBudget', 'ThreadPlan', 'cgroup_cpu_quota', 'configure_pools', 'current_plan',
+           'prefer_passive_waiting']
+
+_MOUNTINFO = Path('/proc/self/mountinfo')
+_SELF_CGROUP = Path('/proc/self/cgroup')
+
+
+def _read(path):
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def _v2_quota(directory):
+    """CPUs granted by a v2 ``cpu.max`` ('max 100000' or '<quota> <period>'); None: no limit."""
+    text = _read(Path(directory) / 'cpu.max')
+    if not text:
+        return None
+    quota, _, period = text.partition(' ')
+    if quota == 'max':
+        return None
+    try:
+        quota, period = int(quota), int(period or 100000)
+    except ValueError:
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def _v1_quota(directory):
+    """CPUs granted by v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``; None: no limit (-1)."""
+    quota, period = (_read(Path(directory) / name)
+                     for name in ('cpu.cfs_quota_us', 'cpu.cfs_period_us'))
+    try:
+        quota, period = int(quota), int(period)
+    except (TypeError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def _cgroup_mounts(mountinfo_text):
+    """[(version, mount root, mount point)] of the cgroup2 mount and the v1 'cpu' hierarchy."""
+    mounts = []
+    for line in mountinfo_text.splitlines():
+        fields = line.split()
+        if ' - ' not in line or len(fields) < 5:
+            continue
+        post = line.split(' - ', 1)[1].split()
+        fstype, options = post[0], post[2] if len(post) > 2 else ''
+        if fstype == 'cgroup2':
+            mounts.append((2, fields[3], fields[4]))
+        elif fstype == 'cgroup' and 'cpu' in options.split(','):
+            mounts.append((1, fields[3], fields[4]))
+    return mounts
+
+
+def _cgroup_paths(cgroup_text):
+    """{version: path} of this process: v2 from '0::<path>', v1 from the line naming 'cpu'."""
+    paths = {}
+    for line in cgroup_text.splitlines():
+        parts = line.split(':', 2)
+        if len(parts) != 3:
+            continue
+        hierarchy, controllers, path = parts
+        if hierarchy == '0' and controllers == '':
+            paths.setdefault(2, path)
+        elif 'cpu' in controllers.split(','):
+            paths[1] = path
+    return paths
+
+
+def cgroup_cpu_quota(mountinfo=_MOUNTINFO, self_cgroup=_SELF_CGROUP):
+    """CPUs the cgroup quota grants this process (e.g. 1.5), or None when nothing limits it.
+
+    The tightest quota from the process's own cgroup up to the mount's root counts (a parent's
+    limit binds its children). A container usually sees its own cgroup as the root of the mount;
+    then the root's file is the container's limit.
+    """
+    mount_text, cgroup_text = _read(mountinfo), _read(self_cgroup)
+    if not mount_text or not cgroup_text:
+        return None
+    paths = _cgroup_paths(cgroup_text)
+    limits = []
+    for version, root, mount_point in _cgroup_mounts(mount_text):
+        path = paths.get(version)
+        if path is None:
+            continue
+        relative = os.path.relpath(path, root) if path.startswith(root) else '.'
+        directory = Path(mount_point) / relative
+        if not directory.is_dir():    # a cgroup namespace: the mount's root is ours
+            directory = Path(mount_point)
+        read_quota = _v2_quota if version == 2 else _v1_quota
+        while True:
+            quota = read_quota(directory)
+            if quota is not None:
+                limits.append(quota)
+            if directory == Path(mount_point) or directory.parent == directory:
+                break
+            directory = directory.parent
+    return min(limits) if limits else None
+
+
+@dataclass(frozen=True)
+class CpuBudget:
+    """The CPUs this process may use: ``affinity`` cores, at most ``quota`` CPUs of time.
+
+    ``cores`` is what thread pools should be sized to: the affinity count, capped by the quota
+    (rounded down, at least 1: a pool with more threads than the quota grants gets throttled).
+    """
+
+    affinity: int
+    quota: Optional[float] = None
+
+    @property
+    def cores(self):
+        if self.quota is None:
+            return max(1, self.affinity)
+        return max(1, min(self.affinity, math.floor(self.quota + 1e-9)))
+
+    @classmethod
+    def detect(cls):
+        try:
+            affinity = len(os.sched_getaffinity(0))
+        except AttributeError:   # not Linux: no masks, no cgroups
+            return cls(os.cpu_count() or 1)
+        return cls(affinity, cgroup_cpu_quota())
+
+    def describe(self):
+        quota = 'no CPU quota' if self.quota is None else f'cgroup quota {self.quota:g} CPUs'
+        return f'{self.cores} usable CPU(s) ({self.affinity} in the affinity mask, {quota})'
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    """Threads of every pool the depth pipeline uses.
+
+    ``intra_op``: the network's parallelism (torch intra-op, ONNX Runtime intra-op, OpenVINO
+    inference threads); ``inter_op``: torch's pool for independent operators (MiDaS runs one
+    chain of operators: 1); ``opencv``: OpenCV's pool (colour conversion, resizes in the node's
+    thread); ``budget``: where the numbers came from.
+    """
+
+    intra_op: int
+    inter_op: int
+    opencv: int
+    budget: CpuBudget
+
+    @classmethod
+    def for_budget(cls, budget=None, intra_op=0, inter_op=0, opencv=0):
+        """The plan for ``budget`` (default: detected); a count > 0 overrides that pool's.
+
+        Raises ValueError for a negative count.
+        """
+        for name, value in (('intra_op', intra_op), ('inter_op', inter_op), ('opencv', opencv)):
+            if value < 0:
+                raise ValueError(f'{name} threads must be >= 0 (0: from the CPU budget), '
+                                 f'got {value}')
+        budget = budget or CpuBudget.detect()
+        return cls(intra_op or budget.cores, inter_op or 1, opencv or budget.cores, budget)
+
+    def describe(self):
+        return (f'{self.budget.describe()}: {self.intra_op} inference thread(s), '
+                f'{self.inter_op} inter-op, {self.opencv} OpenCV, passive waiting')
+
+
+_current = None
+
+
+def current_plan():
+    """The plan ``configure_pools`` applied last, else one from the detected budget."""
+    return _current or ThreadPlan.for_budget()
+
+
+def prefer_passive_waiting(environ=os.environ):
+    """Make OpenMP threads sleep, not spin, while they wait for work (``OMP_WAIT_POLICY``).
+
+    The OpenMP runtime reads the variable once, when torch loads it: call this before the first
+    ``import torch`` (the nodes' ``main`` does). A value the user set is kept. Returns whether
+    it can still take effect (torch not yet imported).
+    """
+    environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+    return 'torch' not in sys.modules
+
+
+def configure_pools(plan):
+    """Apply ``plan`` to torch (intra-op, inter-op) and OpenCV; ``current_plan()`` returns it.
+
+    torch accepts a new inter-op count only before its pool starts; a later call keeps the
+    running pool (a RuntimeError of torch's, ignored: the intra-op count is what matters).
+    """
+    global _current
+    import cv2
+    import torch
+    torch.set_num_threads(plan.intra_op)
+    if torch.get_num_interop_threads() != plan.inter_op:
+        try:
+            torch.set_num_interop_threads(plan.inter_op)
+        except RuntimeError:
+            pass
+    cv2.setNumThreads(plan.opencv)
+    _current = plan
+    return plan

@@ -1,0 +1,115 @@
+"""backend 'auto': which runtime it picks here and why, and the fp32 parity check behind it."""
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from midas_ros.backends import BackendError
+from midas_ros.backends.choice import ParityCheckedRunner, choose_backend
+from midas_ros.inference import DepthEstimator
+
+CPU, CUDA = torch.device('cpu'), torch.device('cuda', 0)
+
+
+def only(*installed):
+    """A find_spec that knows only the packages ``installed``."""
+    return lambda name: object() if name in installed else None
+
+
+def test_cpu_prefers_onnxruntime_then_openvino_then_torch():
+    everything = only('onnxruntime', 'openvino', 'onnx')
+    assert choose_backend(CPU, 'fp32', everything).backend == 'onnxruntime'
+    choice = choose_backend(CPU, 'fp32', only('openvino', 'onnx'))
+    assert choice.backend == 'openvino' and 'onnxruntime needs onnxruntime' in choice.reason
+    choice = choose_backend(CPU, 'fp32', only('onnxruntime', 'openvino'))   # no exporter
+    assert choice.backend == 'torch' and 'needs onnx' in choice.reason
+    assert choose_backend(CPU, 'fp32', only()).backend == 'torch'
+
+
+def test_cpu_half_precision_skips_the_fp32_only_runtime():
+    choice = choose_backend(CPU, 'bf16', only('onnxruntime', 'openvino', 'onnx'))
+    assert choice.backend == 'openvino' and 'fp32 only' in choice.reason
+
+
+def test_cuda_takes_the_torch_gpu_path():
+    choice = choose_backend(CUDA, 'fp16', only('onnxruntime', 'openvino', 'onnx', 'tensorrt'))
+    assert choice.backend == 'torch' and 'cuda:0' in choice.reason
+
+
+class Doubling(torch.nn.Module):
+    """1x3xHxW -> 1xHxW: 2 r + g, as a 1x1 convolution (exportable, has parameters)."""
+
+    def __init__(self):
+        super().__init__()
+        self.mix = torch.nn.Conv2d(3, 1, 1, bias=False)
+        with torch.no_grad():
+            self.mix.weight.copy_(torch.tensor([2.0, 1.0, 0.0]).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        return self.mix(x).squeeze(1)
+
+
+def test_parity_check_passes_a_matching_runner_once_per_size():
+    model = Doubling()
+    calls = []
+
+    def runner(net_input):
+        calls.append(tuple(net_input.shape))
+        return model(net_input)
+    checked = ParityCheckedRunner(runner, model)
+    x = torch.rand(1, 3, 8, 12)
+    for _ in range(3):
+        torch.testing.assert_close(checked(x), model(x))
+    assert checked.deviation == 0.0
+
+
+def test_parity_check_rejects_a_deviating_runner():
+    model = Doubling()
+    checked = ParityCheckedRunner(lambda x: model(x) * 1.2, model)
+    with pytest.raises(BackendError, match='deviates from torch fp32'):
+        checked(torch.rand(1, 3, 8, 12) + 0.5)
+
+
+def test_auto_estimator_reports_its_choice_and_matches_torch(tmp_path):
+    auto = DepthEstimator('midas_v21_small_256', device='cpu', model=Doubling(), backend='auto',
+                          cache_dir=tmp_path)
+    expected = choose_backend(CPU, 'fp32').backend
+    assert auto.backend == auto.backend_choice.backend == expected
+    assert auto.requested_backend == 'auto' and auto.backend_choice.reason
+    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    reference = DepthEstimator('midas_v21_small_256', device='cpu', model=Doubling(),
+                               backend='torch').predict(image)
+    np.testing.assert_allclose(auto.predict(image), reference, rtol=1e-5, atol=1e-5)
+    explicit = DepthEstimator('midas_v21_small_256', device='cpu', model=Doubling(),
+                              backend='torch')
+    assert explicit.backend_choice.backend == 'torch'
+    assert 'explicitly' in explicit.backend_choice.reason
+
+
+def test_auto_falls_back_to_torch_when_parity_fails(tmp_path, monkeypatch, caplog):
+    import midas_ros.inference as inference
+    image = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    reference = DepthEstimator('midas_v21_small_256', device='cpu', model=Doubling(),
+                               backend='torch').predict(image)
+
+    real_create_runner = inference.create_runner
+
+    def bad_runner(backend, model, *args, **kwargs):
+        if backend == 'torch':              # the fallback
+            return real_create_runner(backend, model, *args, **kwargs)
+
+        def run(net_input):
+            return model(net_input) + 1.0    # a constant offset: far from torch's output
+        return run
+    monkeypatch.setattr(inference, 'choose_backend',
+                        lambda device, precision: inference.BackendChoice('onnxruntime', 'test'))
+    monkeypatch.setattr(inference, 'create_runner', bad_runner)
+    estimator = DepthEstimator('midas_v21_small_256', device='cpu', model=Doubling(),
+                               backend='auto', cache_dir=tmp_path)
+    with caplog.at_level(logging.WARNING):
+        depth = estimator.predict(image)
+    assert estimator.backend == 'torch'
+    assert 'deviates' in estimator.backend_choice.reason
+    assert 'falling back to torch' in caplog.text
+    np.testing.assert_allclose(depth, reference, rtol=1e-5, atol=1e-5)

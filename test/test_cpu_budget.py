@@ -1,0 +1,109 @@
+"""The CPU budget (affinity + cgroup quota) and the thread plan every pool is sized from."""
+import os
+
+import cv2
+import pytest
+import torch
+
+from midas_ros import cpu_budget
+from midas_ros.cpu_budget import (CpuBudget, ThreadPlan, cgroup_cpu_quota, configure_pools,
+                                  prefer_passive_waiting)
+
+
+def fake_cgroup(tmp_path, mountinfo_lines, cgroup_lines, files):
+    """A /proc/self/{mountinfo,cgroup} pair and a cgroup tree under tmp_path/'fs'."""
+    for relative, text in files.items():
+        path = tmp_path / 'fs' / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    mountinfo, cgroup = tmp_path / 'mountinfo', tmp_path / 'cgroup'
+    mountinfo.write_text('\n'.join(line.replace('FS', str(tmp_path / 'fs'))
+                                   for line in mountinfo_lines) + '\n')
+    cgroup.write_text('\n'.join(cgroup_lines) + '\n')
+    return mountinfo, cgroup
+
+
+V2_MOUNT = '30 23 0:26 / FS rw,nosuid - cgroup2 cgroup2 rw'
+V1_MOUNT = '32 31 0:29 / FS/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct'
+
+
+def test_cgroup_v2_quota_is_the_tightest_along_the_path(tmp_path):
+    mountinfo, cgroup = fake_cgroup(tmp_path, [V2_MOUNT], ['0::/robot.slice/depth.service'], {
+        'cpu.max': 'max 100000\n',
+        'robot.slice/cpu.max': '150000 100000\n',             # 1.5 CPUs for the slice
+        'robot.slice/depth.service/cpu.max': 'max 100000\n'})
+    assert cgroup_cpu_quota(mountinfo, cgroup) == pytest.approx(1.5)
+
+
+def test_cgroup_v2_unlimited_and_namespaced(tmp_path):
+    mountinfo, cgroup = fake_cgroup(tmp_path, [V2_MOUNT], ['0::/'], {'cpu.max': 'max 100000\n'})
+    assert cgroup_cpu_quota(mountinfo, cgroup) is None
+    # A container sees a path that does not exist in its own mount: the mount's root is its
+    # cgroup, and the limit there counts.
+    mountinfo, cgroup = fake_cgroup(tmp_path, [V2_MOUNT], ['0::/../host/x'],
+                                    {'cpu.max': '50000 100000\n'})
+    assert cgroup_cpu_quota(mountinfo, cgroup) == pytest.approx(0.5)
+
+
+def test_cgroup_v1_quota(tmp_path):
+    files = {'cpu,cpuacct/docker/abc/cpu.cfs_quota_us': '300000\n',
+             'cpu,cpuacct/docker/abc/cpu.cfs_period_us': '100000\n',
+             'cpu,cpuacct/cpu.cfs_quota_us': '-1\n',
+             'cpu,cpuacct/cpu.cfs_period_us': '100000\n'}
+    mountinfo, cgroup = fake_cgroup(tmp_path, [V1_MOUNT],
+                                    ['4:memory:/docker/abc', '2:cpu,cpuacct:/docker/abc'], files)
+    assert cgroup_cpu_quota(mountinfo, cgroup) == pytest.approx(3.0)
+    files['cpu,cpuacct/docker/abc/cpu.cfs_quota_us'] = '-1\n'
+    mountinfo, cgroup = fake_cgroup(tmp_path, [V1_MOUNT],
+                                    ['4:memory:/docker/abc', '2:cpu,cpuacct:/docker/abc'], files)
+    assert cgroup_cpu_quota(mountinfo, cgroup) is None
+
+
+def test_no_cgroup_files_means_no_quota(tmp_path):
+    assert cgroup_cpu_quota(tmp_path / 'missing', tmp_path / 'missing') is None
+
+
+def test_budget_is_the_affinity_capped_by_the_quota():
+    assert CpuBudget(8).cores == 8
+    assert CpuBudget(8, quota=2.0).cores == 2
+    assert CpuBudget(8, quota=2.5).cores == 2     # more threads than the quota: throttled
+    assert CpuBudget(2, quota=16.0).cores == 2    # the affinity binds first
+    assert CpuBudget(4, quota=0.3).cores == 1
+    assert '2 usable CPU(s)' in CpuBudget(8, quota=2.0).describe()
+
+
+def test_detected_budget_follows_the_affinity_mask(monkeypatch):
+    monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0})
+    monkeypatch.setattr(cpu_budget, 'cgroup_cpu_quota', lambda: None)
+    assert CpuBudget.detect() == CpuBudget(1)
+
+
+def test_plan_from_budget_and_overrides():
+    plan = ThreadPlan.for_budget(CpuBudget(4, quota=3.0))
+    assert (plan.intra_op, plan.inter_op, plan.opencv) == (3, 1, 3)
+    plan = ThreadPlan.for_budget(CpuBudget(4), intra_op=1, inter_op=2, opencv=1)
+    assert (plan.intra_op, plan.inter_op, plan.opencv) == (1, 2, 1)
+    with pytest.raises(ValueError, match='opencv threads must be >= 0'):
+        ThreadPlan.for_budget(CpuBudget(4), opencv=-1)
+
+
+def test_configure_pools_applies_the_plan():
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    try:
+        plan = configure_pools(ThreadPlan.for_budget(CpuBudget(2), intra_op=1, opencv=1))
+        assert torch.get_num_threads() == 1 and cv2.getNumThreads() == 1
+        assert cpu_budget.current_plan() is plan
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
+
+
+def test_passive_waiting_keeps_a_user_value():
+    environ = {}
+    prefer_passive_waiting(environ)
+    assert environ['OMP_WAIT_POLICY'] == 'PASSIVE'
+    environ = {'OMP_WAIT_POLICY': 'ACTIVE'}
+    prefer_passive_waiting(environ)
+    assert environ['OMP_WAIT_POLICY'] == 'ACTIVE'
+    # torch is imported in this process: too late for this one, and it says so.
+    assert prefer_passive_waiting({}) is False
