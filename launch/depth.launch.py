@@ -4,7 +4,8 @@
         camera_info:=/camera/color/camera_info model:=dpt_swin2_tiny_256 device:=cuda
 
 Every other parameter comes from ``params_file`` (default: the package's config/depth_node.yaml,
-which documents each one); the arguments below override it.
+which documents each one); the arguments below override it. depth_node is a lifecycle node:
+``autostart:=false`` leaves it unconfigured for a lifecycle manager.
 """
 import os
 
@@ -33,6 +34,9 @@ def generate_launch_description():
                               description='auto | cpu | cuda | cuda:N'),
         DeclareLaunchArgument('pretrained', default_value='true',
                               description='false: random weights (no checkpoint needed)'),
+        DeclareLaunchArgument('autostart', default_value='true',
+                              description='false: leave depth_node unconfigured for a '
+                              'lifecycle manager (ros2 lifecycle set ... configure)'),
     ]
     depth_node = Node(
         package='midas_ros', executable='depth_node', name='depth_node',
@@ -41,6 +45,7 @@ def generate_launch_description():
             'model.name': LaunchConfiguration('model'),
             'device': LaunchConfiguration('device'),
             'model.pretrained': LaunchConfiguration('pretrained'),
+            'autostart': LaunchConfiguration('autostart'),
         }],
         remappings=[('image', LaunchConfiguration('image')),
                     ('image/compressed', [LaunchConfiguration('image'), '/compressed']),

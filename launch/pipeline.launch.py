@@ -7,6 +7,8 @@
 The same processes and YAML files as ``python -m midas_ros pipeline`` (config/<node>.yaml; the
 synthetic scene adds config/synthetic_scene.yaml and its stand-in synthetic_detector). Every
 parameter default lives in those files; pass your own with the *_params arguments.
+depth_node and obstacle_node are lifecycle nodes: ``autostart:=false`` leaves them unconfigured
+for a lifecycle manager.
 """
 import os
 
@@ -43,7 +45,12 @@ def generate_launch_description():
                               description='camera info topic (sensor_msgs/CameraInfo)'),
         DeclareLaunchArgument('detections', default_value='detections',
                               description='2D detections topic (vision_msgs/Detection2DArray)'),
+        DeclareLaunchArgument('autostart', default_value='true',
+                              description='false: leave depth_node and obstacle_node '
+                              'unconfigured for a lifecycle manager'),
     ]
+    # The lifecycle nodes' autostart comes from the argument, over their YAML files.
+    autostart = {'autostart': LaunchConfiguration('autostart')}
     camera_remaps = [('image', LaunchConfiguration('image')),
                      ('image/compressed', [LaunchConfiguration('image'), '/compressed']),
                      ('camera_info', LaunchConfiguration('camera_info'))]
@@ -60,10 +67,11 @@ def generate_launch_description():
              remappings=[('detections', LaunchConfiguration('detections'))]),
         Node(package='midas_ros', executable='depth_node', name='depth_node',
              namespace=namespace, output='screen',
-             parameters=[LaunchConfiguration('depth_params')], remappings=camera_remaps),
+             parameters=[LaunchConfiguration('depth_params'), autostart],
+             remappings=camera_remaps),
         Node(package='midas_ros', executable='obstacle_node', name='obstacle_node',
              namespace=namespace, output='screen',
-             parameters=[LaunchConfiguration('obstacle_params')],
+             parameters=[LaunchConfiguration('obstacle_params'), autostart],
              remappings=[('detections', LaunchConfiguration('detections'))]),
     ]
     return LaunchDescription(arguments + nodes)

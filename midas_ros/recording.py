@@ -20,14 +20,16 @@ import sys
 from pathlib import Path
 
 import yaml
-from mcap.writer import CompressionType, Writer
 
 DEFINITION_SEPARATOR = '=' * 80
 PROFILE = 'ros2'
 SCHEMA_ENCODING = 'ros2msg'
 MESSAGE_ENCODING = 'cdr'
-COMPRESSIONS = {'none': CompressionType.NONE, 'lz4': CompressionType.LZ4,
-                'zstd': CompressionType.ZSTD}
+COMPRESSIONS = ('none', 'lz4', 'zstd')     # mcap.writer.CompressionType names, lower case
+# Recording is the one feature that needs the mcap package, which has no rosdep key on Ubuntu:
+# package.xml leaves it out and only recording asks for it, in one line.
+MCAP_MISSING = ("MCAP recording needs the Python package 'mcap' (PyPI: pip install mcap); it "
+                'has no rosdep key, so rosdep does not install it')
 # Field types that are not messages (rosidl's primitive types).
 PRIMITIVE_TYPES = frozenset({
     'bool', 'byte', 'char', 'float32', 'float64', 'int8', 'uint8', 'int16', 'uint16', 'int32',
@@ -127,10 +129,14 @@ class McapRecording:
         if compression not in COMPRESSIONS:
             raise RecordingError(f"unknown compression '{compression}' "
                                  f"(one of: {', '.join(COMPRESSIONS)})")
+        try:
+            from mcap.writer import CompressionType, Writer
+        except ImportError:
+            raise RecordingError(MCAP_MISSING) from None
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, 'wb')
-        self._writer = Writer(self._file, compression=COMPRESSIONS[compression])
+        self._writer = Writer(self._file, compression=CompressionType[compression.upper()])
         self._writer.start(profile=PROFILE, library=library)
         self._schemas = {}      # type name -> schema id
         self._channels = {}     # topic -> channel id

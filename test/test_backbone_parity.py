@@ -20,8 +20,11 @@ from midas_ros.models.weights import architectural_buffers
 from timm_reference import REFERENCE_BACKBONES, REFERENCE_TIMM, reference_model
 
 timm = pytest.importorskip('timm')
-pytestmark = pytest.mark.skipif(timm.__version__ != REFERENCE_TIMM,
-                                reason=f'the reference encoders need timm {REFERENCE_TIMM}')
+pytestmark = [
+    pytest.mark.skipif(timm.__version__ != REFERENCE_TIMM,
+                       reason=f'the reference encoders need timm {REFERENCE_TIMM}'),
+    pytest.mark.filterwarnings('ignore:torch.meshgrid'),   # timm 0.6.13's own calls
+]
 
 SLOW = os.environ.get('MIDAS_SLOW_TESTS') == '1'
 FAST = {'dpt_beit_base_384', 'dpt_swin2_tiny_256', 'dpt_levit_224'}

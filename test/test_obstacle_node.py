@@ -163,6 +163,18 @@ class Graph:
     def _topic(self, name):
         return f'{self.namespace}/{name}'
 
+    def wait_until_connected(self, timeout=15.0):
+        """Until the node's inputs and outputs are matched with the probe's (what a test
+        publishes before that is lost)."""
+        node = self.probe.node
+        inputs = (self.depth_pub, self.info_pub, self.detections_pub)
+        outputs = [self._topic(name) for name in ('obstacles', 'obstacles/markers',
+                                                  'obstacles/nearest')]
+        assert self.probe.spin_until(
+            lambda: all(pub.get_subscription_count() for pub in inputs)
+            and all(node.count_publishers(topic) for topic in outputs), timeout), \
+            self.process.output()
+
     def pairing_status(self):
         """{key: value} of the node's newest pairing diagnostics, or {}."""
         for array in reversed(self.diagnostics):
@@ -328,12 +340,16 @@ def test_detections_arriving_before_their_depth_frame_wait_for_it(graph):
 
 
 def test_detections_pair_with_their_own_frame_not_the_previous_one(graph):
-    """A detector faster than depth: the previous frame is within sync_tolerance, but the
-    detections wait (briefly) for the frame of their own stamp."""
+    """A detector faster than depth, depth arriving late: the previous frame is within
+    sync_tolerance, but the detections wait (as long as the depth stream's observed delays
+    allow) for the frame of their own stamp."""
+    graph.wait_until_connected()
     when = 65.0
-    previous = depth_message(render(PEOPLE[:1]), when - 0.1)     # another scene, 0.1 s older
-    graph.publish_depth(previous)
-    graph.probe.spin_until(lambda: False, 0.2)
+    # The depth stream so far: a frame every 0.1 s, the older ones delivered late (a burst),
+    # so the node has seen delays of up to 0.7 s. All of them show another scene.
+    for age in np.arange(0.8, 0.05, -0.1):
+        graph.publish_depth(depth_message(render(PEOPLE[:1]), when - age))
+    graph.probe.spin_until(lambda: False, 0.1)
     detections = detections_message(PEOPLE, when)
     graph.detections_pub.publish(detections)
     graph.probe.spin_until(lambda: False, 0.05)

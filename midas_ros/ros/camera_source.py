@@ -37,6 +37,7 @@ from midas_ros.camera_calibration import (CameraCalibration, load_calibration,
                                           resolve_calibration_url)
 from midas_ros.geometry import BODY_FROM_OPTICAL, Intrinsics, transform_from_xyz_rpy
 from midas_ros.ros.conversions import array_to_image, intrinsics_to_camera_info
+from midas_ros.ros.node_main import ignore_further_signals, install_quiet_signal_handlers
 from midas_ros.ros.parameters import Param, declare_parameters
 from midas_ros.ros.qos import QOS_NAMES, qos_profile
 from midas_ros.ros.tf_frames import matrix_to_transform, publish_static_transforms
@@ -240,12 +241,18 @@ class CameraSourceNode(Node):
 
 
 def main(args=None):
+    install_quiet_signal_handlers()     # Ctrl-C / SIGTERM: status 0, no traceback
     rclpy.init(args=args)
     node = None
     try:
         node = CameraSourceNode()
         while rclpy.ok() and not node.finished:
-            rclpy.spin_once(node, timeout_sec=0.1)
+            try:
+                rclpy.spin_once(node, timeout_sec=0.1)
+            except Exception:
+                if rclpy.ok():
+                    raise
+                return 0    # a frame published as Ctrl-C closed the context: a normal end
         node.flush()
         return node.exit_code
     except (SourceError, ValueError) as error:   # bad input: one line, no traceback
@@ -257,6 +264,7 @@ def main(args=None):
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        ignore_further_signals()
 
 
 if __name__ == '__main__':

@@ -20,7 +20,12 @@ processed in the process's main thread while ROS callbacks run in a background e
 (``midas_ros.intake``), so the node always works on the newest frame, a slow model drops frames
 instead of building a backlog, and only the frame taken is deserialized. Only the outputs that
 have subscribers are computed and built; with none, frames are not even inferred.
+
+A managed (lifecycle) node (``ros/lifecycle.py``): the model is built (and warmed up) on
+configure, the inputs are subscribed only while active, the model is freed on cleanup;
+``autostart`` (default true) walks to active at start-up.
 """
+import gc
 import math
 import threading
 import time
@@ -28,14 +33,12 @@ import time
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, Range
 
 from midas_ros.cpu_budget import prefer_passive_waiting
 from midas_ros.depth_pipeline import (DepthPipeline, DepthSettings, SkippedOutputs,
-                                      check_intrinsics)
+                                      check_intrinsics, check_settings)
 from midas_ros.geometry import (BODY_FROM_OPTICAL, Intrinsics, laser_scan_points,
                                 project_points, transform_from_xyz_rpy)
 from midas_ros.handoff import Handoff
@@ -46,8 +49,10 @@ from midas_ros.ros.conversions import (ConversionError, camera_info_to_intrinsic
 from midas_ros.ros.depth_messages import (DEPTH_TOPICS, DepthMessageBuilder, products_for,
                                           skipped_topics)
 from midas_ros.ros.depth_node_params import DEPTH_NODE_PARAMS
+from midas_ros.ros.lifecycle import ManagedNode
+from midas_ros.ros.node_main import run_node
 from midas_ros.ros.parameters import declare_parameters, on_set_parameters
-from midas_ros.ros.qos import qos_profile, subscribe
+from midas_ros.ros.qos import qos_profile, subscribe, unsubscribe
 from midas_ros.ros.tf_frames import FrameTransforms, TransformUnavailable
 from midas_ros.ros.throttled_log import ThrottledLog
 from midas_ros.ros.time_jumps import on_time_jump_back
@@ -103,8 +108,15 @@ def anchor_transform(values):
     return optical_from_body @ transform_from_xyz_rpy(*extrinsic)
 
 
-class DepthNode(Node):
-    """Thin ROS wrapper of ``DepthPipeline``; see the module docstring for topics."""
+class DepthNode(ManagedNode):
+    """Thin ROS wrapper of ``DepthPipeline``; see the module docstring for topics.
+
+    A managed (lifecycle) node: parameters are declared at creation, ``configure`` builds the
+    estimator (model, backend, warm-up) and the publishers, ``activate`` subscribes and starts
+    the per-frame work, ``deactivate`` unsubscribes and waits for the frame in flight (no
+    inference while inactive), ``cleanup`` frees the model. With ``autostart`` (default) it
+    walks to active by itself.
+    """
 
     def __init__(self, **kwargs):
         super().__init__('depth_node', **kwargs)
@@ -113,51 +125,32 @@ class DepthNode(Node):
         self.tf = FrameTransforms(self)
         # Where the last frame's scale geometry came from (TF or parameters), for diagnostics.
         self.geometry = {}
-        values = self.values
-        self.anchor_transform = anchor_transform(values)
-        estimator = self._create_estimator(values)
-        self.pipeline = DepthPipeline(estimator, settings_from_parameters(values))
+        self.anchor_transform = anchor_transform(self.values)
+        self.pipeline = None        # built by configure, freed by cleanup
+        self.outputs = {}
+        self.pub_diagnostics = None
+        self.messages = None
         # The processing (main) thread runs the pipeline while parameter changes, in the
         # callback thread, reconfigure it.
         self._pipeline_lock = threading.Lock()
-        if values['scale.mode'] == 'uncalibrated':
-            self.get_logger().warning(
-                "scale.mode is 'uncalibrated': depth is only relative (the median pixel of each "
-                f"frame is put at {values['scale.uncalibrated_median_depth']} m). Configure "
-                'scale.mode fixed / ground_plane / sparse for metric distances (README: Metric '
-                'depth).')
+        # Held while a frame is inferred (main thread) / its outputs made and published (the
+        # outputs worker): deactivate takes both, so no frame is worked on after it returns.
+        self._work_lock = threading.Lock()
+        self._finish_lock = threading.Lock()
         self.add_on_set_parameters_callback(
             on_set_parameters(DEPTH_NODE_PARAMS, lambda: self.values, self._apply_parameters))
-
-        output_qos = qos_profile(values['output.qos'])
-        self.outputs = {topic: self.create_publisher(OUTPUT_TYPES[topic], topic, output_qos)
-                        for topic in DEPTH_TOPICS}
-        self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.messages = DepthMessageBuilder()
         self.skipped_outputs = SkippedOutputs()
-        # The most common camera size warmed up before subscribing (graph loaded or exported,
-        # the 'auto' parity check, lazy kernels): a camera that waits for this subscriber loses
-        # no frames to it. Another size warms up on its first image (``_warm_up``).
-        estimator.warmup(*PREWARM_SIZE)
 
         # Depth 1: a frame waiting in DDS behind a newer one is worth nothing. Raw: a frame
         # the node drops is never deserialized.
         self.frames = LatestFrame()
-        self._image_type = CompressedImage if values['image.transport'] == 'compressed' \
+        self._image_type = CompressedImage if self.values['image.transport'] == 'compressed' \
             else Image
-        self._image_subscription = subscribe(
-            self, self._image_type, 'image' if self._image_type is Image else 'image/compressed',
-            self.frames.put, values['image.qos'], 1, raw=True)
-        self._info_subscription = subscribe(self, CameraInfo, 'camera_info',
-                                            self._on_camera_info, values['image.qos'], 5)
+        self._inputs = []           # subscriptions and the diagnostics timer, while active
         self.camera_info = None
         self._camera_info_arrived = threading.Condition()
         self._first_camera_info_wait = True
-        # Subscribed in every mode, so that scale.mode can become 'sparse' at run time; with
-        # no publisher it costs nothing.
         self.anchors = None  # (message, receive time)
-        self.create_subscription(ANCHOR_MESSAGES[values['scale.anchor_type']], 'anchors',
-                                 self._on_anchors, qos_profile('sensor_data', depth=1))
 
         self.stats = {'processed': 0, 'idle': 0, 'errors': 0, 'latency_s': 0.0, 'fps': 0.0}
         self.warming_up = None   # (width, height) while the estimator warms up for that size
@@ -165,17 +158,82 @@ class DepthNode(Node):
         self.last_frame = None
         self.last_scale = None   # (ScaleState, whether the depth was metric) of the last frame
         self._rate_window = []
-        self.create_timer(values['diagnostics.period'], self._publish_diagnostics)
         self._time_jumps = on_time_jump_back(self, self._forget_the_past)
-        image_topic = 'image' if values['image.transport'] == 'raw' else 'image/compressed'
+
+    # ---------------------------------------------------------------- lifecycle
+    def configure(self):
+        """Build the estimator (model weights, backend, warm-up), the pipeline, publishers."""
+        values = self.values
+        estimator = self._create_estimator(values)
+        self.pipeline = DepthPipeline(estimator, settings_from_parameters(values))
+        if values['scale.mode'] == 'uncalibrated':
+            self.get_logger().warning(
+                "scale.mode is 'uncalibrated': depth is only relative (the median pixel of each "
+                f"frame is put at {values['scale.uncalibrated_median_depth']} m). Configure "
+                'scale.mode fixed / ground_plane / sparse for metric distances (README: Metric '
+                'depth).')
+        output_qos = qos_profile(values['output.qos'])
+        self.outputs = {topic: self.create_lifecycle_publisher(OUTPUT_TYPES[topic], topic,
+                                                               output_qos)
+                        for topic in DEPTH_TOPICS}
+        self.pub_diagnostics = self.create_lifecycle_publisher(DiagnosticArray, '/diagnostics',
+                                                               10)
+        self.messages = DepthMessageBuilder()
+        # The most common camera size warmed up before subscribing (graph loaded or exported,
+        # the 'auto' parity check, lazy kernels): a camera that waits for this subscriber loses
+        # no frames to it. Another size warms up on its first image (``_warm_up``).
+        estimator.warmup(*PREWARM_SIZE)
         self.get_logger().info(
-            f"depth_node started: model {values['model.name']} on {estimator.device} "
-            f'({estimator.backend}, {estimator.precision}: {estimator.precision_reason}), '
-            f'subscribed to {self.resolve_topic_name(image_topic)}; warmed up for '
-            '{}x{} images, another size warms up on its first image'.format(*PREWARM_SIZE))
+            f"depth_node ready: model {values['model.name']} on {estimator.device} "
+            f'({estimator.backend}, {estimator.precision}: {estimator.precision_reason}); '
+            'warmed up for {}x{} images, another size warms up on its first image'.format(
+                *PREWARM_SIZE))
         self.get_logger().info(f"backend {estimator.backend} (model.backend "
                                f"{values['model.backend']}): {self._runtime()[0]}; "
                                f'{self._runtime()[1]}')
+
+    def activate(self):
+        """Subscribe the inputs; start the per-frame work and diagnostics."""
+        values = self.values
+        self._first_camera_info_wait = True
+        image_topic = 'image' if self._image_type is Image else 'image/compressed'
+        self._inputs = [
+            subscribe(self, self._image_type, image_topic, self.frames.put, values['image.qos'],
+                      1, raw=True),
+            subscribe(self, CameraInfo, 'camera_info', self._on_camera_info,
+                      values['image.qos'], 5),
+            # Subscribed in every mode, so that scale.mode can become 'sparse' at run time;
+            # with no publisher it costs nothing.
+            self.create_subscription(ANCHOR_MESSAGES[values['scale.anchor_type']], 'anchors',
+                                     self._on_anchors, qos_profile('sensor_data', depth=1))]
+        self._diagnostics_timer = self.create_timer(values['diagnostics.period'],
+                                                    self._publish_diagnostics)
+        self.get_logger().info(f'depth_node active: subscribed to '
+                               f'{self.resolve_topic_name(image_topic)}')
+
+    def deactivate(self):
+        """Unsubscribe and wait for the frame in flight: no inference, no output after this."""
+        with self._work_lock, self._finish_lock:
+            for subscription in self._inputs:
+                unsubscribe(self, subscription)
+            self._inputs = []
+            self.destroy_timer(self._diagnostics_timer)
+            self.frames.take(timeout=0)      # a waiting frame is stale once reactivated
+            self.anchors = None
+
+    def cleanup(self):
+        """Free the model (and its backend's memory) and the publishers."""
+        with self._work_lock, self._finish_lock, self._pipeline_lock:
+            for publisher in [*self.outputs.values(), self.pub_diagnostics]:
+                if publisher is not None:
+                    self.destroy_lifecycle_publisher(publisher)
+            self.outputs, self.pub_diagnostics, self.messages = {}, None, None
+            device = self.pipeline.estimator.device if self.pipeline is not None else None
+            self.pipeline = None
+        gc.collect()
+        if str(device).startswith('cuda'):
+            import torch
+            torch.cuda.empty_cache()
 
     # ---------------------------------------------------------------- set-up
     def _create_estimator(self, values):
@@ -200,9 +258,13 @@ class DepthNode(Node):
         """Build everything the candidate values need; swap it in only if all of it works."""
         try:
             transform = anchor_transform(candidate)
+            settings = settings_from_parameters(candidate)
             intrinsics = self.last_frame[1] if self.last_frame else None
             with self._pipeline_lock:
-                self.pipeline.configure(settings_from_parameters(candidate), intrinsics)
+                if self.pipeline is None:       # unconfigured: configure will use them
+                    check_settings(settings)
+                else:
+                    self.pipeline.configure(settings, intrinsics)
         except ValueError as error:
             return str(error)
         self.anchor_transform = transform
@@ -370,8 +432,11 @@ class DepthNode(Node):
         try:
             while rclpy.ok(context=self.context):
                 payload = self.frames.take(timeout=0.2)
-                if payload is not None:
-                    self._guarded(self._process, payload)
+                if payload is None:
+                    continue
+                with self._work_lock:
+                    if self.active:     # not deactivated while the frame waited
+                        self._guarded(self._process, payload)
         finally:
             self._outputs_stage.close()
 
@@ -383,6 +448,8 @@ class DepthNode(Node):
             self.stats['errors'] += 1
             self.throttled.warning(f'frame skipped: {error}')
         except Exception as error:  # keep the node alive whatever one frame does
+            if not rclpy.ok(context=self.context):
+                return      # the frame raced with the shutdown (Ctrl-C)
             self.stats['errors'] += 1
             self.throttled.error(f'frame failed: {type(error).__name__}: {error}')
 
@@ -443,6 +510,13 @@ class DepthNode(Node):
 
     def _finish(self, msg, pixels, order, intrinsics, inference, anchors, floor, wanted, start):
         """Second stage (``outputs`` worker): metric depth, products, messages, publishing."""
+        with self._finish_lock:
+            if self.active:     # deactivate waits for this; after it, nothing is published
+                self._finish_active(msg, pixels, order, intrinsics, inference, anchors, floor,
+                                    wanted, start)
+
+    def _finish_active(self, msg, pixels, order, intrinsics, inference, anchors, floor, wanted,
+                       start):
         header = msg.header
         stamp = header.stamp
         with self._pipeline_lock:
@@ -500,7 +574,8 @@ class DepthNode(Node):
         """ROS time went back (a bag loop, a simulator reset): the scale filter, the rate and
         latency windows and the anchors belong to the old time line."""
         with self._pipeline_lock:
-            self.pipeline.reset_time()
+            if self.pipeline is not None:
+                self.pipeline.reset_time()
             self._rate_window.clear()
             self.stats['fps'] = self.stats['latency_s'] = 0.0
             self.anchors = None
@@ -583,35 +658,9 @@ def main(args=None):
     torch's CPU thread pool is fastest driven from the thread that created it (measured on 2
     cores: 46 ms per midas_v21_small_256 forward from the main thread, 72 ms from another)."""
     prefer_passive_waiting()   # before torch is imported: idle OpenMP threads must not spin
-    rclpy.init(args=args)
-    try:
-        node = DepthNode()
-    except Exception as error:  # weights not found, bad variant, no CUDA...: one clear line
-        rclpy.logging.get_logger('depth_node').fatal(f'cannot start: {error}')
-        rclpy.try_shutdown()
-        return 1
-    executor = SingleThreadedExecutor(context=node.context)
-    executor.add_node(node)
-
-    def spin():
-        try:
-            executor.spin()
-        except ExternalShutdownException:
-            pass
-        except Exception as error:  # a dead callback thread must not leave a silent node
-            node.get_logger().fatal(f'ROS callbacks stopped: {type(error).__name__}: {error}')
-            rclpy.try_shutdown(context=node.context)
-    spinner = threading.Thread(target=spin, name='ros_callbacks', daemon=True)
-    spinner.start()
-    try:
-        node.run()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # Any error building the node (a bad read-only parameter...) is one clear line.
+    return run_node(DepthNode, 'depth_node', startup_errors=(Exception,), args=args,
+                    main_thread_work=DepthNode.run)
 
 
 if __name__ == '__main__':

@@ -2,6 +2,7 @@
 documents (test_parameters.py keeps them in step)."""
 from midas_ros.models.registry import list_models
 from midas_ros.scale import MODES as SCALE_MODES
+from midas_ros.ros.lifecycle import AUTOSTART
 from midas_ros.ros.parameters import Param
 from midas_ros.ros.qos import QOS_NAMES, SUBSCRIPTION_QOS_NAMES
 
@@ -9,6 +10,7 @@ ANCHOR_TYPES = ('scan', 'range', 'points', 'depth')
 DEVICE_PATTERN = r'auto|cpu|cuda(:[0-9]+)?'
 
 DEPTH_NODE_PARAMS = (
+    AUTOSTART,      # lifecycle: configure + activate at start-up (midas_ros/ros/lifecycle.py)
     # Model and inference (read at start; change needs a restart).
     Param('model.name', 'midas_v21_small_256', 'MiDaS variant', choices=tuple(list_models()),
           read_only=True),

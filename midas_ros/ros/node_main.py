@@ -1,28 +1,105 @@
-"""The ``main`` every midas_ros node shares: init, build, spin until Ctrl-C, clean up."""
+"""The ``main`` every midas_ros node shares: init, build, (auto)start, spin until stopped, clean
+up.
+
+Stopping is quiet and always status 0: Ctrl-C in a terminal running ``ros2 launch`` sends SIGINT
+to the whole process group and launch forwards another one, so a node gets two within
+milliseconds (then SIGTERM if it is slow). rclpy's own signal handler shuts the context down on
+the first; the Python-level handlers installed here only make sure that no signal ever raises
+KeyboardInterrupt (which, arriving a second time during clean-up or in an atexit handler, used to
+print a traceback).
+"""
+import signal
+import threading
+
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+from midas_ros.ros.lifecycle import ManagedNode, StartupError
 
 
-def run_node(create_node, name, startup_errors=(), args=None):
+def _stop_requested(signum, frame):
+    """Python-level SIGINT/SIGTERM handler: nothing to do (rclpy's handler, which runs first,
+    has shut the context down), and nothing raised however many signals arrive."""
+
+
+def install_quiet_signal_handlers():
+    """Make SIGINT and SIGTERM end the process through rclpy's shutdown, never by an exception.
+
+    Call before ``rclpy.init``: rclpy's handler calls the Python handler found at init after
+    its own work. Only from the main thread (Python's rule for signal handlers)."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _stop_requested)
+
+
+def ignore_further_signals():
+    """The process is ending: later SIGINT/SIGTERM are ignored. Python's finalization puts
+    default handlers back (a second Ctrl-C there would kill the process with status -2), but
+    leaves an ignored signal ignored."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+
+
+def run_node(create_node, name, startup_errors=(), args=None, main_thread_work=None):
     """Run the node ``create_node()`` builds; returns the process exit status.
 
-    Errors of the types in ``startup_errors`` raised while the node is built (missing weights, a
-    file that cannot be written...) end the process with one log line and status 1, not a
-    traceback. Ctrl-C and an external shutdown are a normal end (status 0).
+    A :class:`ManagedNode` is brought to active when its ``autostart`` parameter is true; a
+    failure there, or an error of the types in ``startup_errors`` raised while the node is built
+    (missing weights, a file that cannot be written...), ends the process with one log line and
+    status 1, not a traceback. SIGINT, SIGTERM, an external shutdown and a lifecycle shutdown
+    are a normal end (status 0).
+
+    ``main_thread_work(node)``, if given, runs in the main thread until the context shuts down
+    while ROS callbacks run in a background thread (depth_node's inference: see there why).
     """
+    install_quiet_signal_handlers()
     rclpy.init(args=args)
-    node = None
+    node = executor = None
     try:
         try:
             node = create_node()
-        except startup_errors as error:
+            if isinstance(node, ManagedNode):
+                node.start()
+        except (StartupError, *startup_errors) as error:
+            if not rclpy.ok():
+                return 0        # stopped (Ctrl-C) while starting: not a failure
             rclpy.logging.get_logger(name).fatal(f'cannot start: {error}')
             return 1
-        rclpy.spin(node)
+        executor = SingleThreadedExecutor(context=node.context)
+        executor.add_node(node)
+        if main_thread_work is None:
+            executor.spin()
+        else:
+            _spin_in_background(executor, node)
+            main_thread_work(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if node is None or node.context.ok():
+            raise
+        # A callback that raced with the shutdown (publishing on the closed context): done.
     finally:
+        if isinstance(node, ManagedNode):
+            node.release()
+        if executor is not None:
+            executor.shutdown(timeout_sec=1.0)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        ignore_further_signals()
     return 0
+
+
+def _spin_in_background(executor, node):
+    def spin():
+        try:
+            executor.spin()
+        except ExternalShutdownException:
+            pass
+        except Exception as error:  # a dead callback thread must not leave a silent node
+            if not node.context.ok():
+                return      # a callback raced with the shutdown
+            node.get_logger().fatal(f'ROS callbacks stopped: {type(error).__name__}: {error}')
+            rclpy.try_shutdown(context=node.context)
+    threading.Thread(target=spin, name='ros_callbacks', daemon=True).start()

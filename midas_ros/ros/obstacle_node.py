@@ -34,8 +34,8 @@ import zlib
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.timer import Timer
 from sensor_msgs.msg import CameraInfo, Image, Range
 from std_msgs.msg import Header
 from vision_msgs.msg import (Detection2DArray, Detection3D, Detection3DArray,
@@ -47,10 +47,11 @@ from midas_ros.geometry import quaternion_from_rotation, transform_points
 from midas_ros.ros.conversions import (DEPTH_ENCODINGS, ConversionError,
                                        camera_info_to_intrinsics, depth_to_metres,
                                        image_to_array)
+from midas_ros.ros.lifecycle import AUTOSTART, ManagedNode
 from midas_ros.ros.node_main import run_node
 from midas_ros.ros.parameters import Param, declare_parameters, on_set_parameters
 from midas_ros.ros.qos import (AUTO_QOS, QOS_NAMES, SUBSCRIPTION_QOS_NAMES, qos_profile,
-                               subscribe)
+                               subscribe, unsubscribe)
 from midas_ros.ros.tf_frames import FrameTransforms, TransformUnavailable
 from midas_ros.ros.throttled_log import ThrottledLog
 from midas_ros.ros.time_jumps import on_time_jump_back
@@ -58,6 +59,7 @@ from midas_ros.time_sync import NearestStampPolicy
 
 _FUSION_DEFAULTS = FusionConfig()
 OBSTACLE_NODE_PARAMS = (
+    AUTOSTART,      # lifecycle: configure + activate at start-up (midas_ros/ros/lifecycle.py)
     Param('class_ids', [], 'keep only detections whose best hypothesis has one of these '
           'class ids; empty: all classes'),
     Param('min_score', 0.0, 'drop detections whose best hypothesis scores lower', min=0.0,
@@ -122,18 +124,22 @@ def class_color(class_id):
     return colorsys.hsv_to_rgb(hue, 0.8, 0.95)
 
 
-class ObstacleNode(Node):
-    """Pairs detections with depth frames and publishes what :func:`fusion.fuse` measures."""
+class ObstacleNode(ManagedNode):
+    """Pairs detections with depth frames and publishes what :func:`fusion.fuse` measures.
+
+    A managed (lifecycle) node: parameters are declared and checked at creation, ``configure``
+    creates the publishers, ``activate`` subscribes, ``deactivate`` unsubscribes and forgets
+    buffered frames and detections (nothing is measured or published while inactive).
+    """
 
     def __init__(self, **kwargs):
         super().__init__('obstacle_node', **kwargs)
         values = {'class_ids': self._declare_class_ids()}
         values.update(declare_parameters(
             self, [param for param in OBSTACLE_NODE_PARAMS if param.name != 'class_ids']))
-        # Depth frames and waiting detections, paired by stamp; a timer ends waits that no
-        # new message would end.
+        # Depth frames and waiting detections, paired by stamp; while active, a timer ends
+        # waits that no new message would end.
         self._pairing = NearestStampPolicy(values['sync_tolerance'], values['buffer_length'])
-        self.create_timer(0.05, self._process_pending)
         reason = self._apply(values)
         if reason is not None:
             # Each value passed its own check but together they cannot work (e.g. max_range
@@ -153,20 +159,51 @@ class ObstacleNode(Node):
         self._metres = None         # reused float32 buffer for 16UC1 frames
         self._marker_count = 0      # markers of each namespace currently shown in RViz
         self._time_jumps = on_time_jump_back(self, self._forget_the_past)
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_timer(1.0, self._publish_diagnostics)
+        self._inputs = []           # subscriptions and timers, while active
+        self._outputs = []          # publishers, while configured
 
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def configure(self):
+        output_qos = qos_profile(self._params['output_qos'], depth=10)
+        self._obstacles_pub = self.create_lifecycle_publisher(Detection3DArray, 'obstacles',
+                                                              output_qos)
+        self._markers_pub = self.create_lifecycle_publisher(MarkerArray, 'obstacles/markers',
+                                                            output_qos)
+        self._nearest_pub = self.create_lifecycle_publisher(Range, 'obstacles/nearest',
+                                                            output_qos)
+        self._diagnostics_pub = self.create_lifecycle_publisher(DiagnosticArray,
+                                                                '/diagnostics', 10)
+        self._outputs = [self._obstacles_pub, self._markers_pub, self._nearest_pub,
+                         self._diagnostics_pub]
+
+    def activate(self):
         input_qos, detections_qos = self._params['input_qos'], self._params['detections_qos']
         self._inputs = [
             subscribe(self, Image, 'depth/image', self._on_depth, input_qos, 5),
             subscribe(self, CameraInfo, 'depth/camera_info', self._on_camera_info, input_qos,
                       5),
             subscribe(self, Detection2DArray, 'detections', self._on_detections,
-                      detections_qos, 10)]
-        output_qos = qos_profile(self._params['output_qos'], depth=10)
-        self._obstacles_pub = self.create_publisher(Detection3DArray, 'obstacles', output_qos)
-        self._markers_pub = self.create_publisher(MarkerArray, 'obstacles/markers', output_qos)
-        self._nearest_pub = self.create_publisher(Range, 'obstacles/nearest', output_qos)
+                      detections_qos, 10),
+            self.create_timer(0.05, self._process_pending),
+            self.create_timer(1.0, self._publish_diagnostics)]
+
+    def deactivate(self):
+        for entity in self._inputs:
+            if isinstance(entity, Timer):
+                self.destroy_timer(entity)
+            else:
+                unsubscribe(self, entity)
+        self._inputs = []
+        # Stale once reactivated: frames and detections start afresh.
+        self._pairing.reset()
+
+    def cleanup(self):
+        for publisher in self._outputs:
+            self.destroy_lifecycle_publisher(publisher)
+        self._outputs = []
+        self._intrinsics = None
+        self._marker_count = 0
 
     # -- parameters --------------------------------------------------------------------------
 

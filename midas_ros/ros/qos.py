@@ -95,6 +95,13 @@ class MatchingSubscription:
         self._node.get_logger().info(f'subscribed to {self._topic} {policies[0].name.lower()}'
                                      f', {policies[1].name.lower()} (as its publishers)')
 
+    def destroy(self):
+        """Unsubscribe and stop following the publishers."""
+        self._node.destroy_timer(self._timer)
+        if self._subscription is not None:
+            self._node.destroy_subscription(self._subscription)
+        self._subscription, self.policies = None, None
+
 
 def subscribe(node, msg_type, topic, callback, qos, depth, raw=False):
     """A subscription with the named QoS (one of SUBSCRIPTION_QOS_NAMES): 'auto' gives a
@@ -103,3 +110,11 @@ def subscribe(node, msg_type, topic, callback, qos, depth, raw=False):
         return MatchingSubscription(node, msg_type, topic, callback, depth, raw=raw)
     return node.create_subscription(msg_type, topic, callback, qos_profile(qos, depth=depth),
                                     raw=raw)
+
+
+def unsubscribe(node, subscription):
+    """Undo :func:`subscribe` (a lifecycle node's deactivate)."""
+    if isinstance(subscription, MatchingSubscription):
+        subscription.destroy()
+    else:
+        node.destroy_subscription(subscription)
