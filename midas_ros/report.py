@@ -202,7 +202,9 @@ def format_summary(summary) -> List[str]:
     lines = [
         f"model        {summary['model']}",
         f"frames       {frames['source']} published, {frames['depth']} with depth, "
-        f"{frames['obstacles']} with obstacles",
+        f"{frames['obstacles']} with obstacles"
+        + (f" ({frames['processed_fraction']:.0%} of the camera's frames processed)"
+           if frames.get('processed_fraction') is not None else ''),
         f"rate         {_number(summary['fps'], ' FPS')} (depth output)",
         'latency      image to depth   p50/p90/p99 ' + '/'.join(
             _number(latency['depth'][f'p{q}']) for q in PERCENTILES) + ' ms',

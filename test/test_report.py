@@ -121,7 +121,8 @@ def test_depth_abs_rel_uses_pixels_valid_in_both():
 
 def test_summary_text_names_every_number():
     summary = {
-        'model': 'm', 'frames': {'source': 10, 'depth': 9, 'obstacles': 8}, 'fps': 7.5,
+        'model': 'm', 'frames': {'source': 10, 'depth': 9, 'obstacles': 8,
+                                 'processed_fraction': 0.9}, 'fps': 7.5,
         'latency_ms': {'depth': {'p50': 80.0, 'p90': 90.0, 'p99': None},
                        'obstacles': {'p50': 85.0, 'p90': 95.0, 'p99': 99.0}},
         'scale_fit': {'mode': 'ground_plane', 'inlier_ratio': 0.8, 'residual': 0.05,
@@ -130,7 +131,8 @@ def test_summary_text_names_every_number():
         'obstacle_distance_error': {'median_abs_rel': 0.2, 'matched': 12},
     }
     text = '\n'.join(report.format_summary(summary))
-    for expected in ('10 published, 9 with depth, 8 with obstacles', '7.5 FPS',
+    for expected in ('10 published, 9 with depth, 8 with obstacles', '90% of the camera',
+                     '7.5 FPS',
                      '80.0/90.0/- ms', 'inlier ratio 0.80', 'accepted 75% of 4',
                      'abs rel 0.100', 'error 0.200 over 12'):
         assert expected in text
