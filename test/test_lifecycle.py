@@ -145,3 +145,19 @@ def test_ctrl_c_and_sigterm_end_with_status_0_and_no_traceback(
     output = before + after
     assert status == 0, output
     assert 'Traceback' not in output and 'KeyboardInterrupt' not in output, output
+
+
+def test_recorder_without_mcap_says_so_in_one_line(tmp_path):
+    """mcap has no rosdep key, so package.xml leaves it out: only recording needs it, and the
+    recorder says what is missing (exit 1, no traceback) where it is not installed."""
+    hide_mcap = ("import sys; sys.modules['mcap'] = None; sys.modules['mcap.writer'] = None; "
+                 "from midas_ros.ros.recorder import main; sys.exit(main())")
+    result = subprocess.run(
+        [sys.executable, '-c', hide_mcap, '--ros-args', '-r', f'__ns:={unique_namespace()}',
+         '-p', f"output:={tmp_path / 'out.mcap'}"], capture_output=True, text=True,
+        timeout=120, cwd=REPO)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    lines = [line for line in output.splitlines() if 'mcap' in line]
+    assert len(lines) == 1 and "Python package 'mcap'" in lines[0], output
+    assert 'Traceback' not in output and not (tmp_path / 'out.mcap').exists()

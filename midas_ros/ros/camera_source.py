@@ -253,6 +253,8 @@ def main(args=None):
                 if rclpy.ok():
                     raise
                 return 0    # a frame published as Ctrl-C closed the context: a normal end
+        if not rclpy.ok():
+            return 0        # stopped (Ctrl-C, SIGTERM): nothing left to flush to
         node.flush()
         return node.exit_code
     except (SourceError, ValueError) as error:   # bad input: one line, no traceback
