@@ -10,6 +10,9 @@ import time
 import uuid
 
 import rclpy
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParametersAtomically
 from rclpy.executors import SingleThreadedExecutor
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,6 +62,17 @@ class NodeProcess:
         return self.process.returncode
 
 
+def _parameter_value(value):
+    """rcl_interfaces ParameterValue of a Python bool, str, int or float."""
+    if isinstance(value, bool):
+        return ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+    if isinstance(value, str):
+        return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+    if isinstance(value, int):
+        return ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+    return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=float(value))
+
+
 class RosTestNode:
     """An in-process rclpy node with helpers to wait for messages."""
 
@@ -86,6 +100,18 @@ class RosTestNode:
             if condition():
                 return True
         return False
+
+    def set_parameters_atomically(self, node_path, values, timeout=10.0):
+        """Set ``values`` ({name: bool, str, int or float}) on the node ``node_path`` in one
+        atomic request (all or nothing, as `ros2 param load` does); the SetParametersResult."""
+        client = self.node.create_client(SetParametersAtomically,
+                                         f'{node_path}/set_parameters_atomically')
+        assert client.wait_for_service(timeout_sec=30), f'no parameter service on {node_path}'
+        parameters = [ParameterMsg(name=name, value=_parameter_value(value))
+                      for name, value in values.items()]
+        future = client.call_async(SetParametersAtomically.Request(parameters=parameters))
+        self.spin_until(future.done, timeout)
+        return future.result().result
 
     def close(self):
         self.executor.shutdown()

@@ -10,10 +10,7 @@ import time
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rcl_interfaces.msg import Parameter as ParameterMsg
 from rosgraph_msgs.msg import Clock
-from rcl_interfaces.msg import ParameterType, ParameterValue
-from rcl_interfaces.srv import SetParametersAtomically
 from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2, Range
 from vision_msgs.msg import Detection2DArray, Detection3DArray
 
@@ -27,27 +24,6 @@ from midas_ros.fusion import Box
 WIDTH, HEIGHT = 640, 480
 DEPTH_OUTPUTS = {'depth/image': Image, 'depth/camera_info': CameraInfo,
                  'depth/points': PointCloud2, 'depth/scan': LaserScan}
-
-
-def set_parameters(probe, node_path, values):
-    """Set ``values`` (floats, bools or strings) in one atomic request; the result."""
-    client = probe.node.create_client(SetParametersAtomically,
-                                      f'{node_path}/set_parameters_atomically')
-    assert client.wait_for_service(timeout_sec=30)
-    parameters = []
-    for name, value in values.items():
-        if isinstance(value, bool):
-            pv = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
-        elif isinstance(value, str):
-            pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
-        elif isinstance(value, int):
-            pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
-        else:
-            pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=float(value))
-        parameters.append(ParameterMsg(name=name, value=pv))
-    future = client.call_async(SetParametersAtomically.Request(parameters=parameters))
-    probe.spin_until(future.done, 10)
-    return future.result().result
 
 
 class DepthGraph:
@@ -97,7 +73,7 @@ class DepthGraph:
         return found()
 
     def set(self, values):
-        result = set_parameters(self.probe, f'{self.namespace}/depth_node', values)
+        result = self.probe.set_parameters_atomically(f'{self.namespace}/depth_node', values)
         assert result.successful, result.reason
 
     def status(self):

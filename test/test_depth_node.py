@@ -13,9 +13,6 @@ import pytest
 import torch
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import Parameter as ParameterMsg
-from rcl_interfaces.msg import ParameterType, ParameterValue
-from rcl_interfaces.srv import SetParametersAtomically
 from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
 
 from midas_ros.backends.choice import choose_backend
@@ -144,20 +141,7 @@ def test_every_output_matches_the_input(depth_node):
 
 
 def _set_parameters(probe, namespace, values):
-    """Set ``values`` in one atomic request (all or nothing, as `ros2 param load` does)."""
-    client = probe.node.create_client(SetParametersAtomically,
-                                      f'{namespace}/depth_node/set_parameters_atomically')
-    assert client.wait_for_service(timeout_sec=30)
-    parameters = []
-    for name, value in values.items():
-        if isinstance(value, str):
-            pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
-        else:
-            pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=float(value))
-        parameters.append(ParameterMsg(name=name, value=pv))
-    future = client.call_async(SetParametersAtomically.Request(parameters=parameters))
-    probe.spin_until(future.done, 10)
-    return future.result().result
+    return probe.set_parameters_atomically(f'{namespace}/depth_node', values)
 
 
 def test_bad_parameters_are_rejected_whole(depth_node):
