@@ -64,13 +64,24 @@ FIRST_CAMERA_INFO_WAIT_S = 0.5
 # instant is often published just after the image).
 TF_WAIT_S = 0.1
 DEFAULT_FRAME = 'camera_optical_frame'
-PREWARM_SIZE = (640, 480)   # warmed up at start: the commonest camera size (and camera_source's)
 # Image encoding -> channel order the estimator understands.
 CHANNEL_ORDER = {'rgb8': 'rgb', 'bgr8': 'bgr', 'rgba8': 'rgba', 'bgra8': 'bgra', 'mono8': 'mono'}
 OUTPUT_TYPES = {'depth/image': Image, 'depth/relative': Image, 'depth/colormap': Image,
                 'depth/camera_info': CameraInfo, 'depth/points': PointCloud2,
                 'depth/scan': LaserScan}
 ANCHOR_MESSAGES = {'scan': LaserScan, 'range': Range, 'points': PointCloud2, 'depth': Image}
+
+
+def warmup_size(values):
+    """``inference.warmup_size`` as (width, height), or None for [0, 0]; ValueError if it is
+    neither."""
+    size = list(values['inference.warmup_size'])
+    if size == [0, 0]:
+        return None
+    if len(size) != 2 or not all(isinstance(v, int) and 16 <= v <= 16384 for v in size):
+        raise ValueError(f'inference.warmup_size must be [width, height] in pixels (16 to '
+                         f'16384) or [0, 0] for none, got {size}')
+    return tuple(size)
 
 
 def settings_from_parameters(values):
@@ -179,15 +190,17 @@ class DepthNode(ManagedNode):
         self.pub_diagnostics = self.create_lifecycle_publisher(DiagnosticArray, '/diagnostics',
                                                                10)
         self.messages = DepthMessageBuilder()
-        # The most common camera size warmed up before subscribing (graph loaded or exported,
-        # the 'auto' parity check, lazy kernels): a camera that waits for this subscriber loses
-        # no frames to it. Another size warms up on its first image (``_warm_up``).
-        estimator.warmup(*PREWARM_SIZE)
+        # The camera's size warmed up before subscribing (graph loaded or exported, the 'auto'
+        # parity check, lazy kernels): a camera that waits for this subscriber loses no frames
+        # to it. Another size warms up on its first image (``_warm_up``).
+        size = warmup_size(values)
+        if size is not None:
+            estimator.warmup(*size)
         self.get_logger().info(
             f"depth_node ready: model {values['model.name']} on {estimator.device} "
             f'({estimator.backend}, {estimator.precision}: {estimator.precision_reason}); '
-            'warmed up for {}x{} images, another size warms up on its first image'.format(
-                *PREWARM_SIZE))
+            + (f'warmed up for {size[0]}x{size[1]} images, ' if size else '')
+            + 'another size warms up on its first image')
         self.get_logger().info(f"backend {estimator.backend} (model.backend "
                                f"{values['model.backend']}): {self._runtime()[0]}; "
                                f'{self._runtime()[1]}')

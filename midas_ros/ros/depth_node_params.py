@@ -44,6 +44,11 @@ DEPTH_NODE_PARAMS = (
           'chain of operators)', min=0, max=256, read_only=True),
     Param('inference.opencv_threads', 0, "OpenCV's threads; 0: the CPUs this process may use",
           min=0, max=256, read_only=True),
+    Param('inference.warmup_size', [640, 480], 'image size [width, height] warmed up in '
+          'configure, before subscribing (graph exported or loaded, backend parity check, lazy '
+          'kernels); [0, 0]: none. Other sizes warm up on their first image. Set it to the '
+          "camera's size, or [0, 0] with a TensorRT engine not built for it yet (minutes on a "
+          'Jetson)', read_only=True),
     # Input.
     Param('image.transport', 'raw', "raw: subscribe 'image'; compressed: 'image/compressed'",
           choices=('raw', 'compressed'), read_only=True),
