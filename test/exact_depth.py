@@ -11,13 +11,17 @@ import time
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import TransformStamped
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, Image
 
 from midas_ros.geometry import Intrinsics
 from midas_ros.ros.conversions import array_to_image, image_to_array, intrinsics_to_camera_info
 from midas_ros.ros.depth_node import DepthNode
+from midas_ros.ros.qos import qos_profile
+from ros_process import RosTestNode
 
 INTRINSICS = Intrinsics.from_fov(160, 120, 70.0)
 HEIGHT_M = 0.8
@@ -146,6 +150,21 @@ class InProcessDepthNode:
             thread.join(5.0)
         self.executor.shutdown()
         self.node.destroy_node()
+
+
+def depth_probe(name, namespace):
+    """A probe publishing ``image`` and ``camera_info`` into ``namespace`` (sensor data QoS)
+    and collecting its ``depth/image`` (``probe.depth``) and /diagnostics
+    (``probe.diagnostics``)."""
+    probe = RosTestNode(name)
+    probe.depth = probe.collect(Image, f'{namespace}/depth/image',
+                                qos_profile('sensor_data', depth=20))
+    probe.diagnostics = probe.collect(DiagnosticArray, '/diagnostics')
+    probe.image_pub = probe.node.create_publisher(Image, f'{namespace}/image',
+                                                  qos_profile('sensor_data'))
+    probe.info_pub = probe.node.create_publisher(CameraInfo, f'{namespace}/camera_info',
+                                                 qos_profile('sensor_data'))
+    return probe
 
 
 def depth_for(probe, image, when, transforms=(), timeout=20.0):

@@ -9,17 +9,14 @@ import numpy as np
 import pytest
 import rclpy
 from rclpy.parameter import Parameter
-from diagnostic_msgs.msg import DiagnosticArray
-from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from exact_depth import (HEIGHT_M, PITCH_DEG, InProcessDepthNode, depth_for, encoded_image,
-                         median_error, now, render, status_after)
+from exact_depth import (HEIGHT_M, PITCH_DEG, InProcessDepthNode, depth_for, depth_probe,
+                         encoded_image, median_error, now, render, status_after)
 from midas_ros.fusion import Box, Obstacle
 from midas_ros.ros.obstacle_node import ObstacleNode
-from midas_ros.ros.qos import qos_profile
 from midas_ros.ros.tf_frames import TF2_MISSING
-from ros_process import REPO, RosTestNode, unique_namespace
+from ros_process import REPO, unique_namespace
 
 NODE_MODULES = ('midas_ros.ros.depth_node', 'midas_ros.ros.obstacle_node',
                 'midas_ros.ros.camera_source', 'midas_ros.ros.tf_frames')
@@ -48,16 +45,9 @@ def test_depth_node_runs_on_parameters_with_one_info_line(no_tf2, capfd):
         'scale.mode': 'ground_plane', 'scale.ground_frame': 'base_footprint',
         'scale.camera_height': HEIGHT_M, 'scale.camera_pitch_deg': PITCH_DEG,
         'cloud.enabled': False, 'diagnostics.period': 0.1})
-    probe = RosTestNode('notf_probe')
+    probe = depth_probe('notf_probe', namespace)
     try:
         assert not node.node.tf.available
-        probe.depth = probe.collect(Image, f'{namespace}/depth/image',
-                                    qos_profile('sensor_data', depth=20))
-        probe.diagnostics = probe.collect(DiagnosticArray, '/diagnostics')
-        probe.image_pub = probe.node.create_publisher(Image, f'{namespace}/image',
-                                                      qos_profile('sensor_data'))
-        probe.info_pub = probe.node.create_publisher(CameraInfo, f'{namespace}/camera_info',
-                                                     qos_profile('sensor_data'))
         truth = render(math.radians(PITCH_DEG))
         for _ in range(2):
             when = now(probe)

@@ -12,14 +12,13 @@ import uuid
 
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from sensor_msgs.msg import PointCloud2, PointField
 
 from exact_depth import (HEIGHT_M, INTRINSICS, OPTICAL_IN_LINK, PITCH_DEG, InProcessDepthNode,
-                         depth_for, encoded_image, median_error, now, quaternion, render,
-                         status_after, transform_msg)
+                         depth_for, depth_probe, encoded_image, median_error, now, quaternion,
+                         render, status_after, transform_msg)
 from midas_ros.ros.qos import qos_profile
-from ros_process import RosTestNode, unique_namespace
+from ros_process import unique_namespace
 
 tf2_ros = pytest.importorskip(
     'tf2_ros', reason='tf2_ros is not installed (plain PyPI venv): install ../shared/ros2_src '
@@ -39,19 +38,12 @@ def rig():
         'scale.camera_pitch_deg': PITCH_DEG, 'scale.time_constant': 0.0,
         'scale.anchor_type': 'points', 'scale.anchor_timeout': 10.0,
         'depth.max': 30.0, 'cloud.enabled': False, 'diagnostics.period': 0.1})
-    probe = RosTestNode('tf_probe')
+    probe = depth_probe('tf_probe', namespace)
     probe.static_tf = tf2_ros.StaticTransformBroadcaster(probe.node)
     probe.tf = tf2_ros.TransformBroadcaster(probe.node)
     probe.static_tf.sendTransform(transform_msg(frames['camera_link'],
                                                 frames['camera_optical_frame'], (0, 0, 0),
                                                 OPTICAL_IN_LINK))
-    probe.depth = probe.collect(Image, f'{namespace}/depth/image',
-                                qos_profile('sensor_data', depth=20))
-    probe.diagnostics = probe.collect(DiagnosticArray, '/diagnostics')
-    probe.image_pub = probe.node.create_publisher(Image, f'{namespace}/image',
-                                                  qos_profile('sensor_data'))
-    probe.info_pub = probe.node.create_publisher(CameraInfo, f'{namespace}/camera_info',
-                                                 qos_profile('sensor_data'))
     probe.anchor_pub = probe.node.create_publisher(PointCloud2, f'{namespace}/anchors',
                                                    qos_profile('sensor_data'))
     # Dynamic transforms are volatile: start only once the node's listener is matched and

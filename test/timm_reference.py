@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from midas_ros.models.backbones import check_input_size, tokens_to_map
 from midas_ros.models.backbones.beit import relative_position_bias
+from midas_ros.models.backbones.swin import check_stage_hooks
 from midas_ros.models.backbones.vit import ViTBackbone
 
 REFERENCE_TIMM = '0.6.13'
@@ -31,13 +32,7 @@ class TimmSwinBackbone(nn.Module):
         self.name = cfg.name
         self.hooks = tuple(cfg.hooks)
         layers = self.model.layers
-        if len(self.hooks) != len(layers):
-            raise ValueError(f'{cfg.name}: {len(layers)} Swin stages need one hook each, '
-                             f'got {self.hooks}')
-        for stage, (layer, hook) in enumerate(zip(layers, self.hooks)):
-            if not 0 <= hook < len(layer.blocks):
-                raise ValueError(f'{cfg.name}: hook {hook} of stage {stage} is outside its '
-                                 f'{len(layer.blocks)} blocks')
+        check_stage_hooks(cfg.name, layers, self.hooks)
         self.out_channels = tuple(layer.blocks[0].norm1.normalized_shape[0] for layer in layers)
         self.input_size = tuple(self.model.patch_embed.img_size)
 

@@ -314,6 +314,17 @@ class SwinTransformer(nn.Module):
                     nn.init.zeros_(norm.weight)
 
 
+def check_stage_hooks(name, stages, hooks):
+    """ValueError unless ``hooks`` holds one block index per stage, each within its stage's
+    ``blocks`` (the Swin layout of timm 0.6.13, which both our Swin and timm's follow)."""
+    if len(hooks) != len(stages):
+        raise ValueError(f'{name}: {len(stages)} Swin stages need one hook each, got {hooks}')
+    for stage, (layer, hook) in enumerate(zip(stages, hooks)):
+        if not 0 <= hook < len(layer.blocks):
+            raise ValueError(f'{name}: hook {hook} of stage {stage} is outside its '
+                             f'{len(layer.blocks)} blocks')
+
+
 class SwinBackbone(nn.Module):
     """Taps ``cfg.hooks[i]`` (a block index within stage ``i``) of a Swin / Swin V2."""
 
@@ -328,13 +339,7 @@ class SwinBackbone(nn.Module):
         self.name = cfg.name
         self.hooks = tuple(cfg.hooks)
         layers = self.model.layers
-        if len(self.hooks) != len(layers):
-            raise ValueError(f'{cfg.name}: {len(layers)} Swin stages need one hook each, '
-                             f'got {self.hooks}')
-        for stage, (layer, hook) in enumerate(zip(layers, self.hooks)):
-            if not 0 <= hook < len(layer.blocks):
-                raise ValueError(f'{cfg.name}: hook {hook} of stage {stage} is outside its '
-                                 f'{len(layer.blocks)} blocks')
+        check_stage_hooks(cfg.name, layers, self.hooks)
         self.out_channels = tuple(spec.embed_dim * 2 ** stage for stage in range(len(layers)))
         self.input_size = self.model.patch_embed.img_size
 
