@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 from midas_ros.ros_env import config_path, isolated_ros_environment
 
@@ -70,7 +70,10 @@ class NodeSpec:
     executable: str
     params_files: List[Path] = field(default_factory=list)
     overrides: dict = field(default_factory=dict)
-    ready_when: Optional[Tuple[str, str]] = None   # ('publishes' | 'subscribes', topic)
+    # The node is up once it subscribes this input: a lifecycle node creates its publishers
+    # at configure, then warms up, and subscribes only at activate, so a publisher says
+    # nothing about whether the camera's first frames would reach it.
+    ready_when: Optional[str] = None
 
     def command(self):
         ros_args = []
@@ -106,19 +109,19 @@ def plan(source=SYNTHETIC, params_files=(), frames=0, record=None, topics=None):
     if synthetic:
         nodes.append(NodeSpec('synthetic_detector', 'synthetic_detector',
                               [config_path('synthetic_scene.yaml')] + extra,
-                              ready_when=('subscribes', 'ground_truth/detections')))
+                              ready_when='ground_truth/detections'))
     nodes += [
         NodeSpec('depth_node', 'depth_node', [config_path('depth_node.yaml')] + extra,
-                 ready_when=('publishes', 'depth/image')),
+                 ready_when='image'),
         NodeSpec('obstacle_node', 'obstacle_node', [config_path('obstacle_node.yaml')] + extra,
-                 ready_when=('publishes', 'obstacles')),
+                 ready_when='depth/image'),
     ]
     if record:
         wanted = list(topics or RECORDED_TOPICS + (TRUTH_TOPICS if synthetic else ()))
         nodes.append(NodeSpec(
             'recorder', 'recorder', extra,
             {'output': str(Path(record).resolve()), 'topics': wanted},
-            ready_when=('subscribes', 'depth/image') if 'depth/image' in wanted else None))
+            ready_when='depth/image' if 'depth/image' in wanted else None))
     return camera, nodes
 
 
@@ -311,12 +314,7 @@ class PipelineRunner:
 
     @staticmethod
     def _is_ready(monitor, spec):
-        kind, topic = spec.ready_when
-        resolved = monitor.node.resolve_topic_name(topic)
-        if kind == 'subscribes':
-            return spec.name in monitor.subscribers(topic)
-        return any(info.node_name == spec.name
-                   for info in monitor.node.get_publishers_info_by_topic(resolved))
+        return spec.name in monitor.subscribers(spec.ready_when)
 
     def _drain(self, monitor):
         """Let depth_node and obstacle_node finish the frames still in flight."""
