@@ -9,6 +9,14 @@ busy in another process: torch's forward 66 ms -> 230 ms):
 * threads that *spin-wait* (OpenMP's default active wait, ONNX Runtime's intra-op spinning)
   for a core another process holds, burning the time slice the work needed.
 
+A third thing matters once the CPU is shared: threads that do not spin must sleep and be woken
+at every operator of the network, and on a small convolutional network (hundreds of short
+operators) that costs a lot. Measured here (ONNX Runtime 1.32, midas_v21_small_256): one frame on
+1 thread 86 ms of CPU; on 2 sleeping threads 55 ms wall but 124 ms of CPU. Two frames at a time,
+one thread each, process 23 frames/s on 2 cores against 18 for one frame on both: where CPU is
+the limit (a camera and the outputs share it) frames in parallel give more frames per second,
+at the price of a longer network time per frame. ``parallel_frames`` decides how many.
+
 ``CpuBudget.detect()`` reads the affinity mask (``os.sched_getaffinity``) and the cgroup CPU
 quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, the tightest along the
 process's cgroup path). ``ThreadPlan`` turns that (or explicit counts) into the threads of each
@@ -26,7 +34,13 @@ from pathlib import Path
 from typing import Optional
 
 __all__ = ['CpuBudget', 'ThreadPlan', 'cgroup_cpu_quota', 'configure_pools', 'current_plan',
-           'prefer_passive_waiting']
+           'parallel_frames', 'prefer_passive_waiting']
+
+# Exported runtimes whose sessions run a frame on the calling thread (several at once).
+FRAME_PARALLEL_BACKENDS = ('onnxruntime', 'openvino')
+# Each frame in flight holds its own session, i.e. its own copy of the weights: 'auto' runs
+# frames in parallel only for networks up to this size (the small and tiny variants).
+AUTO_PARALLEL_MAX_WEIGHT_BYTES = 256 * 2 ** 20
 
 _MOUNTINFO = Path('/proc/self/mountinfo')
 _SELF_CGROUP = Path('/proc/self/cgroup')
@@ -161,7 +175,8 @@ class CpuBudget:
 class ThreadPlan:
     """Threads of every pool the depth pipeline uses.
 
-    ``intra_op``: the network's parallelism (torch intra-op, ONNX Runtime intra-op, OpenVINO
+    ``frames``: frames whose networks run at the same time (``parallel_frames``); ``intra_op``:
+    the parallelism of each one's network (torch intra-op, ONNX Runtime intra-op, OpenVINO
     inference threads); ``inter_op``: torch's pool for independent operators (MiDaS runs one
     chain of operators: 1); ``opencv``: OpenCV's pool (colour conversion, resizes in the node's
     thread); ``budget``: where the numbers came from.
@@ -171,23 +186,56 @@ class ThreadPlan:
     inter_op: int
     opencv: int
     budget: CpuBudget
+    frames: int = 1
 
     @classmethod
-    def for_budget(cls, budget=None, intra_op=0, inter_op=0, opencv=0):
-        """The plan for ``budget`` (default: detected); a count > 0 overrides that pool's.
+    def for_budget(cls, budget=None, intra_op=0, inter_op=0, opencv=0, frames=1):
+        """The plan for ``budget`` (default: detected) with ``frames`` in parallel: each
+        frame's network gets an equal share of the cores; a count > 0 overrides that pool's.
 
-        Raises ValueError for a negative count.
+        Raises ValueError for a negative count or ``frames`` < 1.
         """
         for name, value in (('intra_op', intra_op), ('inter_op', inter_op), ('opencv', opencv)):
             if value < 0:
                 raise ValueError(f'{name} threads must be >= 0 (0: from the CPU budget), '
                                  f'got {value}')
+        if frames < 1:
+            raise ValueError(f'frames in parallel must be >= 1, got {frames}')
         budget = budget or CpuBudget.detect()
-        return cls(intra_op or budget.cores, inter_op or 1, opencv or budget.cores, budget)
+        return cls(intra_op or max(1, budget.cores // frames), inter_op or 1,
+                   opencv or budget.cores, budget, frames)
 
     def describe(self):
-        return (f'{self.budget.describe()}: {self.intra_op} inference thread(s), '
-                f'{self.inter_op} inter-op, {self.opencv} OpenCV, passive waiting')
+        network = f'{self.intra_op} inference thread(s)' if self.frames == 1 else \
+            f'{self.frames} frames in parallel x {self.intra_op} inference thread(s)'
+        return (f'{self.budget.describe()}: {network}, {self.inter_op} inter-op, '
+                f'{self.opencv} OpenCV, passive waiting')
+
+
+def parallel_frames(requested, budget, device_type, backend, weight_bytes):
+    """How many frames' networks run at the same time, and why: ``(frames, reason)``.
+
+    ``requested`` > 0 is taken as it is; 0 (auto) gives 2 where it pays (see the module's
+    docstring): on the CPU, with an exported runtime (``FRAME_PARALLEL_BACKENDS``: its
+    session runs on the calling thread; torch's OpenMP pool belongs to the main thread), with
+    at least 2 usable cores, for weights up to ``AUTO_PARALLEL_MAX_WEIGHT_BYTES`` (every frame
+    in flight holds a session of its own). Else 1: a GPU runs one frame at a time anyway.
+    """
+    if requested < 0:
+        raise ValueError(f'frames in parallel must be >= 0 (0: auto), got {requested}')
+    if requested:
+        return requested, 'set explicitly (inference.parallel_frames)'
+    if device_type != 'cpu':
+        return 1, f'{device_type}: one frame at a time'
+    if backend not in FRAME_PARALLEL_BACKENDS:
+        return 1, f'{backend} runs a frame on the whole pool'
+    if budget.cores < 2:
+        return 1, 'one usable CPU'
+    if weight_bytes > AUTO_PARALLEL_MAX_WEIGHT_BYTES:
+        return 1, (f'{weight_bytes / 2 ** 20:.0f} MiB of weights: a second copy is not worth '
+                   'it for a network this slow')
+    return 2, ('CPU-bound: two frames at a time, each on its own threads, spend less CPU per '
+               'frame than one frame on threads that sleep and wake at every operator')
 
 
 _current = None

@@ -189,14 +189,34 @@ def check_settings(settings):
 
 
 class DepthPipeline:
-    """Relative depth -> metric products for a stream of frames from one camera."""
+    """Relative depth -> metric products for a stream of frames from one camera.
+
+    ``estimator.parallel_frames`` networks may run at the same time: ``infer`` of lane ``i``
+    uses ``estimators[i]`` (``estimator`` and its replicas, made here), one thread per lane.
+    """
 
     def __init__(self, estimator, settings=DepthSettings()):
-        self.estimator = estimator
+        lanes = getattr(estimator, 'parallel_frames', 1)   # 1 for an estimator-like object
+        self.estimators = [estimator] + [estimator.replica() for _ in range(lanes - 1)]
         self._settings = None
         self._camera = None
-        self._slot = 0   # which of the two relative-depth buffers ``infer`` fills next
+        # Per lane, which of its two relative-depth buffers ``infer`` fills next.
+        self._slots = [0] * len(self.estimators)
         self.configure(settings)
+
+    @property
+    def estimator(self):
+        """The estimator of lane 0 (all lanes run the same network and settings)."""
+        return self.estimators[0]
+
+    def is_warmed_up(self, width, height):
+        """Whether every lane has been warmed up for ``width`` x ``height`` images."""
+        return all((width, height) in e.warmed_up for e in self.estimators)
+
+    def warmup(self, width, height, channel_order='rgb'):
+        """Warm every lane up for ``width`` x ``height`` images (``DepthEstimator.warmup``);
+        the seconds it took."""
+        return sum(e.warmup(width, height, channel_order) for e in self.estimators)
 
     @property
     def settings(self):
@@ -262,19 +282,22 @@ class DepthPipeline:
         return self.finish(self.infer(image, channel_order), image, channel_order, intrinsics,
                            stamp_s, anchors, products, floor)
 
-    def infer(self, image, channel_order):
+    def infer(self, image, channel_order, lane=0):
         """The network stage of ``process``: an ``Inference`` (relative depth, timings).
 
-        The relative depth is written into one of two buffers used in turn, so the
-        previous frame's ``Inference`` stays valid while this one is computed (not longer).
+        ``lane``: which estimator runs it (0 to ``len(estimators) - 1``; one thread per lane).
+        The relative depth is written into one of the lane's two buffers used in turn, so the
+        lane's previous ``Inference`` stays valid while this one is computed (not longer).
         """
         height, width = image.shape[:2]
-        self._slot ^= 1
+        estimator = self.estimators[lane]
+        self._slots[lane] ^= 1
         start = time.perf_counter()
-        relative = self.estimator.predict(
+        relative = estimator.predict(
             image, channel_order,
-            out=self._buffer(f'relative{self._slot}', (height, width), np.float32))
-        timings = dict(self.estimator.last_timings)
+            out=self._buffer(f'relative{lane}.{self._slots[lane]}', (height, width),
+                             np.float32))
+        timings = dict(estimator.last_timings)
         timings['inference_total'] = time.perf_counter() - start
         return Inference(relative, timings)
 

@@ -22,6 +22,7 @@ from midas_ros.backends import BACKENDS, BackendError, create_runner
 from midas_ros.backends.choice import BackendChoice, ParityCheckedRunner, choose_backend
 from midas_ros.backends.torch_backend import TorchRunner
 from midas_ros.cpu_budget import CpuBudget, ThreadPlan, configure_pools
+from midas_ros.cpu_budget import parallel_frames as parallel_frames_for
 from midas_ros.models.registry import get_config
 from midas_ros.models.transforms import DevicePreprocessor, check_image, upsample_prediction
 
@@ -154,7 +155,11 @@ class DepthEstimator:
     ``resolve_precision``. Threads (CPU): ``cpu_threads`` for the network (torch, ONNX Runtime
     and OpenVINO intra-op), ``interop_threads`` for torch's inter-op pool and ``opencv_threads``
     for OpenCV's; 0 = from the CPU budget (``midas_ros.cpu_budget``: affinity and cgroup quota).
-    ``thread_plan`` is the ``ThreadPlan`` applied.
+    ``thread_plan`` is the ``ThreadPlan`` applied. ``parallel_frames`` (0: auto, see
+    ``cpu_budget.parallel_frames``; the result and ``parallel_frames_reason`` are attributes)
+    is how many frames' networks the caller runs at the same time, ``cpu_threads`` (0: an
+    equal share of the usable CPUs) each: this estimator runs one of them, ``replica()`` makes
+    one for each other.
 
     ``backend`` runs the network: 'torch' (default), 'onnxruntime', 'openvino' (CPU; with
     ``device='auto'`` it picks the CPU), 'tensorrt' (CUDA) or 'auto': the fastest runtime
@@ -181,8 +186,11 @@ class DepthEstimator:
     def __init__(self, model_name, device='auto', pretrained=True, weights=None, weights_dir=None,
                  allow_download=False, precision='auto', channels_last=True, compile=False,
                  cpu_threads=0, model=None, backend='torch', backend_fallback=False,
-                 cache_dir=None, interop_threads=0, opencv_threads=0):
+                 cache_dir=None, interop_threads=0, opencv_threads=0, parallel_frames=1):
         self.config = get_config(model_name)
+        self._options = dict(
+            device=str(device), channels_last=channels_last, compile=compile,
+            interop_threads=interop_threads, opencv_threads=opencv_threads, cache_dir=cache_dir)
         if backend not in BACKENDS + ('auto',):
             raise ValueError(f"backend must be one of auto, {', '.join(BACKENDS)}, got "
                              f"'{backend}'")
@@ -194,10 +202,6 @@ class DepthEstimator:
         self.precision, self.precision_reason = choose_precision(precision, self.device,
                                                                  self.config)
         _log.info('precision %s on %s: %s', self.precision, self.device, self.precision_reason)
-        # Every pool sized to the CPUs this process may use, on a GPU machine too (pre- and
-        # post-processing of other processes, OpenCV): threads beyond them only contend.
-        self.thread_plan = configure_pools(ThreadPlan.for_budget(
-            intra_op=cpu_threads, inter_op=interop_threads, opencv=opencv_threads))
         self.stream = None
         if self.device.type == 'cuda':
             torch.backends.cudnn.benchmark = True   # input sizes repeat frame after frame
@@ -222,6 +226,14 @@ class DepthEstimator:
             self.backend_choice = BackendChoice(backend, 'set explicitly (model.backend)')
         self.backend_fallback = backend_fallback
         self.backend_error = None
+        # Every pool sized to the CPUs this process may use, on a GPU machine too (pre- and
+        # post-processing of other processes, OpenCV): threads beyond them only contend.
+        budget = CpuBudget.detect()
+        self.parallel_frames, self.parallel_frames_reason = parallel_frames_for(
+            parallel_frames, budget, self.device.type, backend,
+            sum(p.numel() * p.element_size() for p in model.parameters()))
+        self.thread_plan = configure_pools(ThreadPlan.for_budget(
+            budget, cpu_threads, interop_threads, opencv_threads, self.parallel_frames))
         self.warmed_up = {}   # (width, height) -> seconds its warm-up took
         self._model = model   # kept for a fallback to torch
         self._torch_options = (channels_last, compile)
@@ -243,6 +255,16 @@ class DepthEstimator:
         self._device_input = None   # uint8 image on the device (CUDA only)
         self._device_output = None  # 1x1xHxW float32 upsampled prediction (CUDA only)
         self._host_output = None    # pinned float32 HxW (CUDA only)
+
+    def replica(self):
+        """Another estimator of the same network and settings for a concurrent stream of
+        frames (``parallel_frames``): it shares the torch weights; an exported runtime loads
+        a session of its own from the artefact cache. After a fallback to torch, torch."""
+        backend = 'torch' if self.backend_error else self.requested_backend
+        return DepthEstimator(
+            self.config.name, precision=self.precision, model=self._model, backend=backend,
+            backend_fallback=self.backend_fallback, cpu_threads=self.thread_plan.intra_op,
+            parallel_frames=self.parallel_frames, **self._options)
 
     def _on_device(self):
         """The CUDA device guard and the estimator's stream (nothing on the CPU).

@@ -11,8 +11,17 @@ ROS-free: the payload is opaque (bytes, or a message for callers that do not sub
 """
 import threading
 import time
+from typing import NamedTuple
 
 _SMOOTHING = 0.05   # of the mean put time: about the last twenty frames
+
+
+class Taken(NamedTuple):
+    """A frame out of the mailbox: its payload and its arrival number (1, 2, ...), which
+    orders frames that several threads took and finish in any order."""
+
+    payload: object
+    number: int
 
 
 class LatestFrame:
@@ -20,7 +29,7 @@ class LatestFrame:
 
     ``received``: frames put; ``dropped``: frames replaced before anyone took them;
     ``put_seconds``: smoothed time one ``put`` takes (what a dropped frame costs here).
-    Thread-safe: one thread puts, another takes.
+    Thread-safe: one thread puts, one or more take.
     """
 
     def __init__(self):
@@ -37,15 +46,19 @@ class LatestFrame:
                 self.dropped += 1
             self._payload = payload
             self.received += 1
+            self._number = self.received
             self._condition.notify()
         elapsed = time.perf_counter() - start
         self.put_seconds += _SMOOTHING * (elapsed - self.put_seconds) if self.received > 1 \
             else elapsed
 
     def take(self, timeout):
-        """The newest payload (then the slot is empty), or None after ``timeout`` seconds."""
+        """The newest frame as ``Taken`` (then the slot is empty), or None after ``timeout``
+        seconds."""
         with self._condition:
             if self._payload is None:
                 self._condition.wait(timeout)
-            payload, self._payload = self._payload, None
-            return payload
+            if self._payload is None:
+                return None
+            taken, self._payload = Taken(self._payload, self._number), None
+            return taken

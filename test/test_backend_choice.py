@@ -113,3 +113,41 @@ def test_auto_falls_back_to_torch_when_parity_fails(tmp_path, monkeypatch, caplo
     assert 'deviates' in estimator.backend_choice.reason
     assert 'falling back to torch' in caplog.text
     np.testing.assert_allclose(depth, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_parallel_frames_run_replicas_of_one_network(tmp_path):
+    """Two lanes (``parallel_frames=2``): one network's weights, sessions of their own, each
+    lane's result equal to torch's for its own image while both run at once."""
+    import threading
+
+    from midas_ros.depth_pipeline import DepthPipeline
+    estimator = DepthEstimator('midas_v21_small_256', device='cpu', model=Doubling(),
+                               backend='auto', cache_dir=tmp_path, parallel_frames=2)
+    assert estimator.parallel_frames == 2 and 'explicitly' in estimator.parallel_frames_reason
+    assert estimator.thread_plan.frames == 2
+    pipeline = DepthPipeline(estimator)
+    lane0, lane1 = pipeline.estimators
+    assert lane0 is estimator and lane1 is not estimator
+    assert lane1._model is estimator._model                  # the weights are shared
+    assert (lane1.backend, lane1.thread_plan) == (estimator.backend, estimator.thread_plan)
+    assert not pipeline.is_warmed_up(64, 48)
+    pipeline.warmup(64, 48)
+    assert pipeline.is_warmed_up(64, 48) and (64, 48) in lane1.warmed_up
+
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(2)]
+    torch_path = DepthEstimator('midas_v21_small_256', device='cpu', model=Doubling(),
+                                backend='torch')
+    expected = [torch_path.predict(image) for image in images]
+    results = [None, None]
+
+    def run(lane):
+        for _ in range(20):
+            results[lane] = pipeline.infer(images[lane], 'rgb', lane).relative.copy()
+    threads = [threading.Thread(target=run, args=(lane,)) for lane in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for lane in (0, 1):
+        np.testing.assert_allclose(results[lane], expected[lane], rtol=1e-5, atol=1e-5)

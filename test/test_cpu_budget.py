@@ -7,7 +7,7 @@ import torch
 
 from midas_ros import cpu_budget
 from midas_ros.cpu_budget import (CpuBudget, ThreadPlan, cgroup_cpu_quota, configure_pools,
-                                  prefer_passive_waiting)
+                                  parallel_frames, prefer_passive_waiting)
 
 
 def fake_cgroup(tmp_path, mountinfo_lines, cgroup_lines, files):
@@ -85,6 +85,36 @@ def test_plan_from_budget_and_overrides():
     assert (plan.intra_op, plan.inter_op, plan.opencv) == (1, 2, 1)
     with pytest.raises(ValueError, match='opencv threads must be >= 0'):
         ThreadPlan.for_budget(CpuBudget(4), opencv=-1)
+
+
+def test_plan_shares_the_cores_between_frames_in_parallel():
+    plan = ThreadPlan.for_budget(CpuBudget(8), frames=2)
+    assert (plan.frames, plan.intra_op, plan.opencv) == (2, 4, 8)
+    assert '2 frames in parallel x 4 inference thread(s)' in plan.describe()
+    assert ThreadPlan.for_budget(CpuBudget(2), frames=3).intra_op == 1    # never 0 threads
+    assert ThreadPlan.for_budget(CpuBudget(8), intra_op=3, frames=2).intra_op == 3
+    with pytest.raises(ValueError, match='frames in parallel must be >= 1'):
+        ThreadPlan.for_budget(CpuBudget(2), frames=0)
+
+
+def test_parallel_frames_auto_only_where_it_pays():
+    small, large = 84 * 2 ** 20, 1300 * 2 ** 20     # midas_v21_small_256, dpt_beit_large_512
+    two = CpuBudget(2)
+    assert parallel_frames(0, two, 'cpu', 'onnxruntime', small)[0] == 2
+    assert parallel_frames(0, two, 'cpu', 'openvino', small)[0] == 2
+    assert parallel_frames(0, CpuBudget(16), 'cpu', 'onnxruntime', small)[0] == 2
+    for budget, device, backend, weights, why in (
+            (two, 'cpu', 'torch', small, 'torch runs a frame on the whole pool'),
+            (two, 'cuda', 'onnxruntime', small, 'cuda: one frame at a time'),
+            (CpuBudget(1), 'cpu', 'onnxruntime', small, 'one usable CPU'),
+            (CpuBudget(4, quota=1.5), 'cpu', 'onnxruntime', small, 'one usable CPU'),
+            (two, 'cpu', 'onnxruntime', large, '1300 MiB of weights')):
+        frames, reason = parallel_frames(0, budget, device, backend, weights)
+        assert frames == 1 and why in reason, (budget, device, backend, reason)
+    assert parallel_frames(3, CpuBudget(1), 'cuda', 'torch', large) == (
+        3, 'set explicitly (inference.parallel_frames)')
+    with pytest.raises(ValueError, match='>= 0'):
+        parallel_frames(-1, two, 'cpu', 'onnxruntime', small)
 
 
 def test_configure_pools_applies_the_plan():

@@ -339,3 +339,38 @@ def test_sparse_mode_projects_laser_anchors_into_the_image(depth_node):
                            lambda: samples() == ('sparse', 0), 60), samples()
     finally:
         assert _set_parameters(probe, namespace, {'scale.mode': 'uncalibrated'}).successful
+
+
+def test_a_30_hz_camera_gets_its_outputs_in_order(depth_node):
+    """With frames in parallel (``inference.parallel_frames`` auto: 2 here when ONNX Runtime
+    or OpenVINO is installed and 2 CPUs are usable) lanes finish in any order; what is
+    published must still follow the camera: stamps only increase, on every output."""
+    from midas_ros.cpu_budget import CpuBudget, parallel_frames
+    namespace, process, probe, image_pub, info_pub = depth_node
+    received = probe.collect(DiagnosticArray, '/diagnostics')
+    image = array_to_image(textured_image(seed=3), 'rgb8')
+    image.header.frame_id = 'test_cam_optical_frame'
+    info = intrinsics_to_camera_info(INTRINSICS)
+    first = len(probe.received[f'{namespace}/depth/image'])
+    state = {'sent': 0, 'next': time.monotonic()}
+
+    def camera():
+        if state['sent'] < 90 and time.monotonic() >= state['next']:
+            image.header.stamp = _stamp(1000.0 + state['sent'] / 30.0)
+            info.header = image.header
+            info_pub.publish(info)
+            image_pub.publish(image)
+            state['sent'] += 1
+            state['next'] += 1 / 30.0
+    probe.spin_until(lambda: state['sent'] >= 90, 30, camera)
+    probe.spin_until(lambda: False, 2.0)           # the last frames' outputs
+    for topic in ('depth/image', 'depth/points', 'depth/camera_info'):
+        stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9
+                  for m in probe.received[f'{namespace}/{topic}'][first:]
+                  if m.header.stamp.sec >= 1000]
+        assert len(stamps) >= 5, (topic, len(stamps), process.output()[-2000:])
+        assert all(b > a for a, b in zip(stamps, stamps[1:])), (topic, stamps)
+    values = _latest_depth_status(received, namespace)
+    expected, _ = parallel_frames(0, CpuBudget.detect(), 'cpu', values['backend'], 0)
+    if expected > 1:
+        assert f'{expected} frames in parallel' in values['threads'], values['threads']

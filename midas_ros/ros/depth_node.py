@@ -144,10 +144,19 @@ class DepthNode(ManagedNode):
         # The processing (main) thread runs the pipeline while parameter changes, in the
         # callback thread, reconfigure it.
         self._pipeline_lock = threading.Lock()
-        # Held while a frame is inferred (main thread) / its outputs made and published (the
-        # outputs worker): deactivate takes both, so no frame is worked on after it returns.
+        # Held while a frame is inferred (main thread, lane 0) / its outputs made and
+        # published (the outputs worker): deactivate takes both, and stops the other lanes'
+        # threads (``inference.parallel_frames``), so no frame is worked on after it returns.
         self._work_lock = threading.Lock()
         self._finish_lock = threading.Lock()
+        self._warmup_lock = threading.Lock()    # lanes meeting a new image size at once
+        self._lane_threads = []
+        self._lanes_stop = threading.Event()
+        # Frames finish in arrival order: a lane that took an older frame and finishes after
+        # a newer one has its frame dropped (counted), never published out of order.
+        self._newest_finished = 0
+        self._superseded = 0
+        self._outputs_stage = Handoff('depth_outputs')
         self.add_on_set_parameters_callback(
             on_set_parameters(DEPTH_NODE_PARAMS, lambda: self.values, self._apply_parameters))
         self.skipped_outputs = SkippedOutputs()
@@ -195,7 +204,7 @@ class DepthNode(ManagedNode):
         # to it. Another size warms up on its first image (``_warm_up``).
         size = warmup_size(values)
         if size is not None:
-            estimator.warmup(*size)
+            self.pipeline.warmup(*size)
         self.get_logger().info(
             f"depth_node ready: model {values['model.name']} on {estimator.device} "
             f'({estimator.backend}, {estimator.precision}: {estimator.precision_reason}); '
@@ -221,11 +230,20 @@ class DepthNode(ManagedNode):
                                      self._on_anchors, qos_profile('sensor_data', depth=1))]
         self._diagnostics_timer = self.create_timer(values['diagnostics.period'],
                                                     self._publish_diagnostics)
+        # Lane 0 is the main thread (``run``); the other lanes' threads live while active.
+        self._lanes_stop.clear()
+        self._lane_threads = [
+            threading.Thread(target=self._work_loop, args=(lane, threading.Lock()),
+                             name=f'depth_lane{lane}', daemon=True)
+            for lane in range(1, len(self.pipeline.estimators))]
+        for thread in self._lane_threads:
+            thread.start()
         self.get_logger().info(f'depth_node active: subscribed to '
                                f'{self.resolve_topic_name(image_topic)}')
 
     def deactivate(self):
-        """Unsubscribe and wait for the frame in flight: no inference, no output after this."""
+        """Unsubscribe and wait for the frames in flight: no inference, no output after this."""
+        self._stop_lanes()
         with self._work_lock, self._finish_lock:
             for subscription in self._inputs:
                 unsubscribe(self, subscription)
@@ -257,6 +275,7 @@ class DepthNode(ManagedNode):
                 '(for tests and demos only)')
         return DepthEstimator(
             values['model.name'], device=values['device'], pretrained=values['model.pretrained'],
+            parallel_frames=values['inference.parallel_frames'],
             weights=values['model.weights'] or None,
             weights_dir=values['model.weights_dir'] or None,
             allow_download=values['model.allow_download'],
@@ -285,11 +304,14 @@ class DepthNode(ManagedNode):
         return None
 
     def _runtime(self):
-        """(why this backend, the thread plan) of the estimator, '' for what it lacks."""
+        """(why this backend, the thread plan and why that many frames in parallel) of the
+        estimator, '' for what it lacks."""
         estimator = self.pipeline.estimator
         choice = getattr(estimator, 'backend_choice', None)
         plan = getattr(estimator, 'thread_plan', None)
-        return (choice.reason if choice else '', plan.describe() if plan else '')
+        frames = getattr(estimator, 'parallel_frames_reason', '')
+        return (choice.reason if choice else '',
+                (plan.describe() + (f' ({frames})' if frames else '')) if plan else '')
 
     # ---------------------------------------------------------------- inputs
     def _on_camera_info(self, msg):
@@ -439,19 +461,32 @@ class DepthNode(ManagedNode):
     # ---------------------------------------------------------------- work
     def run(self):
         """Process frames until shutdown. Call from the process's main thread (see ``main``):
-        the network runs here, each frame's outputs in the ``outputs`` worker, overlapping
-        the next frame's network (``midas_ros.handoff``)."""
-        self._outputs_stage = Handoff('depth_outputs')
+        the network of lane 0 runs here (the other lanes' in their threads, see
+        ``activate``), each frame's outputs in the ``outputs`` worker, overlapping the next
+        frames' networks (``midas_ros.handoff``)."""
         try:
-            while rclpy.ok(context=self.context):
-                payload = self.frames.take(timeout=0.2)
-                if payload is None:
-                    continue
-                with self._work_lock:
-                    if self.active:     # not deactivated while the frame waited
-                        self._guarded(self._process, payload)
+            self._work_loop(0, self._work_lock)
         finally:
+            self._stop_lanes()
             self._outputs_stage.close()
+
+    def _stop_lanes(self):
+        """End the other lanes' threads, each after the frame it works on."""
+        self._lanes_stop.set()
+        for thread in self._lane_threads:
+            thread.join()
+        self._lane_threads = []
+
+    def _work_loop(self, lane, lock):
+        """Take the newest frame and run it through ``lane``'s network, until shutdown (or,
+        for lanes other than 0, deactivation)."""
+        while rclpy.ok(context=self.context) and not (lane and self._lanes_stop.is_set()):
+            taken = self.frames.take(timeout=0.2)
+            if taken is None:
+                continue
+            with lock:
+                if self.active:     # not deactivated while the frame waited
+                    self._guarded(self._process, taken, lane)
 
     def _guarded(self, work, *args):
         """``work(*args)``; a failure costs that frame only (counted, logged, rate-limited)."""
@@ -472,25 +507,30 @@ class DepthNode(ManagedNode):
         Exported backends build (or load) their graph here, ``torch.compile`` compiles and
         cuDNN autotunes: seconds to minutes (a TensorRT engine build on a Jetson) that must not
         be paid inside the frame loop unannounced. /diagnostics says 'warming up' meanwhile.
+        Every lane warms up; a lane meeting the size while another warms up waits for it.
         """
-        estimator = self.pipeline.estimator
-        self.get_logger().info(f'warming up for {width}x{height} images ({estimator.backend}, '
-                               f'{estimator.precision} on {estimator.device})')
-        self.warming_up = (width, height)
-        try:
-            seconds = estimator.warmup(width, height, order)
-        finally:
-            self.warming_up = None
+        with self._warmup_lock:
+            if self.pipeline.is_warmed_up(width, height):
+                return
+            estimator = self.pipeline.estimator
+            self.get_logger().info(f'warming up for {width}x{height} images '
+                                   f'({estimator.backend}, {estimator.precision} on '
+                                   f'{estimator.device})')
+            self.warming_up = (width, height)
+            try:
+                seconds = self.pipeline.warmup(width, height, order)
+            finally:
+                self.warming_up = None
         self.get_logger().info(f'ready for {width}x{height} images: warm-up took {seconds:.2f} s'
                                f' ({estimator.backend}, {estimator.precision})')
 
-    def _process(self, payload):
+    def _process(self, taken, lane):
         start = time.perf_counter()
-        msg = deserialize_message(payload, self._image_type)
+        msg = deserialize_message(taken.payload, self._image_type)
         deserialized = time.perf_counter()
         pixels, order = self._decode(msg)
         height, width = pixels.shape[:2]
-        if (width, height) not in self.pipeline.estimator.warmed_up:
+        if not self.pipeline.is_warmed_up(width, height):
             self._warm_up(width, height, order)
         self._await_first_camera_info()
         intrinsics = self._intrinsics_for(width, height)
@@ -515,15 +555,20 @@ class DepthNode(ManagedNode):
                    else None)
         floor = self._floor_for(header.frame_id, stamp) if mode == 'ground_plane' else None
         check_intrinsics(intrinsics, pixels)
-        inference = self.pipeline.infer(pixels, order)
+        inference = self.pipeline.infer(pixels, order, lane)
         inference.timings['deserialize'] = deserialized - start
         # ``pixels`` views ``msg``'s data: the job keeps both alive until it has run.
-        self._outputs_stage.submit(self._guarded, self._finish, msg, pixels, order, intrinsics,
-                                   inference, anchors, floor, wanted, start)
+        self._outputs_stage.submit(self._guarded, self._finish, taken.number, msg, pixels,
+                                   order, intrinsics, inference, anchors, floor, wanted, start)
 
-    def _finish(self, msg, pixels, order, intrinsics, inference, anchors, floor, wanted, start):
+    def _finish(self, number, msg, pixels, order, intrinsics, inference, anchors, floor,
+                wanted, start):
         """Second stage (``outputs`` worker): metric depth, products, messages, publishing."""
         with self._finish_lock:
+            if number < self._newest_finished:
+                self._superseded += 1     # a newer frame's outputs are out already
+                return
+            self._newest_finished = number
             if self.active:     # deactivate waits for this; after it, nothing is published
                 self._finish_active(msg, pixels, order, intrinsics, inference, anchors, floor,
                                     wanted, start)
@@ -616,7 +661,7 @@ class DepthNode(ManagedNode):
             'depth metric': str(metric),
             'frames received': self.frames.received,
             'frames processed': self.stats['processed'],
-            'frames dropped': self.frames.dropped,
+            'frames dropped': self.frames.dropped + self._superseded,
             'intake per received frame (ms)': f'{self.frames.put_seconds * 1e3:.3f}',
             'frames failed': self.stats['errors'],
             'frames skipped (no subscribers)': self.stats['idle'],

@@ -37,6 +37,7 @@ import json
 import os
 import resource
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -502,12 +503,12 @@ class NodeProbe:
         for topic in self.outputs:
             self.node.create_subscription(types[topic], topic,
                                           lambda msg, topic=topic: self._arrived(topic, msg),
-                                          qos_profile('reliable', depth=5))
+                                          qos_profile('reliable', depth=5), raw=True)
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._diagnostics, 10)
 
-    def _arrived(self, topic, msg):
-        stamp = msg.header.stamp
-        self.arrivals.setdefault((stamp.sec, stamp.nanosec), {})[topic] = time.perf_counter()
+    def _arrived(self, topic, data):
+        key = struct.unpack_from('<iI' if data[1] & 1 else '>iI', data, 4)
+        self.arrivals.setdefault(key, {})[topic] = time.perf_counter()
 
     def _diagnostics(self, msg):
         for status in msg.status:
