@@ -11,11 +11,13 @@ busy in another process: torch's forward 66 ms -> 230 ms):
 
 A third thing matters once the CPU is shared: threads that do not spin must sleep and be woken
 at every operator of the network, and on a small convolutional network (hundreds of short
-operators) that costs a lot. Measured here (ONNX Runtime 1.32, midas_v21_small_256): one frame on
-1 thread 86 ms of CPU; on 2 sleeping threads 55 ms wall but 124 ms of CPU. Two frames at a time,
-one thread each, process 23 frames/s on 2 cores against 18 for one frame on both: where CPU is
-the limit (a camera and the outputs share it) frames in parallel give more frames per second,
-at the price of a longer network time per frame. ``parallel_frames`` decides how many.
+operators) that costs a lot. Measured here (ONNX Runtime 1.32, midas_v21_small_256, 2 cores):
+one frame at a time on 2 sleeping threads, 55 ms per frame but 124 ms of CPU (18 frames/s at
+most); two frames at a time, each session on the same 2 threads, 22 frames/s at 92 ms of CPU per
+frame (1 thread each: 23 frames/s, 86 ms, but a frame alone would then wait for one core).
+Where the CPU is the limit (a camera and the outputs share it) frames in parallel give more
+frames per second; a frame that comes alone still has every core. ``parallel_frames`` decides
+how many.
 
 ``CpuBudget.detect()`` reads the affinity mask (``os.sched_getaffinity``) and the cgroup CPU
 quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, the tightest along the
@@ -176,7 +178,8 @@ class ThreadPlan:
     """Threads of every pool the depth pipeline uses.
 
     ``frames``: frames whose networks run at the same time (``parallel_frames``); ``intra_op``:
-    the parallelism of each one's network (torch intra-op, ONNX Runtime intra-op, OpenVINO
+    the parallelism of each one's network (every usable core by default: a frame that comes
+    alone runs as fast as it can) (torch intra-op, ONNX Runtime intra-op, OpenVINO
     inference threads); ``inter_op``: torch's pool for independent operators (MiDaS runs one
     chain of operators: 1); ``opencv``: OpenCV's pool (colour conversion, resizes in the node's
     thread); ``budget``: where the numbers came from.
@@ -190,8 +193,8 @@ class ThreadPlan:
 
     @classmethod
     def for_budget(cls, budget=None, intra_op=0, inter_op=0, opencv=0, frames=1):
-        """The plan for ``budget`` (default: detected) with ``frames`` in parallel: each
-        frame's network gets an equal share of the cores; a count > 0 overrides that pool's.
+        """The plan for ``budget`` (default: detected) with ``frames`` in parallel; a count
+        > 0 overrides that pool's.
 
         Raises ValueError for a negative count or ``frames`` < 1.
         """
@@ -202,8 +205,8 @@ class ThreadPlan:
         if frames < 1:
             raise ValueError(f'frames in parallel must be >= 1, got {frames}')
         budget = budget or CpuBudget.detect()
-        return cls(intra_op or max(1, budget.cores // frames), inter_op or 1,
-                   opencv or budget.cores, budget, frames)
+        return cls(intra_op or budget.cores, inter_op or 1, opencv or budget.cores, budget,
+                   frames)
 
     def describe(self):
         network = f'{self.intra_op} inference thread(s)' if self.frames == 1 else \
@@ -234,8 +237,8 @@ def parallel_frames(requested, budget, device_type, backend, weight_bytes):
     if weight_bytes > AUTO_PARALLEL_MAX_WEIGHT_BYTES:
         return 1, (f'{weight_bytes / 2 ** 20:.0f} MiB of weights: a second copy is not worth '
                    'it for a network this slow')
-    return 2, ('CPU-bound: two frames at a time, each on its own threads, spend less CPU per '
-               'frame than one frame on threads that sleep and wake at every operator')
+    return 2, ('two frames at a time spend less CPU per frame than one on threads that sleep '
+               'and wake at every operator; a frame alone still gets every core')
 
 
 _current = None

@@ -157,9 +157,8 @@ class DepthEstimator:
     for OpenCV's; 0 = from the CPU budget (``midas_ros.cpu_budget``: affinity and cgroup quota).
     ``thread_plan`` is the ``ThreadPlan`` applied. ``parallel_frames`` (0: auto, see
     ``cpu_budget.parallel_frames``; the result and ``parallel_frames_reason`` are attributes)
-    is how many frames' networks the caller runs at the same time, ``cpu_threads`` (0: an
-    equal share of the usable CPUs) each: this estimator runs one of them, ``replica()`` makes
-    one for each other.
+    is how many frames' networks the caller may run at the same time, on ``cpu_threads``
+    each: this estimator runs one of them, ``replica()`` makes one for each other.
 
     ``backend`` runs the network: 'torch' (default), 'onnxruntime', 'openvino' (CPU; with
     ``device='auto'`` it picks the CPU), 'tensorrt' (CUDA) or 'auto': the fastest runtime

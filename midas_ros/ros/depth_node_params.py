@@ -39,11 +39,12 @@ DEPTH_NODE_PARAMS = (
           read_only=True),
     Param('inference.cpu_threads', 0, "CPU threads of each frame's network (torch, ONNX "
           'Runtime, OpenVINO); 0: the CPUs this process may use (affinity mask and cgroup '
-          'quota) shared equally by the frames in parallel', min=0, max=256, read_only=True),
-    Param('inference.parallel_frames', 0, 'frames whose networks run at the same time, each '
-          'in its own thread with its own session of the exported graph (more frames/s where '
-          'the CPU is the limit, longer network time per frame); 0: auto (2 on a CPU with '
-          'onnxruntime or openvino, 2 or more usable CPUs and up to 256 MiB of weights; else 1)',
+          'quota)', min=0, max=256, read_only=True),
+    Param('inference.parallel_frames', 0, 'frames whose networks may run at the same time, '
+          'each in its own thread with its own session of the exported graph (more frames/s '
+          'where the CPU is the limit; a frame alone still gets every core); 0: auto (2 on a '
+          'CPU with onnxruntime or openvino, 2 or more usable CPUs and up to 256 MiB of '
+          'weights; else 1)',
           min=0, max=8, read_only=True),
     Param('inference.interop_threads', 0, "torch's inter-op threads; 0: 1 (MiDaS is one "
           'chain of operators)', min=0, max=256, read_only=True),
