@@ -178,9 +178,9 @@ class ThreadPlan:
     """Threads of every pool the depth pipeline uses.
 
     ``frames``: frames whose networks run at the same time (``parallel_frames``); ``intra_op``:
-    the parallelism of each one's network (every usable core by default: a frame that comes
-    alone runs as fast as it can) (torch intra-op, ONNX Runtime intra-op, OpenVINO
-    inference threads); ``inter_op``: torch's pool for independent operators (MiDaS runs one
+    the parallelism of each one's network -- torch intra-op, ONNX Runtime intra-op, OpenVINO
+    inference threads; every usable core by default, so a frame that comes alone runs as fast
+    as it can; ``inter_op``: torch's pool for independent operators (MiDaS runs one
     chain of operators: 1); ``opencv``: OpenCV's pool (colour conversion, resizes in the node's
     thread); ``budget``: where the numbers came from.
     """

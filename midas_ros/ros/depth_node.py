@@ -15,10 +15,12 @@ Either falls back to its parameters (camera height/pitch/roll, ``scale.anchor_ex
 with a rate-limited warning, and /diagnostics says which source the last frame used.
 
 The node is only translation: messages -> numpy -> ``DepthPipeline`` -> messages. Frames are
-processed in the process's main thread while ROS callbacks run in a background executor thread
-(see ``main``); the subscription hands frames over, still serialized, through a one-slot mailbox
-(``midas_ros.intake``), so the node always works on the newest frame, a slow model drops frames
-instead of building a backlog, and only the frame taken is deserialized. Only the outputs that
+processed in the process's main thread (and, with ``inference.parallel_frames`` > 1, in one
+more thread per extra frame in flight; outputs keep the camera's order) while ROS callbacks run
+in a background executor thread (see ``main``); the subscription hands frames over, still
+serialized, through a one-slot mailbox (``midas_ros.intake``), so the node always works on the
+newest frame, a slow model drops frames instead of building a backlog, and only the frame taken
+is deserialized. Only the outputs that
 have subscribers are computed and built; with none, frames are not even inferred.
 
 A managed (lifecycle) node (``ros/lifecycle.py``): the model is built (and warmed up) on
