@@ -272,7 +272,7 @@ def test_diagnostics_report_scale_and_frame_statistics(depth_node):
     values = _latest_depth_status(received, namespace)
     for key in ('scale mode', 'frames processed', 'frames dropped', 'frame rate (Hz)',
                 'fit inlier ratio', 'fit residual', 'scale a', 'scale b',
-                'intake per received frame (ms)', 'time deserialize (ms)'):
+                'intake per received frame (ms)', 'time deserialize (ms)', 'frames superseded'):
         assert key in values, key
     assert int(values['frames processed']) >= 1
     # model.backend auto (the default): the runtime chosen, why, and the thread budget.

@@ -664,6 +664,8 @@ class DepthNode(ManagedNode):
             'frames received': self.frames.received,
             'frames processed': self.stats['processed'],
             'frames dropped': self.frames.dropped + self._superseded,
+            # Of those, frames whose network finished after a newer frame's (parallel frames).
+            'frames superseded': self._superseded,
             'intake per received frame (ms)': f'{self.frames.put_seconds * 1e3:.3f}',
             'frames failed': self.stats['errors'],
             'frames skipped (no subscribers)': self.stats['idle'],
