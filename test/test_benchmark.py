@@ -120,6 +120,12 @@ def test_benchmark_refuses_a_backend_it_does_not_have(capsys):
     assert 'no_such_backend' in capsys.readouterr().err
 
 
+def test_node_benchmark_refuses_an_output_the_node_does_not_have(capsys):
+    with pytest.raises(SystemExit):
+        benchmark.main(['--node', '--outputs', 'depth/image,depth/pointz'])
+    assert '--outputs: depth/pointz; choose from depth/image' in capsys.readouterr().err
+
+
 def test_percentiles_and_process_cpu_time():
     assert benchmark.percentiles(range(1, 101)) == pytest.approx([50.5, 90.1, 99.01])
     import os

@@ -594,7 +594,8 @@ def run_node(args):
     frames, intrinsics, scene_config = synthetic_frames(args.width, args.height)
     settings = benchmark_settings(scene_config)
     namespace = f'/midas_benchmark_{os.getpid()}'
-    outputs = NODE_OUTPUTS if settings.scan_enabled else NODE_OUTPUTS[:-1]
+    outputs = [topic for topic in args.outputs.split(',')
+               if topic != 'depth/scan' or settings.scan_enabled]
     log = tempfile.NamedTemporaryFile(prefix='midas_benchmark_node_', suffix='.log',
                                       delete=False)
     bound = (args.startup_timeout + args.official_duration + args.duration
@@ -861,7 +862,7 @@ def print_node_result(result, args, log_path, domain_id):
     load = f'{args.load} other process(es) keeping a core busy each' if args.load else 'no load'
     print(f'Model {result.model} ({weights}), device {args.device}, backend '
           f'{result.node_backend or "?"} (model.backend {args.backend}); {result.mode}; {load}; '
-          f'outputs: {", ".join(NODE_OUTPUTS)} (scale ground_plane); ROS_DOMAIN_ID '
+          f'outputs: {", ".join(args.outputs.split(","))} (scale ground_plane); ROS_DOMAIN_ID '
           f'{domain_id}, loopback only; node log {log_path}\n')
     lines = ['| measure | p50 | p90 | p99 |', '|---|---|---|---|']
     for name, values in (('image -> depth/image latency ms', result.image_latency_ms),
@@ -876,8 +877,9 @@ def print_node_result(result, args, log_path, domain_id):
     fps = result.completed / result.elapsed_s if result.elapsed_s > 0 else 0.0
     lost = result.published - result.completed
     cpu = 100.0 * result.node_cpu_s / result.elapsed_s if result.elapsed_s > 0 else 0.0
-    print(f'Throughput: {fps:.2f} frames/s with every output ({result.completed} complete frames '
-          f'in {result.elapsed_s:.1f} s); published {result.published}, without all outputs '
+    print(f'Throughput: {fps:.2f} frames/s with every output subscribed ({result.completed} '
+          f'complete frames in {result.elapsed_s:.1f} s); published {result.published}, without '
+          'all outputs '
           f'{lost} ({100.0 * lost / max(result.published, 1):.1f} %); node-reported drops '
           f'{result.node_dropped}. Node CPU: {cpu:.0f} % of one core.')
     if result.official:
@@ -921,6 +923,9 @@ def build_parser():
     parser.add_argument('--rate', type=float, default=0.0,
                         help='--node: the camera publishes at this rate (Hz; 30 is the robot '
                              'case); 0: next image when the previous outputs arrived (default)')
+    parser.add_argument('--outputs', default=','.join(NODE_OUTPUTS),
+                        help='--node: comma-separated outputs the probe subscribes (the node '
+                             'computes only those); default: every output')
     parser.add_argument('--load', type=int, default=0,
                         help='--node: keep N other processes busy (one core each) for the run')
     parser.add_argument('--official-duration', type=float, default=20.0,
@@ -949,6 +954,10 @@ def main(argv=None):
         parser.error('need --frames >= 1, --warmup >= 0 and an image of at least 2x2')
     if args.load < 0 or args.official_duration < 0:
         parser.error('need --load >= 0 and --official-duration >= 0')
+    unknown = set(args.outputs.split(',')) - set(NODE_OUTPUTS)
+    if unknown or not args.outputs:
+        parser.error(f"--outputs: {', '.join(sorted(unknown)) or 'none given'}; choose from "
+                     f"{', '.join(NODE_OUTPUTS)}")
     if args.official_child:
         official_child(args)
         return 0
