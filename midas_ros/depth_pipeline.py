@@ -209,6 +209,12 @@ class DepthPipeline:
         """The estimator of lane 0 (all lanes run the same network and settings)."""
         return self.estimators[0]
 
+    @property
+    def lanes(self):
+        """Lanes in use: ``len(estimators)``, or 1 once lane 0 fell back to torch (which runs
+        one frame at a time: ``DepthEstimator.parallel_frames``)."""
+        return min(len(self.estimators), getattr(self.estimator, 'parallel_frames', 1))
+
     def is_warmed_up(self, width, height):
         """Whether every lane has been warmed up for ``width`` x ``height`` images."""
         return all((width, height) in e.warmed_up for e in self.estimators)

@@ -11,6 +11,7 @@ The network itself sits behind a small seam, a *runner*: a callable that maps th
 (PyTorch, ONNX Runtime, OpenVINO, TensorRT); everything around it is the same for all.
 """
 import contextlib
+import dataclasses
 import logging
 import time
 import warnings
@@ -228,6 +229,7 @@ class DepthEstimator:
         # Every pool sized to the CPUs this process may use, on a GPU machine too (pre- and
         # post-processing of other processes, OpenCV): threads beyond them only contend.
         budget = CpuBudget.detect()
+        self._parallel_frames_requested = parallel_frames
         self.parallel_frames, self.parallel_frames_reason = parallel_frames_for(
             parallel_frames, budget, self.device.type, backend,
             sum(p.numel() * p.element_size() for p in model.parameters()))
@@ -295,6 +297,12 @@ class DepthEstimator:
         self.runner = create_runner('torch', self._model, self.config, self.device,
                                     self.precision, None, channels_last, compile)
         self.backend = 'torch'
+        if not self._parallel_frames_requested and self.parallel_frames > 1:
+            # 'auto' chose frames in parallel for the exported runtime; torch's OpenMP pool
+            # belongs to the main thread (cpu_budget.parallel_frames).
+            self.parallel_frames = 1
+            self.parallel_frames_reason = 'torch after a fallback runs one frame at a time'
+            self.thread_plan = dataclasses.replace(self.thread_plan, frames=1)
         if hasattr(self, 'preprocessor'):   # at a frame: from the next one, the torch layout
             self.preprocessor = DevicePreprocessor(self.config, self.device, channels_last)
 

@@ -105,14 +105,19 @@ def test_auto_falls_back_to_torch_when_parity_fails(tmp_path, monkeypatch, caplo
     monkeypatch.setattr(inference, 'choose_backend',
                         lambda device, precision: inference.BackendChoice('onnxruntime', 'test'))
     monkeypatch.setattr(inference, 'create_runner', bad_runner)
+    monkeypatch.setattr(inference.CpuBudget, 'detect', lambda: inference.CpuBudget(2))
     estimator = DepthEstimator('midas_v21_small_256', device='cpu', model=Doubling(),
-                               backend='auto', cache_dir=tmp_path)
+                               backend='auto', cache_dir=tmp_path, parallel_frames=0)
+    assert estimator.parallel_frames == 2      # auto, for the exported runtime
     with caplog.at_level(logging.WARNING):
         depth = estimator.predict(image)
     assert estimator.backend == 'torch'
     assert 'deviates' in estimator.backend_choice.reason
     assert 'falling back to torch' in caplog.text
     np.testing.assert_allclose(depth, reference, rtol=1e-5, atol=1e-5)
+    # torch runs one frame at a time: the lanes 'auto' planned for the runtime are given up.
+    assert (estimator.parallel_frames, estimator.thread_plan.frames) == (1, 1)
+    assert 'fallback' in estimator.parallel_frames_reason
 
 
 def test_parallel_frames_run_replicas_of_one_network(tmp_path):
@@ -133,6 +138,7 @@ def test_parallel_frames_run_replicas_of_one_network(tmp_path):
     assert not pipeline.is_warmed_up(64, 48)
     pipeline.warmup(64, 48)
     assert pipeline.is_warmed_up(64, 48) and (64, 48) in lane1.warmed_up
+    assert pipeline.lanes == 2
 
     rng = np.random.default_rng(2)
     images = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(2)]

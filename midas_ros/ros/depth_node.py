@@ -237,7 +237,7 @@ class DepthNode(ManagedNode):
         self._lane_threads = [
             threading.Thread(target=self._work_loop, args=(lane, threading.Lock()),
                              name=f'depth_lane{lane}', daemon=True)
-            for lane in range(1, len(self.pipeline.estimators))]
+            for lane in range(1, self.pipeline.lanes)]
         for thread in self._lane_threads:
             thread.start()
         self.get_logger().info(f'depth_node active: subscribed to '
@@ -482,7 +482,8 @@ class DepthNode(ManagedNode):
     def _work_loop(self, lane, lock):
         """Take the newest frame and run it through ``lane``'s network, until shutdown (or,
         for lanes other than 0, deactivation)."""
-        while rclpy.ok(context=self.context) and not (lane and self._lanes_stop.is_set()):
+        while rclpy.ok(context=self.context) and not (
+                lane and (self._lanes_stop.is_set() or lane >= self.pipeline.lanes)):
             taken = self.frames.take(timeout=0.2)
             if taken is None:
                 continue
@@ -503,24 +504,24 @@ class DepthNode(ManagedNode):
             self.stats['errors'] += 1
             self.throttled.error(f'frame failed: {type(error).__name__}: {error}')
 
-    def _warm_up(self, width, height, order):
+    def _warm_up(self, width, height, order, lane):
         """Build / compile / autotune for ``width`` x ``height`` once, before its first frame.
 
         Exported backends build (or load) their graph here, ``torch.compile`` compiles and
         cuDNN autotunes: seconds to minutes (a TensorRT engine build on a Jetson) that must not
         be paid inside the frame loop unannounced. /diagnostics says 'warming up' meanwhile.
-        Every lane warms up; a lane meeting the size while another warms up waits for it.
+        Each lane warms up its own estimator (another lane may be running its own at that
+        moment), one lane at a time: exports and engine builds are not done twice at once.
         """
+        estimator = self.pipeline.estimators[lane]
         with self._warmup_lock:
-            if self.pipeline.is_warmed_up(width, height):
-                return
-            estimator = self.pipeline.estimator
             self.get_logger().info(f'warming up for {width}x{height} images '
                                    f'({estimator.backend}, {estimator.precision} on '
-                                   f'{estimator.device})')
+                                   f'{estimator.device}'
+                                   + (f', lane {lane})' if self.pipeline.lanes > 1 else ')'))
             self.warming_up = (width, height)
             try:
-                seconds = self.pipeline.warmup(width, height, order)
+                seconds = estimator.warmup(width, height, order)
             finally:
                 self.warming_up = None
         self.get_logger().info(f'ready for {width}x{height} images: warm-up took {seconds:.2f} s'
@@ -532,8 +533,8 @@ class DepthNode(ManagedNode):
         deserialized = time.perf_counter()
         pixels, order = self._decode(msg)
         height, width = pixels.shape[:2]
-        if not self.pipeline.is_warmed_up(width, height):
-            self._warm_up(width, height, order)
+        if (width, height) not in self.pipeline.estimators[lane].warmed_up:
+            self._warm_up(width, height, order, lane)
         self._await_first_camera_info()
         intrinsics = self._intrinsics_for(width, height)
         previous = self.last_frame
@@ -654,7 +655,9 @@ class DepthNode(ManagedNode):
             'backend reason': self._runtime()[0],
             'threads': self._runtime()[1],
             'backend requested': estimator.requested_backend,
-            'backend error': estimator.backend_error or '',
+            # Any lane's: a replica's own session may fail where lane 0's did not.
+            'backend error': next((e.backend_error for e in self.pipeline.estimators
+                                   if e.backend_error), ''),
             'device': str(estimator.device),
             'precision': f'{estimator.precision} ({estimator.precision_reason})',
             'warm-up (s)': ', '.join(f'{w}x{h}: {seconds:.2f}' for (w, h), seconds
