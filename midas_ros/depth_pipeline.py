@@ -215,10 +215,6 @@ class DepthPipeline:
         one frame at a time: ``DepthEstimator.parallel_frames``)."""
         return min(len(self.estimators), getattr(self.estimator, 'parallel_frames', 1))
 
-    def is_warmed_up(self, width, height):
-        """Whether every lane has been warmed up for ``width`` x ``height`` images."""
-        return all((width, height) in e.warmed_up for e in self.estimators)
-
     def warmup(self, width, height, channel_order='rgb'):
         """Warm every lane up for ``width`` x ``height`` images (``DepthEstimator.warmup``);
         the seconds it took."""

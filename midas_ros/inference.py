@@ -230,11 +230,11 @@ class DepthEstimator:
         # post-processing of other processes, OpenCV): threads beyond them only contend.
         budget = CpuBudget.detect()
         self._parallel_frames_requested = parallel_frames
-        self.parallel_frames, self.parallel_frames_reason = parallel_frames_for(
+        frames, self.parallel_frames_reason = parallel_frames_for(
             parallel_frames, budget, self.device.type, backend,
             sum(p.numel() * p.element_size() for p in model.parameters()))
         self.thread_plan = configure_pools(ThreadPlan.for_budget(
-            budget, cpu_threads, interop_threads, opencv_threads, self.parallel_frames))
+            budget, cpu_threads, interop_threads, opencv_threads, frames))
         self.warmed_up = {}   # (width, height) -> seconds its warm-up took
         self._model = model   # kept for a fallback to torch
         self._torch_options = (channels_last, compile)
@@ -257,6 +257,11 @@ class DepthEstimator:
         self._device_output = None  # 1x1xHxW float32 upsampled prediction (CUDA only)
         self._host_output = None    # pinned float32 HxW (CUDA only)
 
+    @property
+    def parallel_frames(self):
+        """Frames whose networks the caller may run at the same time (``thread_plan``)."""
+        return self.thread_plan.frames
+
     def replica(self):
         """Another estimator of the same network and settings for a concurrent stream of
         frames (``parallel_frames``): it shares the torch weights; an exported runtime loads
@@ -265,7 +270,7 @@ class DepthEstimator:
         return DepthEstimator(
             self.config.name, precision=self.precision, model=self._model, backend=backend,
             backend_fallback=self.backend_fallback, cpu_threads=self.thread_plan.intra_op,
-            parallel_frames=self.parallel_frames, **self._options)
+            parallel_frames=self._parallel_frames_requested, **self._options)
 
     def _on_device(self):
         """The CUDA device guard and the estimator's stream (nothing on the CPU).
@@ -300,7 +305,6 @@ class DepthEstimator:
         if not self._parallel_frames_requested and self.parallel_frames > 1:
             # 'auto' chose frames in parallel for the exported runtime; torch's OpenMP pool
             # belongs to the main thread (cpu_budget.parallel_frames).
-            self.parallel_frames = 1
             self.parallel_frames_reason = 'torch after a fallback runs one frame at a time'
             self.thread_plan = dataclasses.replace(self.thread_plan, frames=1)
         if hasattr(self, 'preprocessor'):   # at a frame: from the next one, the torch layout

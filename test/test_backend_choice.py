@@ -135,9 +135,9 @@ def test_parallel_frames_run_replicas_of_one_network(tmp_path):
     assert lane0 is estimator and lane1 is not estimator
     assert lane1._model is estimator._model                  # the weights are shared
     assert (lane1.backend, lane1.thread_plan) == (estimator.backend, estimator.thread_plan)
-    assert not pipeline.is_warmed_up(64, 48)
+    assert not any((64, 48) in lane.warmed_up for lane in pipeline.estimators)
     pipeline.warmup(64, 48)
-    assert pipeline.is_warmed_up(64, 48) and (64, 48) in lane1.warmed_up
+    assert all((64, 48) in lane.warmed_up for lane in pipeline.estimators)
     assert pipeline.lanes == 2
 
     rng = np.random.default_rng(2)

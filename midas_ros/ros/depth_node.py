@@ -27,6 +27,7 @@ A managed (lifecycle) node (``ros/lifecycle.py``): the model is built (and warme
 configure, the inputs are subscribed only while active, the model is freed on cleanup;
 ``autostart`` (default true) walks to active at start-up.
 """
+import contextlib
 import gc
 import math
 import threading
@@ -235,7 +236,7 @@ class DepthNode(ManagedNode):
         # Lane 0 is the main thread (``run``); the other lanes' threads live while active.
         self._lanes_stop.clear()
         self._lane_threads = [
-            threading.Thread(target=self._work_loop, args=(lane, threading.Lock()),
+            threading.Thread(target=self._work_loop, args=(lane, contextlib.nullcontext()),
                              name=f'depth_lane{lane}', daemon=True)
             for lane in range(1, self.pipeline.lanes)]
         for thread in self._lane_threads:
@@ -481,7 +482,8 @@ class DepthNode(ManagedNode):
 
     def _work_loop(self, lane, lock):
         """Take the newest frame and run it through ``lane``'s network, until shutdown (or,
-        for lanes other than 0, deactivation)."""
+        for lanes other than 0, deactivation). ``lock`` is held over each frame: lane 0's is
+        the one deactivate takes; the other lanes' threads are joined instead."""
         while rclpy.ok(context=self.context) and not (
                 lane and (self._lanes_stop.is_set() or lane >= self.pipeline.lanes)):
             taken = self.frames.take(timeout=0.2)
