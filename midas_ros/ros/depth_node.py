@@ -20,8 +20,8 @@ more thread per extra frame in flight; outputs keep the camera's order) while RO
 in a background executor thread (see ``main``); the subscription hands frames over, still
 serialized, through a one-slot mailbox (``midas_ros.intake``), so the node always works on the
 newest frame, a slow model drops frames instead of building a backlog, and only the frame taken
-is deserialized. Only the outputs that
-have subscribers are computed and built; with none, frames are not even inferred.
+is deserialized. Only the outputs that have subscribers are computed and built; with none,
+frames are not even inferred.
 
 A managed (lifecycle) node (``ros/lifecycle.py``): the model is built (and warmed up) on
 configure, the inputs are subscribed only while active, the model is freed on cleanup;
@@ -213,9 +213,9 @@ class DepthNode(ManagedNode):
             f'({estimator.backend}, {estimator.precision}: {estimator.precision_reason}); '
             + (f'warmed up for {size[0]}x{size[1]} images, ' if size else '')
             + 'another size warms up on its first image')
+        reason, threads = self._runtime()
         self.get_logger().info(f"backend {estimator.backend} (model.backend "
-                               f"{values['model.backend']}): {self._runtime()[0]}; "
-                               f'{self._runtime()[1]}')
+                               f"{values['model.backend']}): {reason}; {threads}")
 
     def activate(self):
         """Subscribe the inputs; start the per-frame work and diagnostics."""
@@ -652,10 +652,11 @@ class DepthNode(ManagedNode):
                                   hardware_id=self.values['model.name'])
         scale, metric = self.last_scale or (None, False)
         estimator = self.pipeline.estimator
+        reason, threads = self._runtime()
         values = {
             'backend': estimator.backend,
-            'backend reason': self._runtime()[0],
-            'threads': self._runtime()[1],
+            'backend reason': reason,
+            'threads': threads,
             'backend requested': estimator.requested_backend,
             # Any lane's: a replica's own session may fail where lane 0's did not.
             'backend error': next((e.backend_error for e in self.pipeline.estimators
