@@ -14,10 +14,11 @@ at every operator of the network, and on a small convolutional network (hundreds
 operators) that costs a lot. Measured here (ONNX Runtime 1.32, midas_v21_small_256, 2 cores):
 one frame at a time on 2 sleeping threads, 55 ms per frame but 124 ms of CPU (18 frames/s at
 most); two frames at a time, each session on the same 2 threads, 22 frames/s at 92 ms of CPU per
-frame (1 thread each: 23 frames/s, 86 ms, but a frame alone would then wait for one core).
-Where the CPU is the limit (a camera and the outputs share it) frames in parallel give more
-frames per second; a frame that comes alone still has every core. ``parallel_frames`` decides
-how many.
+frame; one thread each: 23 frames/s, 86 ms. Where the CPU is the limit (a camera and the
+outputs share it) frames in parallel give more frames per second, and one thread per core in
+all the most (depth_node at a 30 Hz camera, every output: 12.3-13.4 frames/s against 11.7-12.3
+with each frame on both cores); a frame that comes alone then runs on its share of the cores.
+``parallel_frames`` decides how many.
 
 ``CpuBudget.detect()`` reads the affinity mask (``os.sched_getaffinity``) and the cgroup CPU
 quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, the tightest along the
@@ -179,10 +180,10 @@ class ThreadPlan:
 
     ``frames``: frames whose networks run at the same time (``parallel_frames``); ``intra_op``:
     the parallelism of each one's network -- torch intra-op, ONNX Runtime intra-op, OpenVINO
-    inference threads; every usable core by default, so a frame that comes alone runs as fast
-    as it can; ``inter_op``: torch's pool for independent operators (MiDaS runs one
-    chain of operators: 1); ``opencv``: OpenCV's pool (colour conversion, resizes in the node's
-    thread); ``budget``: where the numbers came from.
+    inference threads; by default the usable cores divided among the frames (at least 1), so
+    that the frames' threads together match the cores; ``inter_op``: torch's pool for
+    independent operators (MiDaS runs one chain of operators: 1); ``opencv``: OpenCV's pool
+    (colour conversion, resizes in the node's thread); ``budget``: where the numbers came from.
     """
 
     intra_op: int
@@ -205,8 +206,9 @@ class ThreadPlan:
         if frames < 1:
             raise ValueError(f'frames in parallel must be >= 1, got {frames}')
         budget = budget or CpuBudget.detect()
-        return cls(intra_op or budget.cores, inter_op or 1, opencv or budget.cores, budget,
-                   frames)
+        # Frames in parallel share the cores: one network per core (or per share of them).
+        return cls(intra_op or max(1, budget.cores // frames), inter_op or 1,
+                   opencv or budget.cores, budget, frames)
 
     def describe(self):
         network = f'{self.intra_op} inference thread(s)' if self.frames == 1 else \
@@ -237,8 +239,8 @@ def parallel_frames(requested, budget, device_type, backend, weight_bytes):
     if weight_bytes > AUTO_PARALLEL_MAX_WEIGHT_BYTES:
         return 1, (f'{weight_bytes / 2 ** 20:.0f} MiB of weights: a second copy is not worth '
                    'it for a network this slow')
-    return 2, ('two frames at a time spend less CPU per frame than one on threads that sleep '
-               'and wake at every operator; a frame alone still gets every core')
+    return 2, ('two frames at a time, each on its share of the cores, spend less CPU per frame '
+               'than one on threads that sleep and wake at every operator')
 
 
 _current = None

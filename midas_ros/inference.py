@@ -11,7 +11,6 @@ The network itself sits behind a small seam, a *runner*: a callable that maps th
 (PyTorch, ONNX Runtime, OpenVINO, TensorRT); everything around it is the same for all.
 """
 import contextlib
-import dataclasses
 import logging
 import time
 import warnings
@@ -233,8 +232,8 @@ class DepthEstimator:
         frames, self.parallel_frames_reason = parallel_frames_for(
             parallel_frames, budget, self.device.type, backend,
             sum(p.numel() * p.element_size() for p in model.parameters()))
-        self.thread_plan = configure_pools(ThreadPlan.for_budget(
-            budget, cpu_threads, interop_threads, opencv_threads, frames))
+        self._thread_request = (budget, cpu_threads, interop_threads, opencv_threads)
+        self.thread_plan = configure_pools(ThreadPlan.for_budget(*self._thread_request, frames))
         self.warmed_up = {}   # (width, height) -> seconds its warm-up took
         self._model = model   # kept for a fallback to torch
         self._torch_options = (channels_last, compile)
@@ -269,7 +268,7 @@ class DepthEstimator:
         backend = 'torch' if self.backend_error else self.requested_backend
         return DepthEstimator(
             self.config.name, precision=self.precision, model=self._model, backend=backend,
-            backend_fallback=self.backend_fallback, cpu_threads=self.thread_plan.intra_op,
+            backend_fallback=self.backend_fallback, cpu_threads=self._thread_request[1],
             parallel_frames=self._parallel_frames_requested, **self._options)
 
     def _on_device(self):
@@ -305,8 +304,9 @@ class DepthEstimator:
         if not self._parallel_frames_requested and self.parallel_frames > 1:
             # 'auto' chose frames in parallel for the exported runtime; torch's OpenMP pool
             # belongs to the main thread (cpu_budget.parallel_frames).
+            # One frame at a time gets every core again (unless cpu_threads says otherwise).
             self.parallel_frames_reason = 'torch after a fallback runs one frame at a time'
-            self.thread_plan = dataclasses.replace(self.thread_plan, frames=1)
+            self.thread_plan = configure_pools(ThreadPlan.for_budget(*self._thread_request, 1))
         if hasattr(self, 'preprocessor'):   # at a frame: from the next one, the torch layout
             self.preprocessor = DevicePreprocessor(self.config, self.device, channels_last)
 

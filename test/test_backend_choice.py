@@ -109,14 +109,17 @@ def test_auto_falls_back_to_torch_when_parity_fails(tmp_path, monkeypatch, caplo
     estimator = DepthEstimator('midas_v21_small_256', device='cpu', model=Doubling(),
                                backend='auto', cache_dir=tmp_path, parallel_frames=0)
     assert estimator.parallel_frames == 2      # auto, for the exported runtime
+    assert estimator.thread_plan.intra_op == 1  # the two frames share the two cores
     with caplog.at_level(logging.WARNING):
         depth = estimator.predict(image)
     assert estimator.backend == 'torch'
     assert 'deviates' in estimator.backend_choice.reason
     assert 'falling back to torch' in caplog.text
     np.testing.assert_allclose(depth, reference, rtol=1e-5, atol=1e-5)
-    # torch runs one frame at a time: the lanes 'auto' planned for the runtime are given up.
+    # torch runs one frame at a time: the lanes 'auto' planned for the runtime are given up,
+    # and that frame has both cores again.
     assert (estimator.parallel_frames, estimator.thread_plan.frames) == (1, 1)
+    assert estimator.thread_plan.intra_op == 2
     assert 'fallback' in estimator.parallel_frames_reason
 
 

@@ -2,6 +2,7 @@
 import math
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -253,6 +254,29 @@ def test_node_plays_an_image_folder_with_a_calibration_file(tmp_path):
     assert info.header.frame_id == 'camera_optical_frame'
     assert list(info.k) == pytest.approx([52.5, 0, 31.2, 0, 53.0, 23.9, 0, 0, 1])
     assert list(info.d) == pytest.approx([-0.2, 0.05, 0.001, -0.002, 0])
+
+
+def test_the_process_stays_up_keep_alive_seconds_after_the_last_frame(tmp_path):
+    """A best-effort sample over shared memory lives in the publisher's segment: the process
+    must not go the moment it has published the last frame."""
+    write_images(tmp_path / 'frames')
+    namespace = unique_namespace('cam')
+    probe = RosTestNode()
+    try:
+        images = probe.collect(Image, f'{namespace}/image', qos_profile('sensor_data', depth=10))
+        process = NodeProcess('camera_source', [
+            '-r', f'__ns:={namespace}', '-p', f'source:={tmp_path / "frames"}',
+            '-p', 'rate:=20.0', '-p', 'wait_for_subscribers:=1', '-p', 'keep_alive:=2.0'],
+            tmp_path)
+        try:
+            assert probe.spin_until(lambda: len(images) == 3, 30.0), process.output()
+            last_frame = time.monotonic()
+            assert probe.spin_until(lambda: not process.alive(), 15.0), process.output()
+            assert time.monotonic() - last_frame >= 1.8, process.output()
+        finally:
+            assert process.stop() == 0
+    finally:
+        probe.close()
 
 
 @pytest.mark.parametrize('case', ['empty_folder', 'missing_camera', 'missing_video',

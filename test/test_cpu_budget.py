@@ -89,9 +89,11 @@ def test_plan_from_budget_and_overrides():
 
 def test_plan_with_frames_in_parallel():
     plan = ThreadPlan.for_budget(CpuBudget(8), frames=2)
-    # Each frame's session may use every core: a frame that comes alone is not slowed.
-    assert (plan.frames, plan.intra_op, plan.opencv) == (2, 8, 8)
-    assert '2 frames in parallel x 8 inference thread(s)' in plan.describe()
+    # The frames share the cores: as many network threads in all as there are cores.
+    assert (plan.frames, plan.intra_op, plan.opencv) == (2, 4, 8)
+    assert '2 frames in parallel x 4 inference thread(s)' in plan.describe()
+    assert ThreadPlan.for_budget(CpuBudget(2), frames=3).intra_op == 1
+    assert ThreadPlan.for_budget(CpuBudget(4, quota=2.5), frames=2).intra_op == 1
     assert ThreadPlan.for_budget(CpuBudget(8), intra_op=3, frames=2).intra_op == 3
     with pytest.raises(ValueError, match='frames in parallel must be >= 1'):
         ThreadPlan.for_budget(CpuBudget(2), frames=0)

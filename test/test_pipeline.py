@@ -54,10 +54,13 @@ def test_plan_uses_the_launch_yaml_files_then_the_users(tmp_path):
     camera, nodes = pipeline.plan('synthetic', [extra], frames=5, record=tmp_path / 'r.mcap')
     names = [node.name for node in nodes]
     assert names == ['synthetic_detector', 'depth_node', 'obstacle_node', 'recorder']
-    # Up means subscribed to the input: a lifecycle node has its publishers (and warms up)
-    # before it subscribes, and a camera started then would lose its first frames.
+    # Up means subscribed to the inputs: a lifecycle node has its publishers (and warms up)
+    # before it subscribes, and a camera started then would lose its first frames. The
+    # recorder also waits for the camera topics already in the graph, so that the camera
+    # waits for it and the first frame is recorded.
     assert [node.ready_when for node in nodes] == [
-        'ground_truth/detections', 'image', 'depth/image', 'depth/image']
+        ('ground_truth/detections',), ('image',), ('depth/image',),
+        ('depth/image', 'image', 'ground_truth/detections')]
     depth = nodes[1]
     assert depth.params_files == [config_path('depth_node.yaml'), extra.resolve()]
     assert camera.params_files[-1] == extra.resolve()

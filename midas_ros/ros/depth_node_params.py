@@ -39,10 +39,10 @@ DEPTH_NODE_PARAMS = (
           read_only=True),
     Param('inference.cpu_threads', 0, "CPU threads of each frame's network (torch, ONNX "
           'Runtime, OpenVINO); 0: the CPUs this process may use (affinity mask and cgroup '
-          'quota)', min=0, max=256, read_only=True),
+          'quota) divided among the frames in parallel', min=0, max=256, read_only=True),
     Param('inference.parallel_frames', 0, 'frames whose networks may run at the same time, '
           'each in its own thread with its own session of the exported graph (more frames/s '
-          'where the CPU is the limit; a frame alone still gets every core); 0: auto (2 on a '
+          'where the CPU is the limit; the frames share the cores); 0: auto (2 on a '
           'CPU with onnxruntime or openvino, 2 or more usable CPUs and up to 256 MiB of '
           'weights; else 1)',
           min=0, max=8, read_only=True),

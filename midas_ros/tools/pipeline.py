@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Tuple
 
 from midas_ros.ros_env import config_path, isolated_ros_environment
 
@@ -70,10 +70,10 @@ class NodeSpec:
     executable: str
     params_files: List[Path] = field(default_factory=list)
     overrides: dict = field(default_factory=dict)
-    # The node is up once it subscribes this input: a lifecycle node creates its publishers
-    # at configure, then warms up, and subscribes only at activate, so a publisher says
-    # nothing about whether the camera's first frames would reach it.
-    ready_when: Optional[str] = None
+    # The node is up once it subscribes every one of these inputs: a lifecycle node creates
+    # its publishers at configure, then warms up, and subscribes only at activate, so a
+    # publisher says nothing about whether the camera's first frames would reach it.
+    ready_when: Tuple[str, ...] = ()
 
     def command(self):
         ros_args = []
@@ -109,19 +109,24 @@ def plan(source=SYNTHETIC, params_files=(), frames=0, record=None, topics=None):
     if synthetic:
         nodes.append(NodeSpec('synthetic_detector', 'synthetic_detector',
                               [config_path('synthetic_scene.yaml')] + extra,
-                              ready_when='ground_truth/detections'))
+                              ready_when=('ground_truth/detections',)))
     nodes += [
         NodeSpec('depth_node', 'depth_node', [config_path('depth_node.yaml')] + extra,
-                 ready_when='image'),
+                 ready_when=('image',)),
         NodeSpec('obstacle_node', 'obstacle_node', [config_path('obstacle_node.yaml')] + extra,
-                 ready_when='depth/image'),
+                 ready_when=('depth/image',)),
     ]
     if record:
         wanted = list(topics or RECORDED_TOPICS + (TRUTH_TOPICS if synthetic else ()))
+        # The recorder subscribes a topic once it is in the graph; these are, before the
+        # camera starts (the other nodes' inputs and depth_node's output), and the camera
+        # waits for every subscriber of its topics that is up then: the first frame is recorded.
+        before_camera = ('depth/image', 'image') + (
+            ('ground_truth/detections',) if synthetic else ())
         nodes.append(NodeSpec(
             'recorder', 'recorder', extra,
             {'output': str(Path(record).resolve()), 'topics': wanted},
-            ready_when='depth/image' if 'depth/image' in wanted else None))
+            ready_when=tuple(t for t in before_camera if t in wanted)))
     return camera, nodes
 
 
@@ -314,7 +319,7 @@ class PipelineRunner:
 
     @staticmethod
     def _is_ready(monitor, spec):
-        return spec.name in monitor.subscribers(spec.ready_when)
+        return all(spec.name in monitor.subscribers(topic) for topic in spec.ready_when)
 
     def _drain(self, monitor):
         """Let depth_node and obstacle_node finish the frames still in flight."""
