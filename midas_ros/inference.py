@@ -303,8 +303,8 @@ class DepthEstimator:
         self.backend = 'torch'
         if not self._parallel_frames_requested and self.parallel_frames > 1:
             # 'auto' chose frames in parallel for the exported runtime; torch's OpenMP pool
-            # belongs to the main thread (cpu_budget.parallel_frames).
-            # One frame at a time gets every core again (unless cpu_threads says otherwise).
+            # belongs to the main thread (cpu_budget.parallel_frames): one frame at a time,
+            # on every core again unless cpu_threads says otherwise.
             self.parallel_frames_reason = 'torch after a fallback runs one frame at a time'
             self.thread_plan = configure_pools(ThreadPlan.for_budget(*self._thread_request, 1))
         if hasattr(self, 'preprocessor'):   # at a frame: from the next one, the torch layout

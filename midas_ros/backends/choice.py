@@ -2,11 +2,14 @@
 
 Measured on a 2-core AVX-512 EPYC (midas_v21_small_256, 256x192 input, 2026-11): torch eager
 66-155 ms per forward, ONNX Runtime 28-40 ms, OpenVINO (fp32 hint) 27-44 ms; with one core busy in
-another process torch went to 230 ms, ONNX Runtime (no spinning) to 54 ms. ONNX Runtime comes
-first because it held up best under load and needs no compile step at start; OpenVINO next; torch
-is always there. On a CUDA device the torch GPU path runs (cuDNN, fp16/bf16 autocast where the
-variant allows it); TensorRT only when asked for, as its engine build takes minutes on a first
-start.
+another process torch went to 230 ms, ONNX Runtime (no spinning) to 54 ms. On one thread, as
+each of depth_node's frames in parallel runs, OpenVINO takes 76 ms and ONNX Runtime 82 ms
+(2026-11-30), and depth_node at a 30 Hz camera, every output, gave 13.1-13.3 frames/s with
+OpenVINO against 12.0-12.6 with ONNX Runtime (equal, 9.1-9.7, with one core busy elsewhere);
+both start in the same time (export and compile of 2 sessions: 2 s, 0.5 s from the cache). So
+OpenVINO comes first, ONNX Runtime next; torch is always there. On a CUDA device the torch GPU
+path runs (cuDNN, fp16/bf16 autocast where the variant allows it); TensorRT only when asked for,
+as its engine build takes minutes on a first start.
 
 "Parity" is checked, not assumed: ``ParityCheckedRunner`` compares the exported graph's output
 with the torch network's on the first input of each size and raises ``BackendError`` (the
@@ -20,7 +23,7 @@ import torch
 
 from midas_ros.backends.base import BackendError
 
-CPU_ORDER = ('onnxruntime', 'openvino', 'torch')
+CPU_ORDER = ('openvino', 'onnxruntime', 'torch')
 # Measured deviations of fp32 ORT / OpenVINO from torch are 1e-5 of the maximum; OpenVINO's bf16
 # default was 0.16. 1e-3 separates the two by two orders of magnitude either way.
 PARITY_TOLERANCE = 1e-3
