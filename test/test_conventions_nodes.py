@@ -318,6 +318,27 @@ def test_obstacle_node_forgets_depth_frames_when_sim_time_jumps_back(tmp_path):
         graph.close()
 
 
+def test_a_publisher_that_appears_while_sim_time_stands_still_is_followed(tmp_path):
+    """Input QoS 'auto' watches the graph for publishers: on the steady clock, because under
+    use_sim_time a /clock that stands still (a paused bag) would stop a ROS-time timer, and a
+    detector that starts after obstacle_node would never be subscribed (seen in CI)."""
+    namespace = unique_namespace('convclk')
+    process = NodeProcess('obstacle_node', ['-r', f'__ns:={namespace}', '-p',
+                                            'use_sim_time:=true'], tmp_path=tmp_path)
+    probe = RosTestNode('convclk_probe')
+    clock = SimClock(probe)
+    clock.seconds = 200.0       # and never again: simulated time stands still
+    try:
+        assert probe.spin_until(lambda: 'activated' in process.output(), 60.0, clock.publish)
+        probe.node.create_publisher(Detection2DArray, f'{namespace}/detections', 10)
+        assert probe.spin_until(
+            lambda: f'subscribed to {namespace}/detections' in process.output(), 10.0,
+            clock.publish), process.output()[-3000:]
+    finally:
+        probe.close()
+        process.stop()
+
+
 def test_depth_node_clears_its_time_line_when_sim_time_jumps_back(tmp_path):
     graph = DepthGraph(tmp_path, ['-p', 'use_sim_time:=true'])
     clock = SimClock(graph.probe)

@@ -17,6 +17,7 @@ or a lifecycle manager.
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
 from midas_ros.ros.parameters import Param
+from midas_ros.ros.steady_timer import create_steady_timer
 
 AUTOSTART = Param('autostart', True, 'configure and activate at start-up; false: stay '
                   'unconfigured until a lifecycle manager (or ros2 lifecycle set) configures '
@@ -116,7 +117,7 @@ class ManagedNode(LifecycleNode):
         self.release()
         self.finalized = True
         self.get_logger().info('shut down (finalized): the process ends')
-        self._exit_timer = self.create_timer(_EXIT_DELAY_S, self._exit)
+        self._exit_timer = create_steady_timer(self, _EXIT_DELAY_S, self._exit)
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state):

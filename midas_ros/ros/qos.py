@@ -14,6 +14,8 @@
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data, qos_profile_system_default)
 
+from midas_ros.ros.steady_timer import create_steady_timer
+
 _BASE_PROFILES = {
     'sensor_data': qos_profile_sensor_data,
     'reliable': QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
@@ -76,7 +78,8 @@ class MatchingSubscription:
         self._subscription = None
         self.policies = None        # (reliability, durability) subscribed with
         self._update()
-        self._timer = node.create_timer(period, self._update)
+        # Steady: under use_sim_time a paused /clock must not stop the graph watch.
+        self._timer = create_steady_timer(node, period, self._update)
 
     def _update(self):
         publishers = self._node.get_publishers_info_by_topic(self._topic)

@@ -27,6 +27,7 @@ from midas_ros.recording import COMPRESSIONS, McapRecording, RecordingError, qos
 from midas_ros.ros.node_main import run_node
 from midas_ros.ros.parameters import Param, declare_parameters
 from midas_ros.ros.qos import matching_qos
+from midas_ros.ros.steady_timer import create_steady_timer
 from midas_ros.ros.throttled_log import ThrottledLog
 
 NODE_NAME = 'recorder'
@@ -83,7 +84,7 @@ class RecorderNode(Node):
         self.throttled = ThrottledLog(self.get_logger(), 5.0)
         self._recorded = {}
         self._discover()
-        self.create_timer(self.params['discovery_period'], self._discover)
+        create_steady_timer(self, self.params['discovery_period'], self._discover)
         what = ', '.join(self.wanted) if self.wanted else 'all topics'
         self.get_logger().info(f"recording {what} to {self.params['output']}")
 
