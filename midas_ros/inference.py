@@ -187,9 +187,11 @@ class DepthEstimator:
                  cpu_threads=0, model=None, backend='torch', backend_fallback=False,
                  cache_dir=None, interop_threads=0, opencv_threads=0, parallel_frames=1):
         self.config = get_config(model_name)
+        # What a replica is built with, and the thread counts every (re-)plan starts from.
         self._options = dict(
             device=str(device), channels_last=channels_last, compile=compile,
-            interop_threads=interop_threads, opencv_threads=opencv_threads, cache_dir=cache_dir)
+            cpu_threads=cpu_threads, interop_threads=interop_threads,
+            opencv_threads=opencv_threads, cache_dir=cache_dir)
         if backend not in BACKENDS + ('auto',):
             raise ValueError(f"backend must be one of auto, {', '.join(BACKENDS)}, got "
                              f"'{backend}'")
@@ -232,8 +234,7 @@ class DepthEstimator:
         frames, self.parallel_frames_reason = parallel_frames_for(
             parallel_frames, budget, self.device.type, backend,
             sum(p.numel() * p.element_size() for p in model.parameters()))
-        self._thread_request = (budget, cpu_threads, interop_threads, opencv_threads)
-        self.thread_plan = configure_pools(ThreadPlan.for_budget(*self._thread_request, frames))
+        self.thread_plan = self._configure_threads(budget, frames)
         self.warmed_up = {}   # (width, height) -> seconds its warm-up took
         self._model = model   # kept for a fallback to torch
         self._torch_options = (channels_last, compile)
@@ -268,8 +269,16 @@ class DepthEstimator:
         backend = 'torch' if self.backend_error else self.requested_backend
         return DepthEstimator(
             self.config.name, precision=self.precision, model=self._model, backend=backend,
-            backend_fallback=self.backend_fallback, cpu_threads=self._thread_request[1],
+            backend_fallback=self.backend_fallback,
             parallel_frames=self._parallel_frames_requested, **self._options)
+
+    def _configure_threads(self, budget, frames):
+        """Apply (and return) the ``ThreadPlan`` for ``frames`` in parallel on ``budget``,
+        from the thread counts this estimator was asked for."""
+        options = self._options
+        return configure_pools(ThreadPlan.for_budget(
+            budget, options['cpu_threads'], options['interop_threads'],
+            options['opencv_threads'], frames))
 
     def _on_device(self):
         """The CUDA device guard and the estimator's stream (nothing on the CPU).
@@ -306,7 +315,7 @@ class DepthEstimator:
             # belongs to the main thread (cpu_budget.parallel_frames): one frame at a time,
             # on every core again unless cpu_threads says otherwise.
             self.parallel_frames_reason = 'torch after a fallback runs one frame at a time'
-            self.thread_plan = configure_pools(ThreadPlan.for_budget(*self._thread_request, 1))
+            self.thread_plan = self._configure_threads(self.thread_plan.budget, 1)
         if hasattr(self, 'preprocessor'):   # at a frame: from the next one, the torch layout
             self.preprocessor = DevicePreprocessor(self.config, self.device, channels_last)
 
