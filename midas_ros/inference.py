@@ -356,8 +356,8 @@ class DepthEstimator:
     def predict_preprocessed(self, net_input, height, width, out=None):
         """Like ``predict`` for an already preprocessed 1x3xHxW float32 network input.
 
-        For inputs made elsewhere, e.g. by ``reference_preprocess`` when bit-exact agreement with
-        the official pipeline matters more than speed; ``height`` x ``width`` is the output size.
+        For inputs made elsewhere, e.g. by ``reference_preprocess`` when the official
+        preprocessing op for op matters more than speed; ``height`` x ``width`` is the output size.
         """
         with self._on_device():
             return self._predict_preprocessed(net_input, height, width, out)

@@ -75,7 +75,9 @@ def test_predict_matches_the_reference_pipeline(channels_last):
         assert np.abs(depth - expected).max() < 1e-4 * np.ptp(expected)
         exact = estimator.predict_preprocessed(
             reference_preprocess(rgb, estimator.config), height, width)
-        np.testing.assert_allclose(exact, expected, rtol=1e-6, atol=1e-6)
+        # The official input exactly; the upsampling is OpenCV's cubic kernel, torch's to float
+        # rounding (``upsample_prediction``).
+        assert np.abs(exact - expected).max() < 2e-5 * np.ptp(expected)
         assert set(estimator.last_timings) == set(STAGES)
         assert all(seconds >= 0 for seconds in estimator.last_timings.values())
 

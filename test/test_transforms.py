@@ -165,10 +165,17 @@ def test_bad_images_are_rejected_with_a_message():
         reference_preprocess(np.zeros((8, 8), np.uint8), cfg)
 
 
-def test_upsample_prediction_is_the_official_bicubic():
-    prediction = torch.rand(1, 24, 32)
+@pytest.mark.parametrize('size', [(97, 131), (480, 640), (10, 13)])
+def test_upsample_prediction_is_the_official_bicubic(size):
+    """The official ``F.interpolate`` bicubic (up and down, odd ratios, borders included) to
+    float rounding, written into ``out``."""
+    prediction = torch.rand(2, 24, 32) * 100
     expected = torch.nn.functional.interpolate(
-        prediction.unsqueeze(1), size=(97, 131), mode='bicubic', align_corners=False)
-    out = torch.empty(1, 1, 97, 131)
-    assert upsample_prediction(prediction, 97, 131, out=out) is out
-    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+        prediction.unsqueeze(1), size=size, mode='bicubic', align_corners=False)
+    out = torch.full((2, 1) + size, float('nan'))
+    assert upsample_prediction(prediction, *size, out=out) is out
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5 * 100)
+    torch.testing.assert_close(upsample_prediction(prediction, *size), out, rtol=0, atol=0)
+    with pytest.raises(ValueError, match='contiguous'):
+        upsample_prediction(prediction, *size, out=out.transpose(2, 3).contiguous()
+                            .transpose(2, 3))
