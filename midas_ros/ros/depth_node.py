@@ -193,8 +193,8 @@ class DepthNode(ManagedNode):
             self.get_logger().warning(
                 "scale.mode is 'uncalibrated': depth is only relative (the median pixel of each "
                 f"frame is put at {values['scale.uncalibrated_median_depth']} m). Configure "
-                'scale.mode fixed / ground_plane / sparse for metric distances (README: Metric '
-                'depth).')
+                'scale.mode fixed / ground_plane / sparse for metric distances (README: Depth in '
+                'metres).')
         output_qos = qos_profile(values['output.qos'])
         self.outputs = {topic: self.create_lifecycle_publisher(OUTPUT_TYPES[topic], topic,
                                                                output_qos)
