@@ -81,57 +81,137 @@ def _modules(directory):
     return {path: ast.parse(_text(path)) for path in sorted(directory.rglob('*.py'))}
 
 
-def _module_constants():
-    """``{NAME: value node}`` of every module-level assignment in the package."""
-    constants = {}
-    for tree in _modules(REPO / 'midas_ros').values():
-        for statement in tree.body:
-            if isinstance(statement, ast.Assign):
+class _Names:
+    """The topic names an expression can evaluate to, where the code says so plainly.
+
+    Follows literals, f-string tails, ``prefix + name``, conditionals, helper calls (their
+    string arguments), local assignments, loop variables over module-level tables (a dict's
+    keys, a tuple's items, a field of the dataclass rows a loop runs over), comprehensions and
+    ``self.<property>``. Anything else yields nothing, which the sanity test notices.
+    """
+
+    def __init__(self):
+        self.constants, self.fields = {}, {}
+        for tree in _modules(REPO / 'midas_ros').values():
+            for statement in tree.body:
+                if isinstance(statement, ast.ClassDef):
+                    self.fields[statement.name] = [
+                        s.target.id for s in statement.body
+                        if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)]
+                if not isinstance(statement, ast.Assign):
+                    continue
                 for target in statement.targets:
                     if isinstance(target, ast.Name):
-                        constants[target.id] = statement.value
-    return constants
+                        self.constants[target.id] = statement.value
+                    elif isinstance(target, ast.Tuple) and \
+                            isinstance(statement.value, ast.Tuple):
+                        for name, value in zip(target.elts, statement.value.elts):
+                            if isinstance(name, ast.Name):
+                                self.constants[name.id] = value
+        self.module = None
 
-
-def _strings(node, scope, constants, depth=0):
-    """The topic names expression ``node`` can evaluate to, where the code says so plainly."""
-    if depth > 5 or node is None:
+    def of(self, node, scope, depth=0):
+        if depth > 8 or node is None:
+            return set()
+        deeper = depth + 1
+        if isinstance(node, ast.Constant):
+            return {node.value} if isinstance(node.value, str) else set()
+        if isinstance(node, ast.JoinedStr):      # f'{prefix}depth/image': the literal tail
+            tail = ''
+            for part in reversed(node.values):
+                if not isinstance(part, ast.Constant):
+                    break
+                tail = str(part.value) + tail
+            return {tail.lstrip('/')} if tail.lstrip('/') else set()
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            return {name.lstrip('/') for name in self.of(node.right, scope, deeper)}
+        if isinstance(node, ast.IfExp):
+            return self.of(node.body, scope, deeper) | self.of(node.orelse, scope, deeper)
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return self._union(node.elts, scope, deeper)
+        if isinstance(node, ast.Dict):
+            return self._union(node.keys, scope, deeper)
+        if isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp)):
+            return self.of(node.elt, node, deeper)
+        if isinstance(node, ast.DictComp):
+            return self.of(node.key, node, deeper)
+        if isinstance(node, ast.Call):
+            if getattr(node.func, 'id', None) in self.fields:
+                return set()                     # a table row: its fields are read by name
+            arguments = list(node.args) + [keyword.value for keyword in node.keywords]
+            return self._union(arguments, scope, deeper)
+        if isinstance(node, ast.Attribute):
+            return self._attribute(node, scope, deeper)
+        if isinstance(node, ast.Name):
+            found = set()
+            for value in self._bindings(node.id, scope):
+                found |= self.of(value, scope, deeper)
+            for iterable in self._loops(node.id, scope):
+                found |= self._union(self._items(iterable, scope), scope, deeper)
+            if not found and node.id in self.constants:
+                found = self.of(self.constants[node.id], scope, deeper)
+            return found
         return set()
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return {node.value}
-    if isinstance(node, ast.JoinedStr):      # f'{prefix}depth/image': the literal tail
-        tail = ''
-        for part in reversed(node.values):
-            if not isinstance(part, ast.Constant):
-                break
-            tail = str(part.value) + tail
-        tail = tail.lstrip('/')
-        return {tail} if tail else set()
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-        return {name.lstrip('/') for name in _strings(node.right, scope, constants, depth + 1)}
-    if isinstance(node, ast.IfExp):
-        return (_strings(node.body, scope, constants, depth + 1)
-                | _strings(node.orelse, scope, constants, depth + 1))
-    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
-        return set().union(*(_strings(e, scope, constants, depth + 1) for e in node.elts))
-    if isinstance(node, ast.Dict):
-        return set().union(*(_strings(k, scope, constants, depth + 1) for k in node.keys))
-    if isinstance(node, ast.Name):
-        found = set()
-        for candidate in ast.walk(scope):
-            if isinstance(candidate, ast.Assign) and any(
-                    isinstance(t, ast.Name) and t.id == node.id for t in candidate.targets):
-                found |= _strings(candidate.value, scope, constants, depth + 1)
-            elif isinstance(candidate, (ast.For, ast.comprehension)) and \
-                    isinstance(candidate.target, ast.Name) and candidate.target.id == node.id:
-                iterable = candidate.iter
-                if isinstance(iterable, ast.Name) and iterable.id in constants:
-                    iterable = constants[iterable.id]
-                found |= _strings(iterable, scope, constants, depth + 1)
-        if not found and node.id in constants:
-            found = _strings(constants[node.id], scope, constants, depth + 1)
-        return found
-    return set()
+
+    def _union(self, nodes, scope, depth):
+        return set().union(set(), *(self.of(n, scope, depth) for n in nodes))
+
+    def _bindings(self, name, scope):
+        return [n.value for n in ast.walk(scope) if isinstance(n, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in n.targets)]
+
+    def _loops(self, name, scope):
+        """What loops binding ``name`` run over (``for name, x in table.items()``: the table)."""
+        iterables = []
+        for loop in ast.walk(scope):
+            if not isinstance(loop, (ast.For, ast.comprehension)):
+                continue
+            target, iterable = loop.target, loop.iter
+            if isinstance(target, ast.Name) and target.id == name:
+                iterables.append(iterable)
+            elif isinstance(target, ast.Tuple) and target.elts and \
+                    isinstance(target.elts[0], ast.Name) and target.elts[0].id == name and \
+                    isinstance(iterable, ast.Call) and \
+                    getattr(iterable.func, 'attr', None) == 'items':
+                iterables.append(iterable.func.value)
+        return iterables
+
+    def _items(self, iterable, scope):
+        """The element expressions of a loop's iterable (a literal or a module-level table)."""
+        if isinstance(iterable, ast.Name):
+            iterable = self.constants.get(iterable.id, iterable)
+        if isinstance(iterable, (ast.Tuple, ast.List, ast.Set)):
+            return list(iterable.elts)
+        if isinstance(iterable, ast.Dict):
+            return list(iterable.keys)
+        return [iterable]
+
+    def _attribute(self, node, scope, depth):
+        if isinstance(node.value, ast.Name) and node.value.id == 'self' and self.module:
+            found = set()                        # self.<property or method>: what it returns
+            for function in ast.walk(self.module):
+                if isinstance(function, ast.FunctionDef) and function.name == node.attr:
+                    for ret in (n for n in ast.walk(function) if isinstance(n, ast.Return)):
+                        found |= self.of(ret.value, function, depth)
+            return found
+        if isinstance(node.value, ast.Name):     # row.field, row looping over a table of rows
+            found = set()
+            for iterable in self._loops(node.value.id, scope):
+                for row in self._items(iterable, scope):
+                    found |= self._field(row, node.attr, scope, depth)
+            return found
+        return set()
+
+    def _field(self, row, field, scope, depth):
+        if not isinstance(row, ast.Call) or getattr(row.func, 'id', None) not in self.fields:
+            return set()
+        for keyword in row.keywords:
+            if keyword.arg == field:
+                return self.of(keyword.value, scope, depth)
+        names = self.fields[row.func.id]
+        if field in names and names.index(field) < len(row.args):
+            return self.of(row.args[names.index(field)], scope, depth)
+        return set()
 
 
 def _call_name(call):
@@ -152,15 +232,15 @@ def _topic_argument(call):
 
 def declared_topics():
     """``{topic: 'file.py'}`` of every topic a node in midas_ros/ros publishes or subscribes."""
-    constants = _module_constants()
+    names = _Names()
     topics = {}
     for path, tree in _modules(ROS_DIR).items():
+        names.module = tree
         scopes = [n for n in ast.walk(tree)
                   if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))] or [tree]
         for scope in scopes:
             for call in (n for n in ast.walk(scope) if isinstance(n, ast.Call)):
-                argument = _topic_argument(call)
-                for name in _strings(argument, scope, constants):
+                for name in names.of(_topic_argument(call), scope):
                     if _TOPIC.fullmatch(name):
                         topics.setdefault(name, path.name)
     return topics

@@ -4,14 +4,17 @@
     python -m midas_ros.tools.docs_parameters --check    # exit 1 if the file is out of date
 
 The nodes are the executables of ``midas_ros/__main__.py`` that live in ``midas_ros.ros``; a
-node's parameters are every module-level table of ``Param`` rows its module holds (defined
-there or imported, as depth_node imports ``DEPTH_NODE_PARAMS``). Importing a node module needs
+node's parameters are the module-level tables of ``Param`` rows its module hands to
+``declare_parameters`` (defined there or imported, as depth_node imports
+``DEPTH_NODE_PARAMS``). Importing a node module needs
 rclpy and the message packages, but no node is created and no ROS context is initialised. A new
 node or a new table is picked up without touching this file; ``test/test_docs.py`` fails while
 the committed file differs from what this writes.
 """
 import argparse
+import ast
 import importlib
+import inspect
 import os
 import sys
 
@@ -23,9 +26,29 @@ OUTPUT = os.path.join('docs', 'parameters.md')
 COMMAND = 'python -m midas_ros.tools.docs_parameters'
 
 
+def _is_table(value):
+    return isinstance(value, (tuple, list)) and bool(value) and \
+        all(isinstance(row, Param) for row in value)
+
+
+def _declared_table_names(module):
+    """Names of the module's tables handed to ``declare_parameters`` (in source order)."""
+    names = []
+    for call in ast.walk(ast.parse(inspect.getsource(module))):
+        function = getattr(call, 'func', None)
+        if getattr(function, 'id', getattr(function, 'attr', None)) != 'declare_parameters':
+            continue
+        for argument in call.args[1:]:
+            names += [n.id for n in ast.walk(argument) if isinstance(n, ast.Name)]
+    return names
+
+
 def node_parameter_tables():
     """``[(node, [Param, ...])]`` in the dispatcher's order, one entry per node that has any.
 
+    A node's rows are those of the tables its module hands to ``declare_parameters`` (so a
+    table imported only to borrow rows from is not counted); a module that declares none
+    that way contributes every ``Param`` table it holds. Rows are listed once, in table order.
     Raises ImportError where rclpy or a message package is missing.
     """
     tables = []
@@ -34,12 +57,13 @@ def node_parameter_tables():
         if not module_name.startswith('midas_ros.ros.'):
             continue   # tools: command-line options, not ROS parameters
         module = importlib.import_module(module_name)
+        namespace = vars(module)
+        declared = [namespace[n] for n in _declared_table_names(module)
+                    if _is_table(namespace.get(n))]
         rows = {}
-        for value in vars(module).values():
-            if isinstance(value, (tuple, list)) and value and \
-                    all(isinstance(row, Param) for row in value):
-                for row in value:
-                    rows.setdefault(row.name, row)
+        for table in declared or [value for value in namespace.values() if _is_table(value)]:
+            for row in table:
+                rows.setdefault(row.name, row)
         if rows:
             tables.append((name, list(rows.values())))
     return tables
