@@ -1,13 +1,13 @@
 """The documentation against the code: what the nodes declare is documented, links resolve,
-and the README's commands name things that exist.
+and the commands in README.md's and docs/'s code blocks name things that exist.
 
 Everything is discovered from the code, not listed here, so a new node, topic, parameter or
 launch argument fails this test until it is documented:
 
-- topics: the string (or the names a variable can hold: a literal, either branch of a
-  conditional, the keys of a module-level topic table a loop runs over, the literal tail of an
-  f-string) given as the topic of every ``create_*publisher``, ``create_subscription`` and
-  ``subscribe`` call in ``midas_ros/ros/``;
+- topics: the names given as the topic of every ``create_*publisher``,
+  ``create_subscription`` and ``subscribe`` call in ``midas_ros/ros/``, as far as the code
+  says them plainly (see ``_Names``: literals, f-string tails, module-level topic tables and
+  the rows a loop runs over, helper calls, ``self`` properties);
 - parameters: every ``Param`` table of every node (``midas_ros.tools.docs_parameters``), plus
   any ``declare_parameter('name', ...)`` outside a table;
 - launch arguments: every ``DeclareLaunchArgument('name', ...)`` in ``launch/*.launch.py``.
@@ -46,12 +46,12 @@ def _text(path):
 
 def _strip_code_blocks(text):
     """Markdown without its fenced code blocks (links and headings there are not links)."""
-    return re.sub(r'^(```|~~~).*?^\1[^\n]*$', '', text, flags=re.S | re.M)
+    return re.sub(r'^[ \t]*(```|~~~).*?^[ \t]*\1[^\n]*$', '', text, flags=re.S | re.M)
 
 
 def _code_blocks(text, languages=('bash', 'sh', 'shell', 'console')):
     return [body for language, body in
-            re.findall(r'^```(\w*)[^\n]*\n(.*?)^```', text, flags=re.S | re.M)
+            re.findall(r'^[ \t]*```(\w*)[^\n]*\n(.*?)^[ \t]*```', text, flags=re.S | re.M)
             if language in languages]
 
 
