@@ -203,7 +203,7 @@ def finetuned(tmp_path_factory, good_bag):
                           '/cam/depth', '--random-weights', '--out', str(out), '--device',
                           'cpu', '--steps', '3', '--batch', '2', '--lr', '1e-3',
                           '--val-every', '3', '--val-fraction', '0.25', '--val-blocks', '1',
-                          '--split-gap', '1'])
+                          '--split-gap', '1', '--batch-norm', 'frozen'])
     assert code == 0
     return out
 

@@ -27,6 +27,12 @@ from pathlib import Path
 from midas_ros.training import DatasetError
 
 EXIT_BAD_INPUT = 2
+# Fine-tuning trained weights takes small steps (larger ones wash out what they learned);
+# random weights have nothing to keep and need larger ones to learn in minutes.
+LR_PRETRAINED = 1e-4
+LR_RANDOM = 1e-3
+DEFAULT_STEPS = 300
+RANDOM = 'random (seeded)'
 EXIT_INTERRUPTED = 130
 
 
@@ -97,15 +103,20 @@ def build_parser():
     add_data_arguments(parser)
     parser.add_argument('--out', metavar='OUT.pt', help='checkpoint to write (OUT.json beside)')
     length = parser.add_mutually_exclusive_group()
-    length.add_argument('--steps', type=int, help='optimizer steps (default: 300)')
+    length.add_argument('--steps', type=int,
+                        help=f'optimizer steps (default: {DEFAULT_STEPS})')
     length.add_argument('--epochs', type=float, help='passes over the training frames')
     parser.add_argument('--batch', type=int, default=4, help='images per step (default: 4)')
-    parser.add_argument('--lr', type=float, default=3e-4,
-                        help='AdamW learning rate (default: %(default)s)')
+    parser.add_argument('--lr', type=float,
+                        help=f'AdamW learning rate (default: {LR_PRETRAINED:g} from trained '
+                             f'weights, {LR_RANDOM:g} from --random-weights)')
     parser.add_argument('--weight-decay', type=float, default=1e-4,
                         help='AdamW weight decay (default: %(default)s)')
     parser.add_argument('--freeze-encoder', action='store_true',
                         help='train the decoder only (encoder weights and statistics kept)')
+    parser.add_argument('--batch-norm', choices=('auto', 'frozen', 'batch'), default='auto',
+                        help='BatchNorm statistics: frozen (kept) or batch; auto: frozen from '
+                             'trained weights, batch from --random-weights')
     parser.add_argument('--val-fraction', type=float, default=0.2,
                         help='share of the pairs validated on (default: %(default)s)')
     parser.add_argument('--val-blocks', type=int, default=3,
@@ -139,6 +150,9 @@ def main(argv=None):
     if (args.steps is not None and args.steps < 1) or (args.epochs is not None
                                                        and not args.epochs > 0):
         parser.error('--steps / --epochs must be positive')
+    args.lr_given = args.lr is not None
+    if args.lr is None:
+        args.lr = LR_RANDOM if args.random_weights else LR_PRETRAINED
     if not args.lr > 0:
         parser.error('--lr must be positive')
     say = print
@@ -147,6 +161,9 @@ def main(argv=None):
     except DatasetError as error:
         print(f'finetune: error: {error}', file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:   # before training started (the loop handles its own)
+        print('\nfinetune: interrupted before training; nothing written', file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def run(args, out, say):
@@ -171,13 +188,21 @@ def run(args, out, say):
         resume_step, optimizer_state = load_resume_state(out)
         report_path = out.with_suffix('.json')
         previous = json.loads(report_path.read_text()) if report_path.is_file() else {}
+        if not args.lr_given and 'lr' in previous.get('args', {}):
+            args.lr = previous['args']['lr']     # the run goes on as it started
         args.random_weights = False
     model, cfg = load_model(args, weights=str(out) if args.resume else None)
+    batch_norm = args.batch_norm
+    if batch_norm == 'auto':   # a resumed run keeps the choice of its start
+        started_random = (previous.get('start_weights') == RANDOM if args.resume
+                          else args.random_weights)
+        batch_norm = 'batch' if started_random else 'frozen'
     options = TrainOptions(
-        steps=args.steps or (0 if args.epochs else 300), epochs=args.epochs or 0.0,
+        steps=args.steps or (0 if args.epochs else DEFAULT_STEPS), epochs=args.epochs or 0.0,
         batch=args.batch, lr=args.lr, weight_decay=args.weight_decay,
         freeze_encoder=args.freeze_encoder, val_every=args.val_every,
-        time_budget_s=args.time_budget, seed=args.seed, min_depth=args.min_depth,
+        time_budget_s=args.time_budget, seed=args.seed, batch_norm=batch_norm,
+        min_depth=args.min_depth,
         max_depth=args.max_depth)
     torch.manual_seed(args.seed)
     data = PreparedData(cfg, reader.pairs(), split)
@@ -189,7 +214,7 @@ def run(args, out, say):
     trainer = Trainer(model, cfg, data, options, device, resume_step, optimizer_state)
     report = {
         'model': cfg.name,
-        'start_weights': ('random (seeded)' if args.random_weights and not args.resume
+        'start_weights': (RANDOM if args.random_weights and not args.resume
                           else str(getattr(model, 'weights_path', None))),
         'data': {'bags': [str(p) for p in reader.recording.files], 'image_topic': args.image,
                  'depth_topic': args.depth, 'camera_info_topic': args.camera_info,

@@ -8,7 +8,8 @@
   image with the node's kernel) and scores it against the full-size truth
   (``metrics.frame_metrics``), so ``evaluate`` on the same frames gives the same numbers.
 * AdamW on every trainable parameter (the encoder, ``model.pretrained``, frozen on request),
-  constant learning rate; BatchNorm statistics stay fixed (``set_train_mode``). On the CPU the
+  constant learning rate; BatchNorm statistics stay fixed, except from random weights
+  (``set_train_mode``). On the CPU the
   network runs in channels-last layout (a third faster for EfficientNet's depthwise layers).
 * Checkpoints are the model's ``state_dict`` alone, the official layout, which
   ``models.weights.load_weights`` (depth_node's ``model.weights``) loads strictly; the optimizer
@@ -50,6 +51,7 @@ class TrainOptions:
     val_every: int = 50          # steps between validations (and checkpoints)
     time_budget_s: float = 0.0   # 0: none; else stop (validate, save) once training took this
     seed: int = 0
+    batch_norm: str = 'frozen'   # 'frozen' (trained weights) or 'batch' (random weights)
     min_depth: float = 0.1
     max_depth: float = 20.0
 
@@ -176,16 +178,19 @@ def trainable_parameters(model, freeze_encoder):
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def set_train_mode(model):
-    """Training mode, with every BatchNorm layer in eval mode (its statistics frozen and used as
-    they are): batches of a few images are too small for batch statistics, and training then
-    optimizes the very function depth_node runs (a network trained on batch statistics can
-    collapse to a constant output in eval mode, and from random weights within a few steps)."""
+def set_train_mode(model, batch_norm='frozen'):
+    """Training mode. ``batch_norm='frozen'``: every BatchNorm layer stays in eval mode (its
+    statistics kept and used as they are), the usual way to fine-tune trained weights: batches
+    of a few images are too small for batch statistics, and training optimizes the very function
+    depth_node runs. ``'batch'``: batch statistics (and running averages updated), what random
+    weights need: their statistics mean nothing, and without normalization the signal of a
+    random deep network fades to nothing."""
     from torch.nn.modules.batchnorm import _BatchNorm
     model.train()
-    for module in model.modules():
-        if isinstance(module, _BatchNorm):
-            module.eval()
+    if batch_norm == 'frozen':
+        for module in model.modules():
+            if isinstance(module, _BatchNorm):
+                module.eval()
 
 
 class FinalActivationProbe:
@@ -297,7 +302,7 @@ class Trainer:
             before = self.validate()
         report['validation'] = {'before': before, 'after': None}
         say(f'validation before: {format_metrics(before)}')
-        set_train_mode(self.model)
+        set_train_mode(self.model, options.batch_norm)
         started = time.monotonic()
         first_step, losses = self.step, []
         last = None
@@ -310,7 +315,7 @@ class Trainer:
             final = self.step >= self.total_steps or out_of_time
             if self.step % options.val_every == 0 or final:
                 last = self.validate()
-                set_train_mode(self.model)
+                set_train_mode(self.model, options.batch_norm)
                 report['validation']['after'] = last
                 report['training'] = {'steps_done': self.step, 'steps_planned': self.total_steps,
                                       'seconds': round(elapsed, 1),
