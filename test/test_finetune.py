@@ -111,6 +111,33 @@ def test_depth_of_another_size_is_resampled_with_the_camera_info(tmp_path):
     np.testing.assert_array_equal(pairs[1].depth[1::2, 1::2], half)
 
 
+def test_the_documented_recording_command_gives_pairs(tmp_path):
+    """pipeline --camera-only (camera_source + recorder over DDS) records what finetune reads."""
+    import subprocess
+    import sys
+    bag = tmp_path / 'synthetic.mcap'
+    params = tmp_path / 'small.yaml'
+    params.write_text('camera_source:\n  ros__parameters:\n    width: 64\n    height: 48\n')
+    run = subprocess.run([sys.executable, '-m', 'midas_ros', 'pipeline', '--camera-only',
+                          '--frames', '6', '--record', str(bag), '--params', str(params)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    reader = RgbdPairReader([bag], '/image', '/ground_truth/depth', '/camera_info')
+    pairs = list(reader.pairs())
+    assert len(pairs) >= 4 and reader.report.max_offset_s == 0.0
+    assert reader.camera.width == 64
+    scene = _scene_at_default_loop()
+    # Each recorded pair is a frame of the scene: its depth is that frame's true depth.
+    truths = [scene.render(i).depth for i in range(8)]
+    for pair in pairs:
+        assert pair.rgb.shape == (48, 64, 3)
+        assert any(np.allclose(pair.depth, t, equal_nan=True) for t in truths)
+
+
+def _scene_at_default_loop():
+    return SyntheticScene(SceneConfig(width=WIDTH, height=HEIGHT))
+
+
 # -- bad input: one line, exit status 2, nothing written ------------------------------------------
 
 @pytest.fixture(scope='module')
