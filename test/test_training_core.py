@@ -183,3 +183,16 @@ def test_depth_of_another_resolution_is_registered_with_the_intrinsics():
     depth_camera = Intrinsics(32, 24, 50.0, 50.0, 15.5, 11.5)
     registered = register_depth(depth, camera, depth_camera)
     assert np.isnan(registered[0, 0]) and registered[23, 31] == depth[11, 15]
+
+
+def test_evaluate_reads_depth_node_parameters_nested_or_dotted(tmp_path):
+    from midas_ros.tools.evaluate import node_parameters
+    params = tmp_path / 'robot.yaml'
+    params.write_text('/**/depth_node:\n  ros__parameters:\n    scale:\n      mode: fixed\n'
+                      '      a: 2.5\n      b: 0.1\n    depth.max: 8.0\n')
+    values = node_parameters(params)
+    assert (values['scale.a'], values['scale.b'], values['depth.max']) == (2.5, 0.1, 8.0)
+    assert values['scale.camera_height'] == 1.0          # the node's default
+    params.write_text('obstacle_node:\n  ros__parameters: {}\n')
+    with pytest.raises(DatasetError, match='no depth_node'):
+        node_parameters(params)
