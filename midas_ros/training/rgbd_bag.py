@@ -113,10 +113,15 @@ class Recording:
     """One or more MCAP files read as one recording (message types from their schemas)."""
 
     def __init__(self, bags):
+        try:   # neither has a rosdep key: a robot installed with rosdep alone may lack them
+            import mcap.reader  # noqa: F401
+            from rosbags.typesys import Stores, get_typestore
+        except ImportError as error:
+            raise DatasetError(f'reading recordings needs the Python packages mcap and rosbags '
+                               f'(pip install mcap rosbags): {error}') from None
         self.files = mcap_files(bags)
         self.topics = {}    # topic -> type name
         self.counts = {}    # topic -> messages
-        from rosbags.typesys import Stores, get_typestore
         self._typestore = get_typestore(Stores.EMPTY)
         for path in self.files:
             self._index(path)
