@@ -196,3 +196,23 @@ def test_evaluate_reads_depth_node_parameters_nested_or_dotted(tmp_path):
     params.write_text('obstacle_node:\n  ros__parameters: {}\n')
     with pytest.raises(DatasetError, match='no depth_node'):
         node_parameters(params)
+
+
+def test_frozen_encoder_gets_no_gradient_and_keeps_its_statistics():
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    from midas_ros.models import create_model
+    from midas_ros.training.trainer import final_relu, set_train_mode, trainable_parameters
+    model = create_model('midas_v21_small_256', pretrained=False)
+    trainable = {id(p) for p in trainable_parameters(model, freeze_encoder=True)}
+    assert not any(id(p) in trainable for p in model.pretrained.parameters())
+    assert all(id(p) in trainable for p in model.scratch.parameters())
+    set_train_mode(model, 'batch', freeze_encoder=True)
+    encoder_norms = [m for m in model.pretrained.modules() if isinstance(m, _BatchNorm)]
+    assert encoder_norms and not any(m.training for m in encoder_norms)
+    assert model.scratch.training
+    set_train_mode(model, 'frozen')
+    assert not any(m.training for m in model.modules() if isinstance(m, _BatchNorm))
+    # The depth head's final non-negativity, which the dead-output hinge watches.
+    relu = final_relu(model)
+    assert isinstance(relu, torch.nn.ReLU) and relu in list(model.scratch.output_conv.children())

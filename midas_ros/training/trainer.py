@@ -178,19 +178,21 @@ def trainable_parameters(model, freeze_encoder):
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def set_train_mode(model, batch_norm='frozen'):
+def set_train_mode(model, batch_norm='frozen', freeze_encoder=False):
     """Training mode. ``batch_norm='frozen'``: every BatchNorm layer stays in eval mode (its
     statistics kept and used as they are), the usual way to fine-tune trained weights: batches
     of a few images are too small for batch statistics, and training optimizes the very function
     depth_node runs. ``'batch'``: batch statistics (and running averages updated), what random
     weights need: their statistics mean nothing, and without normalization the signal of a
-    random deep network fades to nothing."""
+    random deep network fades to nothing. A frozen encoder stays entirely in eval mode."""
     from torch.nn.modules.batchnorm import _BatchNorm
     model.train()
     if batch_norm == 'frozen':
         for module in model.modules():
             if isinstance(module, _BatchNorm):
                 module.eval()
+    if freeze_encoder:
+        model.pretrained.eval()
 
 
 class FinalActivationProbe:
@@ -302,7 +304,7 @@ class Trainer:
             before = self.validate()
         report['validation'] = {'before': before, 'after': None}
         say(f'validation before: {format_metrics(before)}')
-        set_train_mode(self.model, options.batch_norm)
+        set_train_mode(self.model, options.batch_norm, options.freeze_encoder)
         started = time.monotonic()
         first_step, losses = self.step, []
         last = None
@@ -315,7 +317,7 @@ class Trainer:
             final = self.step >= self.total_steps or out_of_time
             if self.step % options.val_every == 0 or final:
                 last = self.validate()
-                set_train_mode(self.model, options.batch_norm)
+                set_train_mode(self.model, options.batch_norm, options.freeze_encoder)
                 report['validation']['after'] = last
                 report['training'] = {'steps_done': self.step, 'steps_planned': self.total_steps,
                                       'seconds': round(elapsed, 1),
