@@ -20,6 +20,8 @@ EXECUTABLES = (
     ('benchmark', 'midas_ros.tools.benchmark:main'),
     ('calibrate_scale', 'midas_ros.tools.calibrate_scale:main'),
     ('evaluate_metric', 'midas_ros.tools.evaluate_metric:main'),
+    ('finetune', 'midas_ros.tools.finetune:main'),
+    ('evaluate', 'midas_ros.tools.evaluate:main'),
     ('export', 'midas_ros.tools.export:main'),
     ('gpu_check', 'midas_ros.tools.gpu_check:main'),
 )

@@ -9,6 +9,7 @@ import sys
 import time
 
 import cv2
+import pytest
 from mcap.reader import make_reader
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
@@ -74,6 +75,18 @@ def test_plan_uses_the_launch_yaml_files_then_the_users(tmp_path):
     camera, nodes = pipeline.plan('v4l2:2')
     assert camera.overrides['source'] == '2'
     assert [node.name for node in nodes] == ['depth_node', 'obstacle_node']
+
+
+def test_camera_only_plan_records_what_finetune_reads(tmp_path):
+    camera, nodes = pipeline.plan('synthetic', frames=300, record=tmp_path / 'r.mcap',
+                                  camera_only=True)
+    assert [node.name for node in nodes] == ['recorder']
+    assert nodes[0].overrides['topics'] == ['image', 'camera_info', 'ground_truth/depth']
+    # Nothing else subscribes the image: the camera waits for the recorder alone.
+    assert camera.overrides == {'source': 'synthetic', 'max_frames': 300,
+                                'wait_for_subscribers': 1}
+    with pytest.raises(ValueError, match='--record'):
+        pipeline.plan('synthetic', camera_only=True)
 
 
 # -- end to end --------------------------------------------------------------------------------

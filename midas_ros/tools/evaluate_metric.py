@@ -168,7 +168,7 @@ class MetricEvaluator:
     """Scores every requested mode (and the oracle) on a stream of (relative, truth) frames."""
 
     def __init__(self, camera, modes=MODES, min_depth=0.1, max_depth=20.0, anchors=300,
-                 anchor_outliers=0.0, floor_rows=0.35, seed=0):
+                 anchor_outliers=0.0, floor_rows=0.35, seed=0, fixed_scale=None):
         unknown = [mode for mode in modes if mode not in MODES]
         if unknown:
             raise ValueError(f"unknown mode(s) {', '.join(unknown)}; valid: {', '.join(MODES)}")
@@ -179,7 +179,10 @@ class MetricEvaluator:
         self.anchors, self.anchor_outliers = anchors, anchor_outliers
         self.rng = np.random.default_rng(seed)
         self.reports = {mode: ModeReport(mode) for mode in (ORACLE,) + tuple(modes)}
-        self._fixed = None   # (a, b) once calibrated on the first frame
+        # (a, b) of the fixed mode: given (the node's scale.a, scale.b), else calibrated on
+        # the first frame.
+        self._fixed_given = fixed_scale
+        self._fixed = fixed_scale
         # The node's acceptance rule; no smoothing across pairs that need not be a sequence.
         self._smoothers = {mode: ScaleSmoother(time_constant_s=0.0) for mode in modes
                            if mode != 'fixed'}
@@ -218,7 +221,7 @@ class MetricEvaluator:
             scale = oracle_scale(relative, truth, valid)
             return scale if all(map(math.isfinite, scale)) else None
         if mode == 'fixed':
-            if self._frame == 0:
+            if self._frame == 0 and self._fixed_given is None:
                 self._fixed = fixed_calibration(relative, truth, valid, self.rng)
             return self._fixed
         anchors = (sample_anchors(truth, valid, self.anchors, self.anchor_outliers, self.rng)

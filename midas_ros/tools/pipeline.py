@@ -42,6 +42,7 @@ RECORDED_TOPICS = (
     'depth/points', 'depth/scan', 'detections', 'obstacles', 'obstacles/markers',
     'obstacles/nearest', '/diagnostics', '/rosout')
 TRUTH_TOPICS = ('ground_truth/depth', 'ground_truth/detections')
+CAMERA_TOPICS = ('image', 'camera_info')   # what --camera-only records (+ the true depth)
 READY_TIMEOUT_S = 180.0     # model loading on a busy CPU can take a while
 DRAIN_IDLE_S = 2.0          # after the input ends: no new depth output for this long -> done
 DRAIN_TIMEOUT_S = 30.0
@@ -94,8 +95,12 @@ def source_parameter(source):
     return str(Path(source).expanduser().resolve())
 
 
-def plan(source=SYNTHETIC, params_files=(), frames=0, record=None, topics=None):
-    """The nodes of a run: (source node, other nodes in start order)."""
+def plan(source=SYNTHETIC, params_files=(), frames=0, record=None, topics=None,
+         camera_only=False):
+    """The nodes of a run: (source node, other nodes in start order).
+
+    ``camera_only``: the camera and the recorder alone (recording camera, CameraInfo and, for
+    the synthetic scene, its true depth: the data ``finetune`` trains on)."""
     extra = [Path(p).resolve() for p in params_files]
     synthetic = source == SYNTHETIC
     source_overrides = {'source': source_parameter(source)}
@@ -104,6 +109,17 @@ def plan(source=SYNTHETIC, params_files=(), frames=0, record=None, topics=None):
     source_files = [config_path('camera_source.yaml')]
     if synthetic:
         source_files.append(config_path('synthetic_scene.yaml'))
+    if camera_only:
+        if not record:
+            raise ValueError('--camera-only needs --record (it runs the camera and recorder)')
+        # No other node subscribes the image before the camera starts: it waits for the one
+        # subscriber the recorder will be, so the first frame is recorded.
+        source_overrides['wait_for_subscribers'] = 1
+        wanted = list(topics or CAMERA_TOPICS + (('ground_truth/depth',) if synthetic else ()))
+        return (NodeSpec('camera_source', 'camera_source', source_files + extra,
+                         source_overrides),
+                [NodeSpec('recorder', 'recorder', extra,
+                          {'output': str(Path(record).resolve()), 'topics': wanted})])
     camera = NodeSpec('camera_source', 'camera_source', source_files + extra, source_overrides)
     nodes = []
     if synthetic:
@@ -275,7 +291,9 @@ class PipelineRunner:
         # camera_source holds its first frame until it has matched, itself, every subscriber
         # that is up now, so neither depth_node, nor the recorder, nor the synthetic detector
         # (which reads the truth, not the image) misses the start of a short run.
-        self.source_node.overrides['wait_for_subscribers'] = len(monitor.subscribers('image'))
+        self.source_node.overrides['wait_for_subscribers'] = max(
+            len(monitor.subscribers('image')),
+            self.source_node.overrides.get('wait_for_subscribers', 0))
         self.source_node.overrides['wait_for_truth_subscribers'] = len(
             monitor.subscribers('ground_truth/detections'))
         self._start(self.source_node)
@@ -370,6 +388,9 @@ def add_arguments(parser):
     parser.add_argument('--record', metavar='FILE.mcap', help='record the topics to MCAP')
     parser.add_argument('--topics', nargs='+', metavar='TOPIC',
                         help='topics to record (default: the pipeline outputs)')
+    parser.add_argument('--camera-only', action='store_true',
+                        help='run only the camera and the recorder (needs --record): image, '
+                        'camera_info and, for the synthetic scene, ground_truth/depth')
     parser.add_argument('--output', metavar='DIR',
                         help='record to DIR/recording.mcap and write the montage, video, '
                         'point cloud and summary there at the end')
@@ -385,7 +406,12 @@ def run_and_report(args, console=None):
         if not Path(path).is_file():
             sys.stderr.write(f'pipeline: parameter file not found: {path}\n')
             return 2
-    source_node, nodes = plan(args.source, args.params, args.frames, record, args.topics)
+    try:
+        source_node, nodes = plan(args.source, args.params, args.frames, record, args.topics,
+                                  getattr(args, 'camera_only', False))
+    except ValueError as error:
+        sys.stderr.write(f'pipeline: {error}\n')
+        return 2
     runner = PipelineRunner(source_node, nodes, console)
     started = time.monotonic()
     status = runner.run()
