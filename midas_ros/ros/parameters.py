@@ -75,12 +75,14 @@ def declare_parameters(node, table: Sequence[Param]):
     values = {}
     for param in table:
         try:
-            value = node.declare_parameter(param.name, param.default,
+            value = node.declare_parameter(param.name, _declared(param),
                                            param.descriptor()).value
+            if value is None:   # an empty list not overridden: declared by type, unset
+                value = param.default
             reason = param.check(value)
         except (InvalidParameterValueException, InvalidParameterTypeException) as error:
             reason = str(error)
-            node.declare_parameter(param.name, param.default, param.descriptor(),
+            node.declare_parameter(param.name, _declared(param), param.descriptor(),
                                    ignore_override=True)
         if reason is not None:
             if param.read_only:
@@ -90,6 +92,12 @@ def declare_parameters(node, table: Sequence[Param]):
             value = param.default
         values[param.name] = value
     return values
+
+
+def _declared(param):
+    """What ``declare_parameter`` gets: the default, or for an empty list (whose element type
+    rclpy cannot tell: it would take it for a byte array) the string-array type."""
+    return Parameter.Type.STRING_ARRAY if param.default == [] else param.default
 
 
 def on_set_parameters(table: Sequence[Param], current: Callable[[], dict],
@@ -116,6 +124,22 @@ def on_set_parameters(table: Sequence[Param], current: Callable[[], dict],
         return SetParametersResult(successful=reason is None, reason=reason or '')
 
     return callback
+
+
+CAMERA_NAME_PATTERN = r'[A-Za-z][A-Za-z0-9_]*'
+
+
+def camera_names(values):
+    """The camera names of a node's ``cameras`` parameter (depth_node, obstacle_node:
+    ``values['cameras']``) as a list; ValueError for a bad or repeated name."""
+    names = list(values['cameras'] or [])
+    for name in names:
+        if not re.fullmatch(CAMERA_NAME_PATTERN, name):
+            raise ValueError(f"cameras: '{name}' is not a camera name (a letter, then letters, "
+                             'digits or _: it prefixes topics and parameters)')
+    if len(set(names)) != len(names):
+        raise ValueError(f'cameras: a name is repeated in {names}')
+    return names
 
 
 def defaults(table: Sequence[Param]):
