@@ -19,7 +19,7 @@ from exact_depth import ExactDepthNode, ExactNetwork, InProcessDepthNode, encode
 from midas_ros.geometry import Intrinsics
 from midas_ros.ros.conversions import (array_to_image, cloud_to_xyz, image_to_array,
                                        intrinsics_to_camera_info)
-from midas_ros.ros.depth_messages import camera_topic
+from midas_ros.depth_outputs import camera_topic
 from midas_ros.ros.qos import qos_profile
 from ros_process import RosTestNode, unique_namespace
 

@@ -27,9 +27,10 @@ from midas_ros.geometry import (BODY_FROM_OPTICAL, Intrinsics, laser_scan_points
 from midas_ros.ros.conversions import (ConversionError, camera_info_to_intrinsics, cloud_to_xyz,
                                        compressed_to_array, depth_to_metres, image_to_array,
                                        projection_is_set)
-from midas_ros.ros.depth_messages import (CAMERA_INFO_TOPIC, COMPRESSED_IMAGE_TOPIC,
-                                          DEPTH_OUTPUTS, IMAGE_TOPIC, DepthMessageBuilder,
-                                          camera_topic, products_for, skipped_topics)
+from midas_ros.depth_outputs import (CAMERA_INFO_TOPIC, COMPRESSED_IMAGE_TOPIC, DEPTH_OUTPUTS,
+                                     IMAGE_TOPIC, camera_topic)
+from midas_ros.ros.depth_messages import (MESSAGE_TYPES, DepthMessageBuilder, products_for,
+                                          skipped_topics)
 from midas_ros.ros.qos import qos_profile, subscribe, unsubscribe
 from midas_ros.ros.tf_frames import TransformUnavailable
 from midas_ros.ros.throttled_log import ThrottledLog
@@ -206,7 +207,8 @@ class DepthCamera:
 
     # ---------------------------------------------------------------- lifecycle
     def configure(self, output_qos):
-        """Make the depth stage and the (lifecycle) publishers of every output."""
+        """Make the depth stage and the (lifecycle) publishers of every output; ``output_qos``:
+        {QoS parameter name: profile} (``depth_outputs.Output.qos``)."""
         self.depth = CameraDepth(settings_from_parameters(self.values))
         if self.values['scale.mode'] == 'uncalibrated':
             self.log.warning(
@@ -216,7 +218,7 @@ class DepthCamera:
                 'depth).')
         self.publishers = {
             output.topic: self.node.create_lifecycle_publisher(
-                output.msg_type, self.topic(output.topic), output_qos)
+                MESSAGE_TYPES[output.topic], self.topic(output.topic), output_qos[output.qos])
             for output in DEPTH_OUTPUTS}
         self.messages = DepthMessageBuilder()
 

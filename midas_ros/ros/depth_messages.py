@@ -1,17 +1,14 @@
-"""depth_node's outputs: the one table of its topics, and the messages of one ``DepthFrame``.
+"""depth_node's output messages from one ``DepthFrame``: the one place that assembles them.
 
-``DEPTH_OUTPUTS`` is the single definition of what depth_node publishes per camera (topic,
-message type, QoS parameter, when, how it is built); the node, the benchmark, the pipeline
-runner and the diagnostics read it. Adding an output is one row here (plus, if it needs a new
-``DepthFrame`` product, that product in ``depth_pipeline``). Only the topics asked for are built
-(a robot that only uses the cloud pays nothing for the images).
+The topics are those of ``midas_ros.depth_outputs.DEPTH_OUTPUTS`` (defined once there); this
+module holds how each is built (``BUILDERS``) and its message class (``MESSAGE_TYPES``). The
+node publishes what this builds; the benchmark times the same code. Only the topics asked for
+are built (a robot that only uses the cloud pays nothing for the images).
 """
-from dataclasses import dataclass
-from typing import Callable, Optional
-
-from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
+from rosidl_runtime_py.utilities import get_message
 from std_msgs.msg import Header
 
+from midas_ros.depth_outputs import DEPTH_OUTPUTS, DEPTH_TOPICS
 from midas_ros.ros.conversions import (OrganizedCloudBuilder, array_to_image,
                                        intrinsics_to_camera_info, laser_scan)
 
@@ -48,39 +45,17 @@ def _scan(builder, frame, intrinsics, header, scan_frame_id):
                       scan.range_max)
 
 
-@dataclass(frozen=True)
-class Output:
-    """One published topic of a camera."""
-
-    topic: str                  # relative to the camera ('depth/image'; see ``camera_topic``)
-    msg_type: type
-    product: Optional[str]      # the DepthFrame product it needs; None: every frame has it
-    when: str                   # when it is published (docs, diagnostics)
-    build: Callable             # (builder, frame, intrinsics, header, scan_frame_id) -> msg
-    qos: str = 'output.qos'     # the parameter naming its QoS profile
-
-
-DEPTH_OUTPUTS = (
-    Output('depth/image', Image, None, 'every frame (32FC1 metres; NaN no reading, +-inf '
-           'beyond depth.max / below depth.min)', _depth),
-    Output('depth/relative', Image, None, 'every frame (32FC1 network output)', _relative),
-    Output('depth/colormap', Image, 'colormap', 'every frame (bgr8)', _colormap),
-    Output('depth/camera_info', CameraInfo, None, 'every frame', _camera_info),
-    Output('depth/points', PointCloud2, 'cloud', 'with cloud.enabled (organized)', _points),
-    Output('depth/scan', LaserScan, 'scan', 'with scan.enabled', _scan),
-)
-OUTPUTS = {output.topic: output for output in DEPTH_OUTPUTS}
-# topic -> the DepthFrame product it needs (None: always available).
-DEPTH_TOPICS = {output.topic: output.product for output in DEPTH_OUTPUTS}
-# What a camera subscribes: (raw image topic, compressed image topic, camera_info topic).
-IMAGE_TOPIC, COMPRESSED_IMAGE_TOPIC, CAMERA_INFO_TOPIC = 'image', 'image/compressed', \
-    'camera_info'
-
-
-def camera_topic(camera, topic):
-    """``topic`` of ``camera`` ('front', 'depth/image' -> 'front/depth/image'); camera '' is
-    the node's single unnamed camera (the topic itself)."""
-    return f'{camera}/{topic}' if camera else topic
+# topic -> builder(builder, frame, intrinsics, header, scan_frame_id) -> message or None
+BUILDERS = {
+    'depth/image': _depth,
+    'depth/relative': _relative,
+    'depth/colormap': _colormap,
+    'depth/camera_info': _camera_info,
+    'depth/points': _points,
+    'depth/scan': _scan,
+}
+# topic -> message class
+MESSAGE_TYPES = {output.topic: get_message(output.message) for output in DEPTH_OUTPUTS}
 
 
 def products_for(topics):
@@ -105,7 +80,7 @@ class DepthMessageBuilder:
         messages, self.problems = {}, {}
         for topic in topics:
             try:
-                message = OUTPUTS[topic].build(self, frame, intrinsics, header, scan_frame_id)
+                message = BUILDERS[topic](self, frame, intrinsics, header, scan_frame_id)
             except Exception as error:  # one broken output must not cost the others
                 self.problems[topic] = f'{type(error).__name__}: {error}'
                 continue

@@ -5,7 +5,7 @@ names, so ``__ns`` and remaps work; ``<cam>/`` is empty with ``cameras: []``):
   subscribed: ``<cam>/image`` (sensor_msgs/Image) or, with ``image.transport:=compressed``,
   ``<cam>/image/compressed``; ``<cam>/camera_info``; in sparse scale mode ``<cam>/anchors``
   (LaserScan | Range | PointCloud2 | Image, see ``scale.anchor_type``).
-  published (``depth_messages.DEPTH_OUTPUTS``, each with the input image's header):
+  published (``midas_ros.depth_outputs.DEPTH_OUTPUTS``, each with the input image's header):
   ``<cam>/depth/image`` (32FC1 metres, NaN = no reading), ``depth/relative``, ``depth/colormap``
   (bgr8), ``depth/camera_info``, ``depth/points`` (organized PointCloud2), ``depth/scan``
   (LaserScan, when ``scan.enabled``); and one DiagnosticStatus per camera on /diagnostics.
@@ -39,6 +39,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.parameter import Parameter
 
 from midas_ros.cpu_budget import prefer_passive_waiting
+from midas_ros.depth_outputs import DEPTH_OUTPUTS
 from midas_ros.depth_pipeline import DepthNetwork
 from midas_ros.frame_scheduler import FairScheduler
 from midas_ros.handoff import Handoff
@@ -123,7 +124,8 @@ class DepthNode(ManagedNode):
         values = self.values
         estimator = self._create_estimator(values)
         self.network = DepthNetwork(estimator, values['inference.max_batch'])
-        output_qos = qos_profile(values['output.qos'])
+        output_qos = {name: qos_profile(values[name])
+                      for name in {output.qos for output in DEPTH_OUTPUTS}}
         for camera in self.cameras:
             camera.configure(output_qos)
         self.pub_diagnostics = self.create_lifecycle_publisher(DiagnosticArray, '/diagnostics',

@@ -48,12 +48,12 @@ from vision_msgs.msg import (Detection2DArray, Detection3D, Detection3DArray,
                              ObjectHypothesisWithPose)
 from visualization_msgs.msg import Marker, MarkerArray
 
+from midas_ros.depth_outputs import camera_topic
 from midas_ros.fusion import Box, FusionConfig, fuse, nearest_range
 from midas_ros.geometry import quaternion_from_rotation, transform_points
 from midas_ros.ros.conversions import (DEPTH_ENCODINGS, ConversionError,
                                        camera_info_to_intrinsics, depth_to_metres,
                                        image_to_array)
-from midas_ros.ros.depth_messages import camera_topic
 from midas_ros.ros.lifecycle import AUTOSTART, ManagedNode
 from midas_ros.ros.node_main import run_node
 from midas_ros.ros.parameters import (Param, camera_names, declare_parameters,

@@ -75,14 +75,13 @@ def declare_parameters(node, table: Sequence[Param]):
     values = {}
     for param in table:
         try:
-            value = node.declare_parameter(param.name, _declared(param),
-                                           param.descriptor()).value
-            if value is None:   # an empty list not overridden: declared by type, unset
-                value = param.default
+            value = (_declare_string_array(node, param) if param.default == [] else
+                     node.declare_parameter(param.name, param.default,
+                                            param.descriptor()).value)
             reason = param.check(value)
         except (InvalidParameterValueException, InvalidParameterTypeException) as error:
             reason = str(error)
-            node.declare_parameter(param.name, _declared(param), param.descriptor(),
+            node.declare_parameter(param.name, param.default, param.descriptor(),
                                    ignore_override=True)
         if reason is not None:
             if param.read_only:
@@ -94,10 +93,21 @@ def declare_parameters(node, table: Sequence[Param]):
     return values
 
 
-def _declared(param):
-    """What ``declare_parameter`` gets: the default, or for an empty list (whose element type
-    rclpy cannot tell: it would take it for a byte array) the string-array type."""
-    return Parameter.Type.STRING_ARRAY if param.default == [] else param.default
+def _declare_string_array(node, param):
+    """Declare ``param`` (default ``[]``) as a string array; its value.
+
+    From the default ``[]`` rclpy would infer a byte array (refusing ``-p cameras:=[a, b]``),
+    and ``name: []`` in a YAML file arrives without any type, leaving the parameter unset; so
+    it is declared by type, set to an empty string array if still unset, then given its
+    descriptor (read-only ones too)."""
+    descriptor = param.descriptor()
+    descriptor.type = Parameter.Type.STRING_ARRAY.value
+    value = node.declare_parameter(param.name, Parameter.Type.STRING_ARRAY).value
+    if value is None:
+        node.set_parameters([Parameter(param.name, Parameter.Type.STRING_ARRAY, [])])
+        value = []
+    node.set_descriptor(param.name, descriptor)
+    return value
 
 
 def on_set_parameters(table: Sequence[Param], current: Callable[[], dict],
