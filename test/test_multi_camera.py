@@ -219,3 +219,28 @@ def test_a_bad_value_for_one_camera_is_refused_whole_and_node_values_follow(rig)
     assert cameras['front'].values['scale.a'] == 1.0
     # max_rate per camera is checked like any parameter.
     assert not depth_node.set_parameters([Parameter('rear.max_rate', value=-1.0)])[0].successful
+
+
+def test_a_camera_whose_time_goes_back_starts_afresh_alone(rig):
+    """rear's stamps jump back (its driver restarted): rear keeps publishing, front's frames
+    and counts are untouched."""
+    namespace, node, probe = rig
+    cameras = {camera.name: camera for camera in node.node.cameras}
+    front_before = cameras['front'].stats['processed']
+    back = stamp(2.0)
+    frames = {'front': frame_of('front', stamp(40.0)), 'rear': frame_of('rear', back)}
+
+    def arrived():
+        return any(m.header.stamp == back for m in received(probe, namespace, 'rear',
+                                                            'depth/image'))
+    state = {'next': 0.0}
+
+    def step():
+        if time.monotonic() >= state['next']:
+            for camera, (image, info) in frames.items():
+                publish(probe, camera, image, info)
+            state['next'] = time.monotonic() + 0.1
+    assert probe.spin_until(arrived, 20, step)
+    assert cameras['rear']._last_stamp == pytest.approx(2.0)
+    assert cameras['front'].stats['processed'] > front_before
+    assert cameras['front']._last_stamp == pytest.approx(40.0)

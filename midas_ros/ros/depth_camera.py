@@ -46,6 +46,9 @@ DEFAULT_FRAME = 'camera_optical_frame'
 CHANNEL_ORDER = {'rgb8': 'rgb', 'bgr8': 'bgr', 'rgba8': 'rgba', 'bgra8': 'bgra', 'mono8': 'mono'}
 ANCHOR_MESSAGES = {'scan': LaserScan, 'range': Range, 'points': PointCloud2, 'depth': Image}
 RATE_WINDOW_S = 5.0
+# A camera's image stamps going back by more than this (its driver restarted, a bag of it
+# looping) is a new time line for that camera alone.
+STAMP_JUMP_S = 1.0
 
 
 def settings_from_parameters(values):
@@ -171,6 +174,7 @@ class DepthCamera:
         self.newest_finished = 0    # arrival number of the newest frame published
         self.superseded = 0
         self._rate_window = []
+        self._last_stamp = None     # of the last frame taken (seconds)
 
     def topic(self, name):
         """``name`` in this camera's namespace (see ``depth_messages.camera_topic``)."""
@@ -293,6 +297,7 @@ class DepthCamera:
             return None
         check_intrinsics(intrinsics, pixels)
         header = msg.header
+        self._follow_stamps(header.stamp.sec + header.stamp.nanosec * 1e-9)
         header.frame_id = self._output_frame(header.frame_id)
         mode = self.values['scale.mode']
         self.geometry = {}
@@ -302,6 +307,16 @@ class DepthCamera:
             else None
         return CameraFrame(self, waiting.number, start, msg, pixels, order, intrinsics, wanted,
                            anchors, floor, timings={'deserialize': deserialized - start})
+
+    def _follow_stamps(self, stamp_s):
+        """This camera's stamps went back (its driver restarted, a bag of it looping): its
+        scale smoothing, rate window and anchors belong to its old time line; the other
+        cameras keep theirs."""
+        if self._last_stamp is not None and stamp_s < self._last_stamp - STAMP_JUMP_S:
+            self.throttled.warning(f'image stamps went back {self._last_stamp - stamp_s:.3f} s: '
+                                   'cleared its scale smoothing, frame rate and anchors')
+            self.forget_the_past()
+        self._last_stamp = stamp_s
 
     def _decode(self, msg):
         """(pixels, channel order) of an Image or CompressedImage; ConversionError if unusable."""
@@ -504,6 +519,7 @@ class DepthCamera:
             self._rate_window.clear()
             self.stats['fps'] = self.stats['latency_s'] = 0.0
             self.anchors = None
+            self._last_stamp = None
 
     # ---------------------------------------------------------------- diagnostics
     def status(self, shared, counts):
