@@ -537,6 +537,9 @@ class DepthCamera:
         values.update({
             'camera': self.name or '(default)',
             'image topic': node.resolve_topic_name(self.image_topic),
+            'outputs subscribed': ', '.join(topic for topic, publisher in
+                                            list(self.publishers.items())
+                                            if publisher.get_subscription_count()),
             'max rate (Hz)': f"{self.values['max_rate']:g}",
             'scale mode': self.values['scale.mode'],
             'depth metric': str(metric),

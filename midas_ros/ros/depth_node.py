@@ -96,6 +96,7 @@ class DepthNode(ManagedNode):
         self.cameras = [DepthCamera(self, name, camera_values(self.values, name,
                                                               self._inherited[name]))
                         for name in names or ['']]
+        self._camera_named = {camera.name: camera for camera in self.cameras}
         self.scheduler = FairScheduler([camera.name for camera in self.cameras])
         for camera in self.cameras:
             self.scheduler.set_max_rate(camera.name, camera.values['max_rate'])
@@ -319,10 +320,9 @@ class DepthNode(ManagedNode):
     def _process(self, taken, lane):
         """Intake each taken frame in its camera, run the network on them (frames of one size
         as one batch where the network batches), hand each to the outputs stage."""
-        cameras = {camera.name: camera for camera in self.cameras}
         groups = {}
         for waiting in taken:
-            camera = cameras[waiting.camera]
+            camera = self._camera_named[waiting.camera]
             frame = self._guarded(camera, camera.intake, waiting)
             if frame is not None:
                 self.scheduler.set_group(camera.name, frame.size)
@@ -330,9 +330,16 @@ class DepthNode(ManagedNode):
         for (size, order), frames in groups.items():
             if size not in self.network.estimators[lane].warmed_up:
                 self._warm_up(*size, order, lane)
-            inferences = self._guarded(frames[0].camera, self.network.infer_batch,
-                                       [frame.pixels for frame in frames], order, lane)
-            for frame, inference in zip(frames, inferences or ()):
+            try:
+                inferences = self.network.infer_batch([frame.pixels for frame in frames],
+                                                      order, lane)
+            except Exception as error:  # the network failed these frames: each camera's loss
+                if rclpy.ok(context=self.context):
+                    expected = isinstance(error, (ConversionError, ValueError))
+                    for frame in frames:
+                        frame.camera.failed(error, unexpected=not expected)
+                continue
+            for frame, inference in zip(frames, inferences):
                 frame.inference = inference
                 self._outputs_stage.submit(self._finish, frame)
 
