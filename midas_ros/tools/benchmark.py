@@ -941,6 +941,7 @@ class CamerasResult:
     cpu_s: float = 0.0              # CPU seconds of the node process(es) over elapsed_s
     rss_mb: List[float] = field(default_factory=list)   # each process's mean steady RSS
     node_dropped: int = 0
+    error: str = ''                 # why it could not be measured
 
 
 def stream_cameras(feeds, done, seconds):
@@ -984,6 +985,8 @@ def run_cameras(args, namespace, frames, intrinsics, settings, outputs, log_path
                 try:
                     results.append(_drive_cameras(probe, feeds, processes, samplers, args,
                                                   label, log_path))
+                except BenchmarkError as error:   # the other way's numbers still count
+                    results.append(CamerasResult(label, len(processes), error=str(error)))
                 finally:
                     for sampler in samplers:
                         sampler.stop()
@@ -1045,6 +1048,10 @@ def print_cameras_result(results, args, log_path, domain_id):
     print(f'Model {args.models} ({weights}), device {args.device}, model.backend {args.backend};'
           f' {load}; outputs: {", ".join(args.outputs.split(","))} (scale ground_plane); '
           f'ROS_DOMAIN_ID {domain_id}, loopback only; node logs {log_path}\n')
+    for result in results:
+        if result.error:
+            print(f'Not measured: {result.error}\n')
+    results = [result for result in results if not result.error]
     print('| served by | camera | frames/s | p50 ms | p90 ms | p99 ms | frames sent |')
     print('|---|---|---|---|---|---|---|')
     for result in results:
