@@ -218,8 +218,8 @@ class DepthCamera:
             self.log.warning(
                 "scale.mode is 'uncalibrated': depth is only relative (the median pixel of each "
                 f"frame is put at {self.values['scale.uncalibrated_median_depth']} m). Configure "
-                'scale.mode fixed / ground_plane / sparse for metric distances (README: Metric '
-                'depth).')
+                'scale.mode fixed / ground_plane / sparse for metric distances (README: Depth in '
+                'metres).')
         self.publishers = {
             output.topic: self.node.create_lifecycle_publisher(
                 MESSAGE_TYPES[output.topic], self.topic(output.topic), output_qos[output.qos])

@@ -30,7 +30,7 @@ DEPTH_NODE_PARAMS = (
     Param('model.allow_download', False, 'download the official checkpoint if not found',
           read_only=True),
     Param('model.backend', 'auto', 'runtime of the network: auto (CPU: the fastest installed '
-          'runtime matching torch fp32, onnxruntime > openvino > torch; CUDA: torch), torch, '
+          'runtime matching torch fp32, openvino > onnxruntime > torch; CUDA: torch), torch, '
           'onnxruntime or openvino (CPU), tensorrt (CUDA); exported graphs are cached per '
           'variant, input size, precision and weights',
           choices=('auto', 'torch', 'onnxruntime', 'openvino', 'tensorrt'), read_only=True),

@@ -18,7 +18,6 @@ import sys
 import time
 
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.serialization import deserialize_message
@@ -41,8 +40,11 @@ RECORDER_PARAMS = (
           min=1, max=100000, read_only=True),
     Param('discovery_period', 0.1, 'seconds between looks at the graph for the topics',
           min=0.01, max=60.0, read_only=True),
+    # Declared as a string array by the node itself: from the default [] rclpy would infer a
+    # byte array.
+    Param('topics', [], 'topics to record (relative names resolve in the node namespace); '
+          'empty: all', read_only=True),
 )
-TOPICS_DESCRIPTION = 'topics to record (relative names resolve in the node namespace); empty: all'
 
 
 def message_class(type_name):
@@ -74,10 +76,11 @@ class RecorderNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
-        self.params = declare_parameters(self, RECORDER_PARAMS)
-        topics = self.declare_parameter(
-            'topics', Parameter.Type.STRING_ARRAY,
-            ParameterDescriptor(description=TOPICS_DESCRIPTION, read_only=True)).value or []
+        self.params = declare_parameters(
+            self, [param for param in RECORDER_PARAMS if param.name != 'topics'])
+        topics_param, = (param for param in RECORDER_PARAMS if param.name == 'topics')
+        topics = self.declare_parameter(topics_param.name, Parameter.Type.STRING_ARRAY,
+                                        topics_param.descriptor()).value or []
         self.wanted = sorted({self.resolve_topic_name(t) for t in topics if t.strip()})
         self.recording = McapRecording(self.params['output'], self.params['compression'],
                                        library='midas_ros recorder')

@@ -345,7 +345,7 @@ def measure_in_child(model_name, argv):
 
 
 def format_summary(results):
-    """The README table: one row per model."""
+    """The table of docs/performance.md: one row per model."""
     lines = ['| variant | release | net input | params (M) | model-only ms | end-to-end ms '
              '(median / p90) | FPS (median / p90) | peak RSS MB | frames |',
              '|---|---|---|---|---|---|---|---|---|']

@@ -47,7 +47,7 @@ def build_parser():
     parser.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'fp16', 'bf16'),
                         help="default auto: what depth_node's inference.precision auto picks "
                              'for this format, variant and device (onnx, openvino: fp32; '
-                             'tensorrt: by the GPU, see the README), so the node finds the '
+                             'tensorrt: by the GPU, see docs/backends.md), so the node finds the '
                              'artefact; onnx: fp32 only; openvino: fp16 also halves the IR '
                              'weights; tensorrt: engine precision')
     parser.add_argument('--width', type=int, default=640, help='camera image width (640)')
