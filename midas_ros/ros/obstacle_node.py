@@ -117,6 +117,9 @@ _LABEL_HEIGHT = 0.25        # m: text size of the marker labels
 _BOX_ALPHA = 0.45
 
 
+# What each camera publishes (relative to the camera): topic -> message type.
+OBSTACLE_OUTPUTS = {'obstacles': Detection3DArray, 'obstacles/markers': MarkerArray,
+                    'obstacles/nearest': Range}
 # Parameters each camera may override as <camera>.<name> (default: the node's value).
 STREAM_PARAMS = ('range_frame_id',)
 
@@ -209,9 +212,7 @@ class ObstacleNode(ManagedNode):
             stream.publishers = {
                 topic: self.create_lifecycle_publisher(msg_type, stream.topic(topic),
                                                        output_qos)
-                for topic, msg_type in (('obstacles', Detection3DArray),
-                                        ('obstacles/markers', MarkerArray),
-                                        ('obstacles/nearest', Range))}
+                for topic, msg_type in OBSTACLE_OUTPUTS.items()}
         self._diagnostics_pub = self.create_lifecycle_publisher(DiagnosticArray,
                                                                 '/diagnostics', 10)
 
