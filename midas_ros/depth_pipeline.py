@@ -1,12 +1,15 @@
 """One camera frame in, every depth product out: the per-frame work of depth_node, without ROS.
 
-    image -> DepthEstimator (relative inverse depth) -> scale fit + smoothing -> metric depth
+    image -> DepthNetwork (relative inverse depth; shared by every camera)
+          -> CameraDepth (one per camera): scale fit + smoothing -> metric depth
           -> colour map, organized point cloud, laser scan
 
-The node turns messages into the arguments of :meth:`DepthPipeline.process` and the returned
-:class:`DepthFrame` back into messages; the benchmark and the demo call the same code. Everything
-that depends on the camera intrinsics (ray tables, floor model, scan bins) is built once per
-intrinsics and reused; per-frame arrays are reused buffers.
+``DepthNetwork`` holds what every camera shares (the estimator and its lanes, batching);
+``CameraDepth`` what belongs to one camera (settings, scale smoother, camera model, buffers).
+``DepthPipeline`` joins one of each for single-stream callers (benchmark, demo, tests). The node
+turns messages into the arguments of ``infer`` / ``finish`` and the returned :class:`DepthFrame`
+back into messages. Everything that depends on the camera intrinsics (ray tables, floor model,
+scan bins) is built once per intrinsics and reused; per-frame arrays are reused buffers.
 """
 import math
 import time
@@ -188,21 +191,36 @@ def check_settings(settings):
                          f'{settings.scan_range_min}, {settings.scan_range_max}')
 
 
-class DepthPipeline:
-    """Relative depth -> metric products for a stream of frames from one camera.
+class BufferPool:
+    """Named numpy buffers reused frame after frame, reallocated only when a shape changes."""
+
+    def __init__(self):
+        self._buffers = {}
+
+    def get(self, name, shape, dtype):
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
+            buffer = self._buffers[name] = np.empty(shape, dtype=dtype)
+        return buffer
+
+
+class DepthNetwork:
+    """The network every camera shares: the estimator and its lanes (``DepthEstimator``).
 
     ``estimator.parallel_frames`` networks may run at the same time: ``infer`` of lane ``i``
     uses ``estimators[i]`` (``estimator`` and its replicas, made here), one thread per lane.
+    ``max_batch`` > 1 lets ``infer_batch`` run frames of one size as one batch where the
+    estimator can (``DepthEstimator.predict_batch``; worth it on CUDA, see ``batching``).
+    Thread-safe across lanes, not within one lane.
     """
 
-    def __init__(self, estimator, settings=DepthSettings()):
+    def __init__(self, estimator, max_batch=1):
         lanes = getattr(estimator, 'parallel_frames', 1)   # 1 for an estimator-like object
         self.estimators = [estimator] + [estimator.replica() for _ in range(lanes - 1)]
-        self._settings = None
-        self._camera = None
-        # Per lane, which of its two relative-depth buffers ``infer`` fills next.
+        self.max_batch = max(1, int(max_batch))
+        # Per lane, which of its two sets of relative-depth buffers ``infer`` fills next.
         self._slots = [0] * len(self.estimators)
-        self.configure(settings)
+        self._buffers = BufferPool()
 
     @property
     def estimator(self):
@@ -215,26 +233,95 @@ class DepthPipeline:
         one frame at a time: ``DepthEstimator.parallel_frames``)."""
         return min(len(self.estimators), getattr(self.estimator, 'parallel_frames', 1))
 
+    @property
+    def batching(self):
+        """Whether frames waiting at the same time are worth batching: on CUDA, where one
+        launch of N frames costs far less than N launches (on the CPU lanes share the cores
+        instead, and a batch would only add latency)."""
+        return (self.max_batch > 1 and hasattr(self.estimator, 'predict_batch')
+                and str(getattr(self.estimator, 'device', 'cpu')).startswith('cuda'))
+
     def warmup(self, width, height, channel_order='rgb'):
         """Warm every lane up for ``width`` x ``height`` images (``DepthEstimator.warmup``);
         the seconds it took."""
         return sum(e.warmup(width, height, channel_order) for e in self.estimators)
 
+    def _relative_buffers(self, lane, count, height, width):
+        """``count`` float32 HxW buffers of ``lane``: two sets used in turn, so the lane's
+        previous results stay valid while the next ones are computed (not longer)."""
+        self._slots[lane] ^= 1
+        # Keyed by size too: cameras of different sizes take turns on a lane.
+        return [self._buffers.get(f'relative{lane}.{self._slots[lane]}.{i}.{width}x{height}',
+                                  (height, width), np.float32) for i in range(count)]
+
+    def infer(self, image, channel_order, lane=0):
+        """The network stage of one frame: an ``Inference`` (relative depth, timings).
+
+        ``lane``: which estimator runs it (0 to ``len(estimators) - 1``; one thread per lane).
+        The relative depth is one of the lane's reused buffers (see ``_relative_buffers``).
+        """
+        height, width = image.shape[:2]
+        estimator = self.estimators[lane]
+        out, = self._relative_buffers(lane, 1, height, width)
+        start = time.perf_counter()
+        relative = estimator.predict(image, channel_order, out=out)
+        timings = dict(estimator.last_timings)
+        timings['inference_total'] = time.perf_counter() - start
+        return Inference(relative, timings)
+
+    def infer_batch(self, images, channel_order, lane=0):
+        """``infer`` of several HxW images of one size and channel order, as one batch when
+        ``batching`` (else one after another); a list of ``Inference`` in their order. Each
+        frame's timings are the batch's (its latency), ``batch`` says how many shared it."""
+        if len(images) == 1 or not self.batching:
+            return [self.infer(image, channel_order, lane) for image in images]
+        height, width = images[0].shape[:2]
+        estimator = self.estimators[lane]
+        outs = self._relative_buffers(lane, len(images), height, width)
+        start = time.perf_counter()
+        relatives = estimator.predict_batch(images, channel_order, outs=outs)
+        timings = dict(estimator.last_timings)
+        timings['inference_total'] = time.perf_counter() - start
+        timings['batch'] = len(images)
+        return [Inference(relative, dict(timings)) for relative in relatives]
+
+
+class CameraDepth:
+    """Relative depth -> metric products for the frames of ONE camera: its settings, scale
+    fit and smoothing, camera model (ray tables, floor, scan bins) and output buffers.
+
+    One per camera; the network that made the relative depth is shared (``DepthNetwork``).
+    ``finish`` and ``configure`` are not thread-safe with each other: the caller serializes
+    them (depth_node: one outputs thread, parameter changes under the camera's lock).
+    """
+
+    def __init__(self, settings=DepthSettings()):
+        self._settings = None
+        self._camera = None
+        self.configure(settings)
+
     @property
     def settings(self):
         return self._settings
 
-    def configure(self, settings, intrinsics=None):
+    @staticmethod
+    def check(settings, intrinsics=None):
+        """Raise ValueError with the reason when ``settings`` cannot work (with
+        ``intrinsics``, for this camera too: a horizon below the image...); nothing changes.
+        Returns what ``configure`` can reuse."""
+        check_settings(settings)
+        return _CameraModel(settings, intrinsics, strict=True) if intrinsics is not None \
+            else None
+
+    def configure(self, settings, intrinsics=None, checked=None):
         """Switch to ``settings``, or raise ValueError and keep the current ones.
 
         With ``intrinsics`` (e.g. the camera's current ones) the camera-dependent parts are
         built now, so that a geometry that cannot work (horizon below the image...) is refused
-        here rather than failing on every frame.
+        here rather than failing on every frame. ``checked``: what ``check`` returned for the
+        same arguments (not built twice).
         """
-        check_settings(settings)
-        camera = None
-        if intrinsics is not None:
-            camera = _CameraModel(settings, intrinsics, strict=True)
+        camera = checked if checked is not None else self.check(settings, intrinsics)
         previous = self._settings
         self._settings = settings
         self._camera = camera
@@ -247,7 +334,7 @@ class DepthPipeline:
         max_depth = settings.colormap_max_depth
         self._colorizer = DepthColorizer((settings.min_depth, max_depth) if max_depth > 0
                                          else None)
-        self._buffers = {}
+        self._buffers = BufferPool()
 
     def reset_time(self):
         """Forget what depends on the time line (the scale smoothing): time went back."""
@@ -259,53 +346,13 @@ class DepthPipeline:
         return self._camera
 
     def _buffer(self, name, shape, dtype):
-        buffer = self._buffers.get(name)
-        if buffer is None or buffer.shape != shape:
-            buffer = self._buffers[name] = np.empty(shape, dtype=dtype)
-        return buffer
-
-    def process(self, image, channel_order, intrinsics, stamp_s, anchors=None,
-                products=PRODUCTS, floor=None):
-        """The products of one frame: relative and metric depth always, and those of
-        ``products`` (``colormap``, ``cloud``, ``scan``) that the settings enable.
-
-        ``image``: uint8 HxWxC (or HxW mono) in ``channel_order``; ``intrinsics``: for this
-        image size; ``stamp_s``: the frame time in seconds (drives the scale smoothing);
-        ``anchors``: ``(u, v, z[, valid])`` metric anchors for the sparse scale mode;
-        ``floor``: this frame's ``scale.FloorPlane`` for the ground_plane mode (e.g. from TF),
-        None for the one of the settings (camera height, pitch, roll).
-        Raises ValueError when the intrinsics do not fit the image.
-
-        The same as ``finish(infer(image, channel_order), ...)``; a caller may run the two
-        halves in different threads so one frame's network overlaps the previous frame's
-        products (depth_node does).
-        """
-        check_intrinsics(intrinsics, image)
-        return self.finish(self.infer(image, channel_order), image, channel_order, intrinsics,
-                           stamp_s, anchors, products, floor)
-
-    def infer(self, image, channel_order, lane=0):
-        """The network stage of ``process``: an ``Inference`` (relative depth, timings).
-
-        ``lane``: which estimator runs it (0 to ``len(estimators) - 1``; one thread per lane).
-        The relative depth is written into one of the lane's two buffers used in turn, so the
-        lane's previous ``Inference`` stays valid while this one is computed (not longer).
-        """
-        height, width = image.shape[:2]
-        estimator = self.estimators[lane]
-        self._slots[lane] ^= 1
-        start = time.perf_counter()
-        relative = estimator.predict(
-            image, channel_order,
-            out=self._buffer(f'relative{lane}.{self._slots[lane]}', (height, width),
-                             np.float32))
-        timings = dict(estimator.last_timings)
-        timings['inference_total'] = time.perf_counter() - start
-        return Inference(relative, timings)
+        return self._buffers.get(name, shape, dtype)
 
     def finish(self, inference, image, channel_order, intrinsics, stamp_s, anchors=None,
                products=PRODUCTS, floor=None):
-        """The rest of ``process`` for the frame ``inference`` came from (same arguments).
+        """The metric products of the frame ``inference`` came from: relative and metric depth
+        always, and those of ``products`` (``colormap``, ``cloud``, ``scan``) the settings
+        enable. Arguments as ``DepthPipeline.process``.
 
         Not thread-safe with itself or ``configure``: one thread finishes frames in order.
         """
@@ -381,3 +428,74 @@ class DepthPipeline:
         else:  # bgr, bgra
             out[...] = pixels[..., 2::-1]
         return out
+
+
+class DepthPipeline:
+    """One camera and its own network: ``DepthNetwork`` + ``CameraDepth`` in one object, for
+    the tools (benchmark, demo, infer) and tests that serve a single stream.
+
+    ``process`` runs a frame through both; ``infer`` / ``finish`` are the two halves (a caller
+    may run them in different threads, so one frame's network overlaps the previous frame's
+    products). depth_node uses the two classes directly (one network, a CameraDepth per camera).
+    """
+
+    def __init__(self, estimator, settings=DepthSettings()):
+        self.network = DepthNetwork(estimator)
+        self.camera = CameraDepth(settings)
+
+    @property
+    def estimator(self):
+        return self.network.estimator
+
+    @property
+    def estimators(self):
+        return self.network.estimators
+
+    @property
+    def lanes(self):
+        return self.network.lanes
+
+    @property
+    def settings(self):
+        return self.camera.settings
+
+    def warmup(self, width, height, channel_order='rgb'):
+        """``DepthNetwork.warmup``."""
+        return self.network.warmup(width, height, channel_order)
+
+    def configure(self, settings, intrinsics=None):
+        """``CameraDepth.configure``."""
+        self.camera.configure(settings, intrinsics)
+
+    def reset_time(self):
+        self.camera.reset_time()
+
+    def process(self, image, channel_order, intrinsics, stamp_s, anchors=None,
+                products=PRODUCTS, floor=None):
+        """The products of one frame: relative and metric depth always, and those of
+        ``products`` (``colormap``, ``cloud``, ``scan``) that the settings enable.
+
+        ``image``: uint8 HxWxC (or HxW mono) in ``channel_order``; ``intrinsics``: for this
+        image size; ``stamp_s``: the frame time in seconds (drives the scale smoothing);
+        ``anchors``: ``(u, v, z[, valid])`` metric anchors for the sparse scale mode;
+        ``floor``: this frame's ``scale.FloorPlane`` for the ground_plane mode (e.g. from TF),
+        None for the one of the settings (camera height, pitch, roll).
+        Raises ValueError when the intrinsics do not fit the image.
+
+        The same as ``finish(infer(image, channel_order), ...)``; a caller may run the two
+        halves in different threads so one frame's network overlaps the previous frame's
+        products (depth_node does).
+        """
+        check_intrinsics(intrinsics, image)
+        return self.camera.finish(self.network.infer(image, channel_order), image,
+                                  channel_order, intrinsics, stamp_s, anchors, products, floor)
+
+    def infer(self, image, channel_order, lane=0):
+        """``DepthNetwork.infer``."""
+        return self.network.infer(image, channel_order, lane)
+
+    def finish(self, inference, image, channel_order, intrinsics, stamp_s, anchors=None,
+               products=PRODUCTS, floor=None):
+        """``CameraDepth.finish``."""
+        return self.camera.finish(inference, image, channel_order, intrinsics, stamp_s,
+                                  anchors, products, floor)

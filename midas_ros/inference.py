@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from midas_ros.backends import BACKENDS, BackendError, create_runner
+from midas_ros.backends.base import run_batch
 from midas_ros.backends.choice import BackendChoice, ParityCheckedRunner, choose_backend
 from midas_ros.backends.torch_backend import TorchRunner
 from midas_ros.cpu_budget import CpuBudget, ThreadPlan, configure_pools
@@ -256,6 +257,8 @@ class DepthEstimator:
         self._device_input = None   # uint8 image on the device (CUDA only)
         self._device_output = None  # 1x1xHxW float32 upsampled prediction (CUDA only)
         self._host_output = None    # pinned float32 HxW (CUDA only)
+        self._batch_tensors = {}    # float32 device tensors of ``predict_batch``
+        self._batch_staging = None  # its pinned / device image and depth buffers (CUDA only)
 
     @property
     def parallel_frames(self):
@@ -352,6 +355,103 @@ class DepthEstimator:
         result = self._infer_and_upsample(net_input, height, width, out)
         self.last_timings = clock.durations()
         return result
+
+    def predict_batch(self, images, channel_order='rgb', outs=None):
+        """``predict`` of several images of one size and channel order, with one network call
+        for all of them: a list of float32 HxW arrays (those of ``outs``, filled in place,
+        when given). Worth it on CUDA, where one launch of N frames costs far less than N
+        (depth_node batches the cameras' frames waiting together); a runner that takes one
+        frame at a time (an exported graph built for batch 1) runs them in turn on the same
+        stream. ``last_timings`` are the whole batch's. ValueError for images of different
+        sizes."""
+        with self._on_device():
+            return self._predict_batch(images, channel_order, outs)
+
+    @torch.inference_mode()
+    def _predict_batch(self, images, channel_order, outs):
+        images = [np.asarray(image) for image in images]
+        shape = images[0].shape
+        height, width = shape[:2]
+        outs = list(outs) if outs is not None else [None] * len(images)
+        for image, out in zip(images, outs):
+            if image.shape != shape:
+                raise ValueError(f'a batch takes images of one size, got {image.shape} and '
+                                 f'{shape}')
+            check_image(image, channel_order)
+            self._check_out(out, (height, width))
+        count = len(images)
+        batch = self._batch_buffers(count, shape)
+        clock = self._clock
+        clock.start()
+        if self.device.type == 'cuda':
+            for index, image in enumerate(images):
+                np.copyto(batch['host_input'][index].numpy(), image)
+            device_images = batch['device_input'].copy_(batch['host_input'], non_blocking=True)
+        else:
+            device_images = [torch.from_numpy(np.ascontiguousarray(image)) for image in images]
+        clock.mark()
+        net_inputs = None
+        for index in range(count):
+            # The preprocessor's output is a buffer it reuses: copied into the batch at once.
+            single = self.preprocessor(device_images[index], channel_order)
+            if net_inputs is None:
+                net_inputs = self._batch_tensor('net_input', (count,) + tuple(single.shape[1:]))
+            net_inputs[index].copy_(single[0])
+        clock.mark()
+        try:
+            prediction = run_batch(self.runner, net_inputs,
+                                   self._batch_tensor('prediction', (count,) +
+                                                      tuple(net_inputs.shape[2:])))
+        except BackendError as error:   # e.g. the export for this input size failed
+            self._fall_back_to_torch(error)
+            prediction = run_batch(self.runner, net_inputs,
+                                   self._batch_tensor('prediction', (count,) +
+                                                      tuple(net_inputs.shape[2:])))
+        clock.mark()
+        upsampled = upsample_prediction(prediction, height, width,
+                                        out=self._batch_tensor('upsampled',
+                                                               (count, 1, height, width)))
+        clock.mark()
+        if self.device.type == 'cuda':
+            batch['host_output'].copy_(upsampled[:, 0], non_blocking=True)
+            self.stream.synchronize()
+            host = batch['host_output'].numpy()
+        else:
+            host = upsampled[:, 0].numpy()
+        results = []
+        for index, out in enumerate(outs):
+            if out is None:
+                results.append(host[index].copy())
+            else:
+                np.copyto(out, host[index])
+                results.append(out)
+        clock.mark()
+        self.last_timings = clock.durations()
+        return results
+
+    def _batch_tensor(self, name, shape):
+        """A float32 tensor on the device for batches, reused while ``shape`` repeats."""
+        tensors = self._batch_tensors
+        tensor = tensors.get(name)
+        if tensor is None or tuple(tensor.shape) != shape:
+            tensor = tensors[name] = torch.empty(shape, dtype=torch.float32,
+                                                 device=self.device)
+        return tensor
+
+    def _batch_buffers(self, count, shape):
+        """Pinned host and device uint8 image / float32 depth buffers of a CUDA batch."""
+        if self.device.type != 'cuda':
+            return {}
+        key = (count,) + tuple(shape)
+        buffers = self._batch_staging
+        if buffers is None or buffers['key'] != key:
+            buffers = self._batch_staging = {
+                'key': key,
+                'host_input': torch.empty(key, dtype=torch.uint8, pin_memory=True),
+                'device_input': torch.empty(key, dtype=torch.uint8, device=self.device),
+                'host_output': torch.empty((count,) + tuple(shape[:2]), dtype=torch.float32,
+                                           pin_memory=True)}
+        return buffers
 
     def predict_preprocessed(self, net_input, height, width, out=None):
         """Like ``predict`` for an already preprocessed 1x3xHxW float32 network input.

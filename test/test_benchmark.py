@@ -156,3 +156,30 @@ def test_official_child_environment_keeps_openmp_defaults(monkeypatch):
     assert 'OMP_WAIT_POLICY' not in benchmark.official_environment()
     monkeypatch.setattr(benchmark, '_USER_OMP_WAIT_POLICY', 'ACTIVE')
     assert benchmark.official_environment()['OMP_WAIT_POLICY'] == 'ACTIVE'
+
+
+def test_cameras_benchmark_needs_a_streaming_rate(capsys):
+    with pytest.raises(SystemExit):
+        benchmark.main(['--node', '--cameras', '3'])
+    assert '--cameras N (>= 1) above 1 needs --node and --rate' in capsys.readouterr().err
+
+
+def test_cameras_result_compares_one_node_with_separate_processes(capsys):
+    one = benchmark.CamerasResult('one depth_node, 2 cameras', 1, elapsed_s=10.0,
+                                  published={'cam0': 300, 'cam1': 300},
+                                  completed={'cam0': 60, 'cam1': 40},
+                                  latency_ms={'cam0': [100.0] * 60, 'cam1': [200.0] * 40},
+                                  cpu_s=15.0, rss_mb=[1300.0])
+    separate = benchmark.CamerasResult('2 single-camera depth_node processes', 2,
+                                       elapsed_s=10.0, published={'cam0': 300, 'cam1': 300},
+                                       completed={'cam0': 30, 'cam1': 30},
+                                       latency_ms={'cam0': [300.0], 'cam1': [300.0]},
+                                       cpu_s=19.0, rss_mb=[1000.0, 1000.0])
+    args = benchmark.build_parser().parse_args(['--node', '--cameras', '2', '--rate', '30'])
+    benchmark.print_cameras_result([one, separate], args, '/tmp/log', '7')
+    out = capsys.readouterr().out
+    assert '| one depth_node, 2 cameras | cam0 | 6.00 | 100 | 100 | 100 | 300 |' in out
+    assert '| one depth_node, 2 cameras | 10.00 | 0.40 / 0.60 | 150 | 1300 | 1300 |' in out
+    assert '| 2 single-camera depth_node processes | 6.00 | 0.50 / 0.50 | 190 | 2000 |' in out
+    assert '10.00 frames/s in all vs 6.00 with 2 processes (1.67x)' in out
+    assert 'RSS 1300 MB = 1.30x one single-camera node (1000 MB), 0.65x the 2 processes' in out

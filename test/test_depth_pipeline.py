@@ -107,13 +107,13 @@ def test_unrelated_changes_keep_the_scale_filter(image):
                              camera_pitch_deg=PITCH_DEG)
     pipeline = DepthPipeline(PerfectNetwork(truth), settings)
     pipeline.process(image, 'rgb', INTRINSICS, 1.0)
-    filter_before = pipeline._smoother
+    filter_before = pipeline.camera._smoother
     pipeline.configure(DepthSettings(**{**settings.__dict__, 'colormap_max_depth': 8.0}),
                        INTRINSICS)
-    assert pipeline._smoother is filter_before
+    assert pipeline.camera._smoother is filter_before
     pipeline.configure(DepthSettings(**{**settings.__dict__, 'camera_height': 1.0}),
                        INTRINSICS)
-    assert pipeline._smoother is not filter_before
+    assert pipeline.camera._smoother is not filter_before
 
 
 def test_intrinsics_must_fit_the_image(image):

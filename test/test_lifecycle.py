@@ -64,18 +64,18 @@ def test_autostart_false_waits_unconfigured_then_every_transition_works(managed_
     assert node.trigger_configure() == SUCCESS
     assert _state(node) == State.PRIMARY_STATE_INACTIVE
     assert _own_topics(node) == (outputs, set())
-    assert not node._obstacles_pub.is_activated
+    assert not node.streams[0].publishers['obstacles'].is_activated
 
     assert node.trigger_activate() == SUCCESS
     assert _state(node) == State.PRIMARY_STATE_ACTIVE
     # 'auto' QoS subscribes once a publisher shows up: subscriptions are pending, not absent.
     assert len([e for e in node._inputs if not isinstance(e, Timer)]) == 3
-    assert node._obstacles_pub.is_activated
+    assert node.streams[0].publishers['obstacles'].is_activated
 
     assert node.trigger_deactivate() == SUCCESS
     assert _state(node) == State.PRIMARY_STATE_INACTIVE
     assert _own_topics(node) == (outputs, set()) and node._inputs == []
-    assert not node._obstacles_pub.is_activated
+    assert not node.streams[0].publishers['obstacles'].is_activated
 
     assert node.trigger_activate() == SUCCESS       # and back again
     assert node.trigger_deactivate() == SUCCESS

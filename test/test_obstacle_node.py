@@ -119,7 +119,7 @@ def test_valid_parameters_apply(node_in_process):
                                    Parameter('buffer_length', value=3)])
     assert all(result.successful for result in results)
     assert node._config.max_range == 20.0 and node._class_ids == {'person', 'chair'}
-    assert node._pairing.buffer_length == 3
+    assert node.streams[0].pairing.buffer_length == 3
 
 
 def test_16uc1_and_32fc1_give_the_same_answer():

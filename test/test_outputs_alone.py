@@ -55,11 +55,11 @@ def test_a_failing_colormap_or_cloud_costs_only_itself(monkeypatch):
 
     def broken(*args, **kwargs):
         raise RuntimeError('colour table lost')
-    monkeypatch.setattr(pipe._colorizer, 'colorize', broken)
+    monkeypatch.setattr(pipe.camera._colorizer, 'colorize', broken)
     frame = process(pipe, intrinsics)
     assert frame.colormap is None and 'colour table lost' in frame.skipped['colormap']
     assert frame.points is not None and frame.scan is not None
-    monkeypatch.setattr(pipe._camera_for(intrinsics).backprojector, 'points', broken)
+    monkeypatch.setattr(pipe.camera._camera_for(intrinsics).backprojector, 'points', broken)
     frame = process(pipe, intrinsics)
     assert frame.points is None and set(frame.skipped) == {'colormap', 'cloud'}
     assert frame.scan is not None and np.isfinite(frame.scan.ranges).all()
@@ -79,7 +79,7 @@ def test_a_runtime_change_the_current_camera_cannot_take_costs_only_that_output(
 def test_message_builder_skips_only_the_broken_message(monkeypatch):
     frame = process(pipeline(scan_height=480), Intrinsics(WIDTH, HEIGHT, 500, 500, 320, 200))
     builder = DepthMessageBuilder()
-    monkeypatch.setattr(builder._clouds[True], 'build', lambda *a: 1 / 0)
+    monkeypatch.setattr(builder.clouds[True], 'build', lambda *a: 1 / 0)
     messages = builder.build(frame, Intrinsics(WIDTH, HEIGHT, 500, 500, 320, 200), Header(),
                              'camera_depth_frame', DEPTH_TOPICS)
     assert set(messages) == {'depth/image', 'depth/relative', 'depth/colormap',

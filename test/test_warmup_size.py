@@ -32,10 +32,10 @@ def test_configure_warms_up_the_configured_size_only(size, warmed):
                               parameter_overrides=[Parameter('autostart', value=False),
                                                    Parameter('inference.warmup_size',
                                                              value=size)])
-        assert node.pipeline is None            # nothing built before configure
+        assert node.network is None            # nothing built before configure
         assert node.trigger_configure() is not None
         assert _state(node) == State.PRIMARY_STATE_INACTIVE
-        assert set(node.pipeline.estimator.warmed_up) == warmed
+        assert set(node.network.estimator.warmed_up) == warmed
         node.trigger_shutdown()
         node.destroy_node()
     finally:
@@ -52,7 +52,7 @@ def test_a_bad_warmup_size_stops_the_start_with_the_reason():
         with pytest.raises(StartupError, match=r'inference.warmup_size must be \[width'):
             node.start()
         assert _state(node) == State.PRIMARY_STATE_UNCONFIGURED
-        assert node.pipeline is None            # nothing half-built is left
+        assert node.network is None            # nothing half-built is left
         node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)

@@ -36,6 +36,19 @@ class BackendError(RuntimeError):
     """
 
 
+def run_batch(runner, net_inputs, out):
+    """Run ``runner`` on an Nx3xHxW batch into ``out`` (an NxH'xW' float32 tensor on the same
+    device): in one call when the runner takes batches (``runner.batched``: torch), else one
+    frame after another (graphs exported for batch 1), each result copied out before the next
+    run reuses the runner's output buffer. Returns ``out``."""
+    if getattr(runner, 'batched', False):
+        out.copy_(runner(net_inputs))
+    else:
+        for index in range(net_inputs.shape[0]):
+            out[index].copy_(runner(net_inputs[index:index + 1])[0])
+    return out
+
+
 def one_line(error):
     """The first non-empty line of ``error``'s message (its type name if it has none)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]

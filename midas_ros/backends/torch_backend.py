@@ -23,6 +23,7 @@ class TorchRunner:
     """
 
     name = 'torch'
+    batched = True      # takes Nx3xHxW inputs (``base.run_batch``)
 
     def __init__(self, model, device, precision='fp32', channels_last=True, compile=False,
                  half_weights=False):

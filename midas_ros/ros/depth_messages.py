@@ -1,22 +1,61 @@
 """depth_node's output messages from one ``DepthFrame``: the one place that assembles them.
 
-The node publishes what this builds; the benchmark times the same code. Only the topics asked
-for are built (a robot that only uses the cloud pays nothing for the images).
+The topics are those of ``midas_ros.depth_outputs.DEPTH_OUTPUTS`` (defined once there); this
+module holds how each is built (``BUILDERS``) and its message class (``MESSAGE_TYPES``). The
+node publishes what this builds; the benchmark times the same code. Only the topics asked for
+are built (a robot that only uses the cloud pays nothing for the images).
 """
+from rosidl_runtime_py.utilities import get_message
 from std_msgs.msg import Header
 
+from midas_ros.depth_outputs import DEPTH_OUTPUTS, DEPTH_TOPICS
 from midas_ros.ros.conversions import (OrganizedCloudBuilder, array_to_image,
                                        intrinsics_to_camera_info, laser_scan)
 
-# topic -> the DepthFrame product it needs (None: always available).
-DEPTH_TOPICS = {
-    'depth/image': None,
-    'depth/relative': None,
-    'depth/colormap': 'colormap',
-    'depth/camera_info': None,
-    'depth/points': 'cloud',
-    'depth/scan': 'scan',
+
+def _depth(builder, frame, intrinsics, header, scan_frame_id):
+    return array_to_image(frame.depth, '32FC1', header)
+
+
+def _relative(builder, frame, intrinsics, header, scan_frame_id):
+    return array_to_image(frame.relative, '32FC1', header)
+
+
+def _colormap(builder, frame, intrinsics, header, scan_frame_id):
+    return None if frame.colormap is None else array_to_image(frame.colormap, 'bgr8', header)
+
+
+def _camera_info(builder, frame, intrinsics, header, scan_frame_id):
+    return intrinsics_to_camera_info(intrinsics, header)
+
+
+def _points(builder, frame, intrinsics, header, scan_frame_id):
+    if frame.points is None:
+        return None
+    return builder.clouds[frame.points_rgb is not None].build(frame.points, header,
+                                                              frame.points_rgb)
+
+
+def _scan(builder, frame, intrinsics, header, scan_frame_id):
+    scan = frame.scan
+    if scan is None:
+        return None
+    return laser_scan(Header(stamp=header.stamp, frame_id=scan_frame_id), scan.angle_min,
+                      scan.angle_max, scan.angle_increment, scan.ranges, scan.range_min,
+                      scan.range_max)
+
+
+# topic -> builder(builder, frame, intrinsics, header, scan_frame_id) -> message or None
+BUILDERS = {
+    'depth/image': _depth,
+    'depth/relative': _relative,
+    'depth/colormap': _colormap,
+    'depth/camera_info': _camera_info,
+    'depth/points': _points,
+    'depth/scan': _scan,
 }
+# topic -> message class
+MESSAGE_TYPES = {output.topic: get_message(output.message) for output in DEPTH_OUTPUTS}
 
 
 def products_for(topics):
@@ -29,8 +68,8 @@ class DepthMessageBuilder:
 
     def __init__(self):
         self.problems = {}
-        self._clouds = {False: OrganizedCloudBuilder(color=False),
-                        True: OrganizedCloudBuilder(color=True)}
+        self.clouds = {False: OrganizedCloudBuilder(color=False),
+                       True: OrganizedCloudBuilder(color=True)}
 
     def build(self, frame, intrinsics, header, scan_frame_id, topics=DEPTH_TOPICS):
         """``{topic: message}`` for the wanted ``topics`` the frame has products for.
@@ -41,33 +80,13 @@ class DepthMessageBuilder:
         messages, self.problems = {}, {}
         for topic in topics:
             try:
-                message = self._build_one(topic, frame, intrinsics, header, scan_frame_id)
+                message = BUILDERS[topic](self, frame, intrinsics, header, scan_frame_id)
             except Exception as error:  # one broken output must not cost the others
                 self.problems[topic] = f'{type(error).__name__}: {error}'
                 continue
             if message is not None:
                 messages[topic] = message
         return messages
-
-    def _build_one(self, topic, frame, intrinsics, header, scan_frame_id):
-        if topic == 'depth/image':
-            return array_to_image(frame.depth, '32FC1', header)
-        if topic == 'depth/relative':
-            return array_to_image(frame.relative, '32FC1', header)
-        if topic == 'depth/colormap' and frame.colormap is not None:
-            return array_to_image(frame.colormap, 'bgr8', header)
-        if topic == 'depth/camera_info':
-            return intrinsics_to_camera_info(intrinsics, header)
-        if topic == 'depth/points' and frame.points is not None:
-            cloud = self._clouds[frame.points_rgb is not None]
-            return cloud.build(frame.points, header, frame.points_rgb)
-        if topic == 'depth/scan' and frame.scan is not None:
-            scan = frame.scan
-            return laser_scan(
-                Header(stamp=header.stamp, frame_id=scan_frame_id), scan.angle_min,
-                scan.angle_max, scan.angle_increment, scan.ranges, scan.range_min,
-                scan.range_max)
-        return None
 
 
 def skipped_topics(frame, topics, build_problems):

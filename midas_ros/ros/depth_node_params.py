@@ -1,9 +1,11 @@
 """depth_node's parameters: one table, the single source of the defaults ``config/depth_node.yaml``
 documents (test_parameters.py keeps them in step)."""
+from dataclasses import replace
+
 from midas_ros.models.registry import list_models
 from midas_ros.scale import MODES as SCALE_MODES
 from midas_ros.ros.lifecycle import AUTOSTART
-from midas_ros.ros.parameters import Param
+from midas_ros.ros.parameters import Param, camera_names  # noqa: F401 (re-exported)
 from midas_ros.ros.qos import QOS_NAMES, SUBSCRIPTION_QOS_NAMES
 
 ANCHOR_TYPES = ('scan', 'range', 'points', 'depth')
@@ -11,6 +13,12 @@ DEVICE_PATTERN = r'auto|cpu|cuda(:[0-9]+)?'
 
 DEPTH_NODE_PARAMS = (
     AUTOSTART,      # lifecycle: configure + activate at start-up (midas_ros/ros/lifecycle.py)
+    Param('cameras', [], 'names of the cameras this node serves with one network: camera '
+          "'front' reads front/image and front/camera_info and publishes front/depth/*; each "
+          'has every per-camera parameter (camera.*, frame_id, max_rate, image.*, scale.*, '
+          'depth.*, colormap.*, cloud.*, scan.*) as front.<parameter>, defaulting to the '
+          "node's own; empty: one camera on image, camera_info -> depth/*",
+          read_only=True),
     # Model and inference (read at start; change needs a restart).
     Param('model.name', 'midas_v21_small_256', 'MiDaS variant', choices=tuple(list_models()),
           read_only=True),
@@ -55,7 +63,13 @@ DEPTH_NODE_PARAMS = (
           'kernels); [0, 0]: none. Other sizes warm up on their first image. Set it to the '
           "camera's size, or [0, 0] with a TensorRT engine not built for it yet (minutes on a "
           'Jetson)', read_only=True),
+    Param('inference.max_batch', 4, 'CUDA: frames of the same size from different cameras '
+          'waiting at the same time run as one batch of at most this many (1: never batch; '
+          'the CPU runs frames in parallel lanes instead)', min=1, max=16, read_only=True),
     # Input.
+    Param('max_rate', 0.0, 'frames per second at most taken from this camera (Hz; 0: as '
+          'many as the network can do); the rest of the network goes to the other cameras',
+          min=0.0, max=1000.0),
     Param('image.transport', 'raw', "raw: subscribe 'image'; compressed: 'image/compressed'",
           choices=('raw', 'compressed'), read_only=True),
     Param('image.qos', 'sensor_data', 'QoS of the image and camera_info subscriptions: '
@@ -126,3 +140,36 @@ DEPTH_NODE_PARAMS = (
     Param('diagnostics.period', 1.0, 'seconds between /diagnostics messages', min=0.1,
           max=60.0),
 )
+
+# The parameter groups that belong to one camera stream. With ``cameras`` set, every camera has
+# its own ``<camera>.<name>`` copy of each parameter of these groups (a group is a name or a
+# prefix before '.'), defaulting to the node's value; the rest (model, inference, output QoS,
+# diagnostics) is shared. A new per-stream group is one entry here.
+STREAM_GROUPS = ('camera', 'frame_id', 'max_rate', 'image', 'scale', 'depth', 'colormap',
+                 'cloud', 'scan')
+
+
+def is_stream_param(name):
+    """Whether parameter ``name`` (unprefixed) belongs to one camera stream."""
+    return any(name == group or name.startswith(group + '.') for group in STREAM_GROUPS)
+
+
+STREAM_PARAMS = tuple(param for param in DEPTH_NODE_PARAMS if is_stream_param(param.name))
+
+
+def camera_rows(camera, values):
+    """``camera``'s own parameter rows: ``<camera>.<name>`` for every per-stream parameter,
+    defaulting to the node's value in ``values``."""
+    return tuple(replace(param, name=f'{camera}.{param.name}', default=values[param.name])
+                 for param in STREAM_PARAMS)
+
+
+def camera_values(values, camera, inherited=()):
+    """The (unprefixed) parameter values one camera works with: the node's, with the
+    camera's own ``<camera>.<name>`` values for the per-stream ones, except those in
+    ``inherited`` (names the camera takes from the node). ``camera`` '' : the node's."""
+    node = {param.name: values[param.name] for param in DEPTH_NODE_PARAMS}
+    if camera:
+        node.update({param.name: values[f'{camera}.{param.name}'] for param in STREAM_PARAMS
+                     if param.name not in inherited})
+    return node

@@ -1,5 +1,10 @@
 """obstacle_node: depth image + 2D detections -> per-object distance, 3D position and extent.
 
+One node serves one camera or several (``cameras``, as depth_node): with ``cameras: [front,
+rear]`` every topic below is the camera's (``front/depth/image`` + ``front/detections`` ->
+``front/obstacles``...), each camera paired and published on its own; ``<camera>.range_frame_id``
+overrides ``range_frame_id`` for one camera. With ``cameras: []`` (default) the topics are:
+
 Subscribes (relative names, so ``-r __ns:=/robot`` moves them all):
   ``depth/image``        sensor_msgs/Image, 32FC1 metres or 16UC1 millimetres (REP 118)
   ``depth/camera_info``  sensor_msgs/CameraInfo of that depth image
@@ -31,6 +36,7 @@ waiting detection is forgotten, with one info line. The maths lives in
 import colorsys
 import math
 import zlib
+from dataclasses import replace
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -42,6 +48,7 @@ from vision_msgs.msg import (Detection2DArray, Detection3D, Detection3DArray,
                              ObjectHypothesisWithPose)
 from visualization_msgs.msg import Marker, MarkerArray
 
+from midas_ros.depth_outputs import camera_topic
 from midas_ros.fusion import Box, FusionConfig, fuse, nearest_range
 from midas_ros.geometry import quaternion_from_rotation, transform_points
 from midas_ros.ros.conversions import (DEPTH_ENCODINGS, ConversionError,
@@ -49,7 +56,8 @@ from midas_ros.ros.conversions import (DEPTH_ENCODINGS, ConversionError,
                                        image_to_array)
 from midas_ros.ros.lifecycle import AUTOSTART, ManagedNode
 from midas_ros.ros.node_main import run_node
-from midas_ros.ros.parameters import Param, declare_parameters, on_set_parameters
+from midas_ros.ros.parameters import (Param, camera_names, declare_parameters,
+                                      on_set_parameters)
 from midas_ros.ros.qos import (AUTO_QOS, QOS_NAMES, SUBSCRIPTION_QOS_NAMES, qos_profile,
                                subscribe, unsubscribe)
 from midas_ros.ros.tf_frames import FrameTransforms, TransformUnavailable
@@ -60,6 +68,9 @@ from midas_ros.time_sync import NearestStampPolicy
 _FUSION_DEFAULTS = FusionConfig()
 OBSTACLE_NODE_PARAMS = (
     AUTOSTART,      # lifecycle: configure + activate at start-up (midas_ros/ros/lifecycle.py)
+    Param('cameras', [], "names of the cameras served (as depth_node's): camera 'front' "
+          'pairs front/depth/image with front/detections and publishes front/obstacles...; '
+          'empty: depth/image + detections -> obstacles', read_only=True),
     Param('class_ids', [], 'keep only detections whose best hypothesis has one of these '
           'class ids; empty: all classes'),
     Param('min_score', 0.0, 'drop detections whose best hypothesis scores lower', min=0.0,
@@ -106,6 +117,34 @@ _LABEL_HEIGHT = 0.25        # m: text size of the marker labels
 _BOX_ALPHA = 0.45
 
 
+# What each camera publishes (relative to the camera): topic -> message type.
+OBSTACLE_OUTPUTS = {'obstacles': Detection3DArray, 'obstacles/markers': MarkerArray,
+                    'obstacles/nearest': Range}
+# Parameters each camera may override as <camera>.<name> (default: the node's value).
+STREAM_PARAMS = ('range_frame_id',)
+
+
+class _Stream:
+    """One camera of obstacle_node: its pairing of detections with depth frames, its
+    calibration, depth buffer, markers shown, publishers and frame of obstacles/nearest."""
+
+    def __init__(self, name, values):
+        self.name = name
+        self.label = f'camera {name}: ' if name else ''
+        self.pairing = NearestStampPolicy(values['sync_tolerance'], values['buffer_length'])
+        self.intrinsics = None      # of the latest valid depth/camera_info
+        self.metres = None          # reused float32 buffer for 16UC1 frames
+        self.marker_count = 0       # markers of each namespace currently shown in RViz
+        self.publishers = {}        # topic -> publisher, while configured
+
+    def topic(self, name):
+        return camera_topic(self.name, name)
+
+    def value(self, values, name):
+        """This camera's value of parameter ``name``."""
+        return values.get(f'{self.name}.{name}', values[name]) if self.name else values[name]
+
+
 def stamp_ns(stamp):
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
@@ -137,9 +176,14 @@ class ObstacleNode(ManagedNode):
         values = {'class_ids': self._declare_class_ids()}
         values.update(declare_parameters(
             self, [param for param in OBSTACLE_NODE_PARAMS if param.name != 'class_ids']))
-        # Depth frames and waiting detections, paired by stamp; while active, a timer ends
-        # waits that no new message would end.
-        self._pairing = NearestStampPolicy(values['sync_tolerance'], values['buffer_length'])
+        names = camera_names(values)
+        rows = [replace(param, name=f'{name}.{param.name}', default=values[param.name])
+                for name in names for param in OBSTACLE_NODE_PARAMS
+                if param.name in STREAM_PARAMS]
+        values.update(declare_parameters(self, rows))
+        # Per camera: depth frames and waiting detections, paired by stamp; while active, a
+        # timer ends waits that no new message would end.
+        self.streams = [_Stream(name, values) for name in names or ['']]
         reason = self._apply(values)
         if reason is not None:
             # Each value passed its own check but together they cannot work (e.g. max_range
@@ -151,42 +195,40 @@ class ObstacleNode(ManagedNode):
             self.set_parameters(fallback)
             self._apply({**values, **{p.name: p.value for p in fallback}})
         self.add_on_set_parameters_callback(
-            on_set_parameters(OBSTACLE_NODE_PARAMS, lambda: self._params, self._apply))
+            on_set_parameters(OBSTACLE_NODE_PARAMS + tuple(rows), lambda: self._params,
+                              self._apply))
 
         self.throttled = ThrottledLog(self.get_logger(), _WARN_PERIOD_S)
         self.tf = FrameTransforms(self)
-        self._intrinsics = None     # of the latest valid depth/camera_info
-        self._metres = None         # reused float32 buffer for 16UC1 frames
-        self._marker_count = 0      # markers of each namespace currently shown in RViz
         self._time_jumps = on_time_jump_back(self, self._forget_the_past)
         self._inputs = []           # subscriptions and timers, while active
-        self._outputs = []          # publishers, while configured
+        self._diagnostics_pub = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def configure(self):
         output_qos = qos_profile(self._params['output_qos'], depth=10)
-        self._obstacles_pub = self.create_lifecycle_publisher(Detection3DArray, 'obstacles',
-                                                              output_qos)
-        self._markers_pub = self.create_lifecycle_publisher(MarkerArray, 'obstacles/markers',
-                                                            output_qos)
-        self._nearest_pub = self.create_lifecycle_publisher(Range, 'obstacles/nearest',
-                                                            output_qos)
+        for stream in self.streams:
+            stream.publishers = {
+                topic: self.create_lifecycle_publisher(msg_type, stream.topic(topic),
+                                                       output_qos)
+                for topic, msg_type in OBSTACLE_OUTPUTS.items()}
         self._diagnostics_pub = self.create_lifecycle_publisher(DiagnosticArray,
                                                                 '/diagnostics', 10)
-        self._outputs = [self._obstacles_pub, self._markers_pub, self._nearest_pub,
-                         self._diagnostics_pub]
 
     def activate(self):
         input_qos, detections_qos = self._params['input_qos'], self._params['detections_qos']
-        self._inputs = [
-            subscribe(self, Image, 'depth/image', self._on_depth, input_qos, 5),
-            subscribe(self, CameraInfo, 'depth/camera_info', self._on_camera_info, input_qos,
-                      5),
-            subscribe(self, Detection2DArray, 'detections', self._on_detections,
-                      detections_qos, 10),
-            self.create_timer(0.05, self._process_pending),
-            self.create_timer(1.0, self._publish_diagnostics)]
+        self._inputs = [self.create_timer(0.05, self._process_all),
+                        self.create_timer(1.0, self._publish_diagnostics)]
+        for stream in self.streams:
+            self._inputs += [
+                subscribe(self, Image, stream.topic('depth/image'),
+                          lambda msg, s=stream: self._on_depth(s, msg), input_qos, 5),
+                subscribe(self, CameraInfo, stream.topic('depth/camera_info'),
+                          lambda msg, s=stream: self._on_camera_info(s, msg), input_qos, 5),
+                subscribe(self, Detection2DArray, stream.topic('detections'),
+                          lambda msg, s=stream: self._on_detections(s, msg),
+                          detections_qos, 10)]
 
     def deactivate(self):
         for entity in self._inputs:
@@ -196,14 +238,16 @@ class ObstacleNode(ManagedNode):
                 unsubscribe(self, entity)
         self._inputs = []
         # Stale once reactivated: frames and detections start afresh.
-        self._pairing.reset()
+        for stream in self.streams:
+            stream.pairing.reset()
 
     def cleanup(self):
-        for publisher in self._outputs:
-            self.destroy_lifecycle_publisher(publisher)
-        self._outputs = []
-        self._intrinsics = None
-        self._marker_count = 0
+        for stream in self.streams:
+            for publisher in stream.publishers.values():
+                self.destroy_lifecycle_publisher(publisher)
+            stream.publishers, stream.intrinsics, stream.marker_count = {}, None, 0
+        self.destroy_lifecycle_publisher(self._diagnostics_pub)
+        self._diagnostics_pub = None
 
     # -- parameters --------------------------------------------------------------------------
 
@@ -236,7 +280,10 @@ class ObstacleNode(ManagedNode):
         except ValueError as error:
             return str(error)
         try:
-            self._pairing.configure(values['sync_tolerance'], values['buffer_length'])
+            # Checked on a new policy first: the cameras' policies change together or not.
+            NearestStampPolicy(values['sync_tolerance'], values['buffer_length'])
+            for stream in self.streams:
+                stream.pairing.configure(values['sync_tolerance'], values['buffer_length'])
         except ValueError as error:
             return str(error)
         self._config = config
@@ -246,17 +293,17 @@ class ObstacleNode(ManagedNode):
 
     # -- inputs ------------------------------------------------------------------------------
 
-    def _on_camera_info(self, msg):
+    def _on_camera_info(self, stream, msg):
         # The latest calibration applies to every buffered frame: it changes rarely, and
         # pairing it by stamp too would only delay the first measurement.
         try:
-            self._intrinsics = camera_info_to_intrinsics(msg)
+            stream.intrinsics = camera_info_to_intrinsics(msg)
         except ConversionError as error:
-            self.throttled.warning(f'ignoring depth/camera_info: {error}')
+            self.throttled.warning(f'{stream.label}ignoring depth/camera_info: {error}')
             return
-        self._process_pending()
+        self._process_pending(stream)
 
-    def _on_depth(self, msg):
+    def _on_depth(self, stream, msg):
         try:
             # Checked now, converted only if detections pair with it (16UC1 costs a pass).
             if msg.encoding not in DEPTH_ENCODINGS:
@@ -264,18 +311,18 @@ class ObstacleNode(ManagedNode):
                                       f"or 16UC1 millimetres)")
             image_to_array(msg)     # checks size, step and data length; a view, no copy
         except ConversionError as error:
-            self.throttled.warning(f'ignoring depth/image: {error}')
+            self.throttled.warning(f'{stream.label}ignoring depth/image: {error}')
             return
-        if self._pairing.add_reference(stamp_ns(msg.header.stamp), msg, self._now_ns()):
-            self._forget_the_past('depth/image stamps went back', clear=False)
-        self._process_pending()
+        if stream.pairing.add_reference(stamp_ns(msg.header.stamp), msg, self._now_ns()):
+            self._forget_the_past(f'{stream.label}depth/image stamps went back', clear=False)
+        self._process_pending(stream)
 
-    def _on_detections(self, msg):
+    def _on_detections(self, stream, msg):
         kept = self._filter(msg)
-        if self._pairing.add_query(stamp_ns(msg.header.stamp), (msg, kept), self._now_ns(),
-                                   needs_reference=bool(kept)):
-            self._forget_the_past('detection stamps went back', clear=False)
-        self._process_pending()
+        if stream.pairing.add_query(stamp_ns(msg.header.stamp), (msg, kept), self._now_ns(),
+                                    needs_reference=bool(kept)):
+            self._forget_the_past(f'{stream.label}detection stamps went back', clear=False)
+        self._process_pending(stream)
 
     def _now_ns(self):
         return self.get_clock().now().nanoseconds
@@ -283,16 +330,17 @@ class ObstacleNode(ManagedNode):
     def _forget_the_past(self, why, clear=True):
         """Time went back: no buffered frame or waiting detection belongs to the new time."""
         if clear:
-            self._pairing.reset()
+            for stream in self.streams:
+                stream.pairing.reset()
         self.tf.clear()
         self.get_logger().info(f'{why}: forgot the buffered depth frames, waiting detections '
                                'and transforms (a bag loop or simulator reset?)')
 
-    def _publish_empty(self, msg):
+    def _publish_empty(self, stream, msg):
         """Nothing to measure: say so without depth, clearing the markers."""
-        newest = self._pairing.newest_reference()
+        newest = stream.pairing.newest_reference()
         frame_id = newest.header.frame_id if newest is not None else msg.header.frame_id
-        self._publish(self._header(msg, frame_id), [], [], None)
+        self._publish(stream, self._header(msg, frame_id), [], [], None)
 
     def _filter(self, msg):
         """[(Detection2D, Box)] of the detections that pass the class and score filters."""
@@ -310,51 +358,60 @@ class ObstacleNode(ManagedNode):
 
     # -- pairing -----------------------------------------------------------------------------
 
-    def _process_pending(self):
-        """Measure every detection message whose depth frame is decided, in arrival order;
-        count the ones no frame matched (diagnostics), warn only when pairing has stalled."""
-        if self._intrinsics is None:
+    def _process_all(self):
+        for stream in self.streams:
+            self._process_pending(stream)
+
+    def _process_pending(self, stream):
+        """Measure every detection message of ``stream`` whose depth frame is decided, in
+        arrival order; count the ones no frame matched (diagnostics), warn only when pairing
+        has stalled."""
+        if stream.intrinsics is None:
             return          # nothing can be measured yet; the detections wait (bounded)
-        for decision in self._pairing.poll(self._now_ns()):
+        for decision in stream.pairing.poll(self._now_ns()):
             msg, kept = decision.query
             if not kept:    # published in turn, so outputs never go back in time
-                self._publish_empty(msg)
+                self._publish_empty(stream, msg)
             elif decision.reference is not None:
-                self._measure(msg, kept, decision.reference)
+                self._measure(stream, msg, kept, decision.reference)
 
-    def _stall_reason(self):
+    def _stall_reason(self, stream):
         """Why nothing has paired for a while although detections keep coming, or None."""
-        reason = self._pairing.stalled(self._now_ns(), _STALL_S)
-        if reason is not None and self._intrinsics is None:
+        reason = stream.pairing.stalled(self._now_ns(), _STALL_S)
+        if reason is not None and stream.intrinsics is None:
             reason = 'no depth/camera_info received'
         return reason
 
     def _publish_diagnostics(self):
-        stall = self._stall_reason()
-        if stall is not None:
-            self.throttled.warning(f'no detection paired with a depth frame for {_STALL_S:g} '
-                                   f's: {stall}')
-        stats = self._pairing.statistics()
-        values = {key: (f'{value:.3f}' if isinstance(value, float) else str(value))
-                  for key, value in stats.items()}
-        values['last unpaired reason'] = self._pairing.last_reason
-        status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: pairing',
-                                  level=DiagnosticStatus.WARN if stall else DiagnosticStatus.OK,
-                                  message=stall or 'pairing detections with depth frames',
-                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
-        array = DiagnosticArray(status=[status])
+        array = DiagnosticArray(status=[self._stream_status(s) for s in self.streams])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics_pub.publish(array)
 
+    def _stream_status(self, stream):
+        stall = self._stall_reason(stream)
+        if stall is not None:
+            self.throttled.warning(f'{stream.label}no detection paired with a depth frame for '
+                                   f'{_STALL_S:g} s: {stall}')
+        stats = stream.pairing.statistics()
+        values = {key: (f'{value:.3f}' if isinstance(value, float) else str(value))
+                  for key, value in stats.items()}
+        values['last unpaired reason'] = stream.pairing.last_reason
+        name = f'{self.get_fully_qualified_name()}: pairing' + (f' {stream.name}'
+                                                                if stream.name else '')
+        return DiagnosticStatus(name=name,
+                                level=DiagnosticStatus.WARN if stall else DiagnosticStatus.OK,
+                                message=stall or 'pairing detections with depth frames',
+                                values=[KeyValue(key=k, value=v) for k, v in values.items()])
+
     # -- measuring and publishing ------------------------------------------------------------
 
-    def _measure(self, msg, kept, frame):
+    def _measure(self, stream, msg, kept, frame):
         try:
-            depth = self._depth_in_metres(frame)
+            depth = self._depth_in_metres(stream, frame)
         except ConversionError as error:
-            self.throttled.warning(f'ignoring depth/image: {error}')
+            self.throttled.warning(f'{stream.label}ignoring depth/image: {error}')
             return
-        intrinsics = self._intrinsics
+        intrinsics = stream.intrinsics
         boxes = [box for _, box in kept]
         height, width = depth.shape
         if (intrinsics.width, intrinsics.height) != (width, height):
@@ -363,13 +420,14 @@ class ObstacleNode(ManagedNode):
             try:
                 resized = intrinsics.resized_to(width, height)
             except ValueError as error:
-                self.throttled.warning(
-                    f'skipping detections: depth image vs depth/camera_info: {error}')
+                self.throttled.warning(f'{stream.label}skipping detections: depth image vs '
+                                       f'depth/camera_info: {error}')
                 return
             sx, sy = width / intrinsics.width, height / intrinsics.height
             self.throttled.warning(
-                f'depth image is {width}x{height}, depth/camera_info {intrinsics.width}x'
-                f'{intrinsics.height}: scaling intrinsics and boxes by {sx:.4g}')
+                f'{stream.label}depth image is {width}x{height}, depth/camera_info '
+                f'{intrinsics.width}x{intrinsics.height}: scaling intrinsics and boxes by '
+                f'{sx:.4g}')
             intrinsics = resized
             boxes = [box.scaled(sx, sy) for box in boxes]
         obstacles = fuse(depth, intrinsics, boxes, self._config)
@@ -377,16 +435,17 @@ class ObstacleNode(ManagedNode):
             if not obstacle.valid:
                 self.get_logger().debug(f"no distance for '{obstacle.box.class_id}': "
                                         f'{obstacle.reason}')
-        self._publish(self._header(msg, frame.header.frame_id), [d for d, _ in kept],
+        self._publish(stream, self._header(msg, frame.header.frame_id), [d for d, _ in kept],
                       obstacles, intrinsics)
 
-    def _depth_in_metres(self, frame):
+    @staticmethod
+    def _depth_in_metres(stream, frame):
         if frame.encoding == '32FC1':
             return depth_to_metres(frame)           # a view of the message
         shape = (frame.height, frame.width)
-        if self._metres is None or self._metres.shape != shape:
-            self._metres = np.empty(shape, np.float32)
-        return depth_to_metres(frame, out=self._metres)
+        if stream.metres is None or stream.metres.shape != shape:
+            stream.metres = np.empty(shape, np.float32)
+        return depth_to_metres(frame, out=stream.metres)
 
     @staticmethod
     def _header(msg, frame_id):
@@ -394,19 +453,21 @@ class ObstacleNode(ManagedNode):
         header.stamp.sec, header.stamp.nanosec = msg.header.stamp.sec, msg.header.stamp.nanosec
         return header
 
-    def _publish(self, header, detections, obstacles, intrinsics):
+    def _publish(self, stream, header, detections, obstacles, intrinsics):
         """``header``: in the depth image's frame, where ``obstacles`` were measured."""
-        self._nearest_pub.publish(self._nearest_range(header, obstacles, intrinsics))
-        placed = self._in_target_frame(header, obstacles)
+        publishers = stream.publishers
+        publishers['obstacles/nearest'].publish(
+            self._nearest_range(stream, header, obstacles, intrinsics))
+        placed = self._in_target_frame(stream, header, obstacles)
         if placed is None:
             return
         header, positions, orientation, labels = placed
-        self._obstacles_pub.publish(self._detection_array(header, detections, obstacles,
-                                                          positions, orientation))
-        self._markers_pub.publish(self._markers(header, obstacles, positions, orientation,
-                                                labels))
+        publishers['obstacles'].publish(self._detection_array(header, detections, obstacles,
+                                                              positions, orientation))
+        publishers['obstacles/markers'].publish(
+            self._markers(stream, header, obstacles, positions, orientation, labels))
 
-    def _in_target_frame(self, header, obstacles):
+    def _in_target_frame(self, stream, header, obstacles):
         """(header, positions (N, 3), box orientation (x, y, z, w), label positions (N, 3)) in
         ``target_frame``; None (warned) when TF cannot give the transform at the stamp."""
         positions = np.array([o.position for o in obstacles], np.float64).reshape(-1, 3)
@@ -426,8 +487,8 @@ class ObstacleNode(ManagedNode):
         try:
             transform = self.tf.lookup(target, header.frame_id, header.stamp)
         except TransformUnavailable as error:
-            self.tf.report_missing(self.throttled, 'obstacles and markers not published: '
-                                   f'no transform {error}')
+            self.tf.report_missing(self.throttled, f'{stream.label}obstacles and markers not '
+                                   f'published: no transform {error}')
             return None
         return (Header(stamp=header.stamp, frame_id=target),
                 transform_points(transform, positions),
@@ -461,7 +522,7 @@ class ObstacleNode(ManagedNode):
             array.detections.append(out)
         return array
 
-    def _markers(self, header, obstacles, positions, orientation, labels):
+    def _markers(self, stream, header, obstacles, positions, orientation, labels):
         """A translucent box and a text label per measured obstacle; markers of obstacles that
         are gone are deleted by id (ids are 0..n-1, so the ones >= n are stale). Positions,
         box orientation and label positions are in the header's frame."""
@@ -488,14 +549,14 @@ class ObstacleNode(ManagedNode):
             label.scale.z = _LABEL_HEIGHT
             label.color.r = label.color.g = label.color.b = label.color.a = 1.0
             markers.markers += [box, label]
-        for index in range(len(shown), self._marker_count):
+        for index in range(len(shown), stream.marker_count):
             for namespace in ('obstacles', 'obstacle_labels'):
                 markers.markers.append(Marker(header=header, ns=namespace, id=index,
                                               action=Marker.DELETE))
-        self._marker_count = len(shown)
+        stream.marker_count = len(shown)
         return markers
 
-    def _nearest_range(self, header, obstacles, intrinsics):
+    def _nearest_range(self, stream, header, obstacles, intrinsics):
         """sensor_msgs/Range: the standard 'distance to the nearest thing in a cone' message
         (Nav2's collision monitor and range layer, safety monitors); +inf when no obstacle
         has a distance, -inf when one is too near to measure (REP 117). Range consumers put
@@ -506,7 +567,8 @@ class ObstacleNode(ManagedNode):
         (optical z). ``target_frame`` does not move it: a cone from base_link's origin would
         describe another sensor."""
         fov = math.radians(intrinsics.hfov_deg()) if intrinsics else 0.0
-        header = Header(stamp=header.stamp, frame_id=self._params['range_frame_id'])
+        header = Header(stamp=header.stamp,
+                        frame_id=stream.value(self._params, 'range_frame_id'))
         return Range(header=header, radiation_type=Range.INFRARED, field_of_view=fov,
                      min_range=self._config.min_range, max_range=self._config.max_range,
                      range=float(nearest_range(obstacles)))

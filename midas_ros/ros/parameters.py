@@ -75,8 +75,9 @@ def declare_parameters(node, table: Sequence[Param]):
     values = {}
     for param in table:
         try:
-            value = node.declare_parameter(param.name, param.default,
-                                           param.descriptor()).value
+            value = (_declare_string_array(node, param) if param.default == [] else
+                     node.declare_parameter(param.name, param.default,
+                                            param.descriptor()).value)
             reason = param.check(value)
         except (InvalidParameterValueException, InvalidParameterTypeException) as error:
             reason = str(error)
@@ -90,6 +91,23 @@ def declare_parameters(node, table: Sequence[Param]):
             value = param.default
         values[param.name] = value
     return values
+
+
+def _declare_string_array(node, param):
+    """Declare ``param`` (default ``[]``) as a string array; its value.
+
+    From the default ``[]`` rclpy would infer a byte array (refusing ``-p cameras:=[a, b]``),
+    and ``name: []`` in a YAML file arrives without any type, leaving the parameter unset; so
+    it is declared by type, set to an empty string array if still unset, then given its
+    descriptor (read-only ones too)."""
+    descriptor = param.descriptor()
+    descriptor.type = Parameter.Type.STRING_ARRAY.value
+    value = node.declare_parameter(param.name, Parameter.Type.STRING_ARRAY).value
+    if value is None:
+        node.set_parameters([Parameter(param.name, Parameter.Type.STRING_ARRAY, [])])
+        value = []
+    node.set_descriptor(param.name, descriptor)
+    return value
 
 
 def on_set_parameters(table: Sequence[Param], current: Callable[[], dict],
@@ -116,6 +134,22 @@ def on_set_parameters(table: Sequence[Param], current: Callable[[], dict],
         return SetParametersResult(successful=reason is None, reason=reason or '')
 
     return callback
+
+
+CAMERA_NAME_PATTERN = r'[A-Za-z][A-Za-z0-9_]*'
+
+
+def camera_names(values):
+    """The camera names of a node's ``cameras`` parameter (depth_node, obstacle_node:
+    ``values['cameras']``) as a list; ValueError for a bad or repeated name."""
+    names = list(values['cameras'] or [])
+    for name in names:
+        if not re.fullmatch(CAMERA_NAME_PATTERN, name):
+            raise ValueError(f"cameras: '{name}' is not a camera name (a letter, then letters, "
+                             'digits or _: it prefixes topics and parameters)')
+    if len(set(names)) != len(names):
+        raise ValueError(f'cameras: a name is repeated in {names}')
+    return names
 
 
 def defaults(table: Sequence[Param]):

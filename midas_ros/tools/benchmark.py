@@ -31,6 +31,12 @@ Examples::
     python -m midas_ros benchmark --models all --frames 3 --warmup 1
     python -m midas_ros benchmark --node --duration 600
     python -m midas_ros benchmark --node --rate 30 --load 1
+    python -m midas_ros benchmark --node --cameras 3 --rate 30
+
+``--node --cameras N --rate HZ``: N cameras (cam0..) streaming at HZ, served first by one
+depth_node (``cameras: [cam0, ...]``, one network), then by N single-camera depth_node
+processes, in the same run: frames/s and image -> depth/image latency (p50, p90, p99) per
+camera, the total, each way's CPU use and RSS (the official path is not run then).
 """
 import argparse
 import json
@@ -49,6 +55,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from midas_ros.cpu_budget import prefer_passive_waiting
+from midas_ros.depth_outputs import CAMERA_INFO_TOPIC, IMAGE_TOPIC, OUTPUT_TOPICS, camera_topic
 
 # The user's own OpenMP wait policy, before this process sets its own: the official pipeline runs
 # as run.py would, with OpenMP's defaults.
@@ -57,8 +64,7 @@ _USER_OMP_WAIT_POLICY = os.environ.get('OMP_WAIT_POLICY')
 STAGES = ('deserialize', 'decode', 'upload', 'preprocess', 'inference', 'postprocess',
           'download', 'scale', 'colormap', 'cloud', 'scan', 'messages', 'serialize')
 RESULT_MARKER = 'MIDAS_BENCHMARK_RESULT '
-NODE_OUTPUTS = ('depth/image', 'depth/relative', 'depth/colormap', 'depth/camera_info',
-                'depth/points', 'depth/scan')
+NODE_OUTPUTS = OUTPUT_TOPICS
 MIN_OFFICIAL_FRAMES = 5
 DISTINCT_FRAMES = 8   # synthetic frames rendered and cycled (rendering is not what is measured)
 
@@ -470,19 +476,18 @@ class RssSampler(threading.Thread):
 
 
 class NodeProbe:
-    """The camera and the consumers around depth_node: publishes image + camera_info, records
-    when each output of each frame (keyed by the image stamp) arrives."""
+    """The cameras and the consumers around depth_node: publishes each camera's image +
+    camera_info, records when each output of each frame (keyed by camera and image stamp)
+    arrives. ``cameras``: depth_node's camera names ('' : its single unnamed camera)."""
 
-    def __init__(self, namespace, outputs):
+    def __init__(self, namespace, outputs, cameras=('',)):
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
-        from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
+        from sensor_msgs.msg import CameraInfo, Image
 
+        from midas_ros.ros.depth_messages import MESSAGE_TYPES
         from midas_ros.ros.qos import qos_profile
-        types = {'depth/image': Image, 'depth/relative': Image, 'depth/colormap': Image,
-                 'depth/camera_info': CameraInfo, 'depth/points': PointCloud2,
-                 'depth/scan': LaserScan}
         self._rclpy = rclpy
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
@@ -491,24 +496,39 @@ class NodeProbe:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.outputs = tuple(outputs)
-        self.image_pub = self.node.create_publisher(Image, 'image', qos_profile('sensor_data'))
-        self.info_pub = self.node.create_publisher(CameraInfo, 'camera_info',
-                                                   qos_profile('sensor_data'))
-        self.sent = {}       # stamp key -> perf_counter at publish
-        self.arrivals = {}   # stamp key -> {output: perf_counter}
+        self.cameras = tuple(cameras)
+        self.publishers = {
+            camera: (self.node.create_publisher(Image, camera_topic(camera, IMAGE_TOPIC),
+                                                qos_profile('sensor_data')),
+                     self.node.create_publisher(CameraInfo,
+                                                camera_topic(camera, CAMERA_INFO_TOPIC),
+                                                qos_profile('sensor_data')))
+            for camera in self.cameras}
+        self.sent = {}       # (camera, stamp) key -> perf_counter at publish
+        self.arrivals = {}   # (camera, stamp) key -> {output: perf_counter}
+        self.complete_cameras = set()   # cameras with a frame whose every output arrived
         self.node_processing_ms = []
-        self.node_dropped = 0   # the node's own count (diagnostics), since it started
+        self.dropped_by_status = {}   # the nodes' own counts (diagnostics), since they started
         self.node_backend = ''
         self.node_stages = {}   # stage -> ms, the node's latest smoothed per-stage times
-        for topic in self.outputs:
-            self.node.create_subscription(types[topic], topic,
-                                          lambda msg, topic=topic: self._arrived(topic, msg),
-                                          qos_profile('reliable', depth=5), raw=True)
+        for camera in self.cameras:
+            for topic in self.outputs:
+                self.node.create_subscription(
+                    MESSAGE_TYPES[topic], camera_topic(camera, topic),
+                    lambda msg, camera=camera, topic=topic: self._arrived(camera, topic, msg),
+                    qos_profile('reliable', depth=5), raw=True)
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._diagnostics, 10)
 
-    def _arrived(self, topic, data):
-        key = struct.unpack_from('<iI' if data[1] & 1 else '>iI', data, 4)
-        self.arrivals.setdefault(key, {})[topic] = time.perf_counter()
+    @property
+    def node_dropped(self):
+        return sum(self.dropped_by_status.values())
+
+    def _arrived(self, camera, topic, data):
+        key = (camera,) + struct.unpack_from('<iI' if data[1] & 1 else '>iI', data, 4)
+        arrived = self.arrivals.setdefault(key, {})
+        arrived[topic] = time.perf_counter()
+        if len(arrived) == len(self.outputs):
+            self.complete_cameras.add(camera)
 
     def _diagnostics(self, msg):
         for status in msg.status:
@@ -516,20 +536,21 @@ class NodeProbe:
                 if item.key == 'latency (ms)':
                     self.node_processing_ms.append(float(item.value))
                 elif item.key == 'frames dropped':
-                    self.node_dropped = int(item.value)
+                    self.dropped_by_status[status.name] = int(item.value)
                 elif item.key == 'backend':
                     self.node_backend = item.value
                 elif item.key.startswith('time '):   # 'time <stage> (ms)', smoothed
                     self.node_stages[item.key[5:-5]] = float(item.value)
 
-    def publish(self, image_msg, info_msg):
-        """Send one frame (CameraInfo first, as drivers do); returns its stamp key."""
+    def publish(self, image_msg, info_msg, camera=''):
+        """Send one frame of ``camera`` (CameraInfo first, as drivers do); returns its key."""
         stamp = self.node.get_clock().now().to_msg()
         image_msg.header.stamp = info_msg.header.stamp = stamp
-        self.info_pub.publish(info_msg)
-        key = (stamp.sec, stamp.nanosec)
+        image_pub, info_pub = self.publishers[camera]
+        info_pub.publish(info_msg)
+        key = (camera, stamp.sec, stamp.nanosec)
         self.sent[key] = time.perf_counter()
-        self.image_pub.publish(image_msg)
+        image_pub.publish(image_msg)
         return key
 
     def complete(self, key):
@@ -554,8 +575,9 @@ class NodeProbe:
         self._rclpy.shutdown(context=self.context)
 
 
-def node_command(namespace, args, settings):
-    """The depth_node command line, configured like the in-process benchmark."""
+def node_command(namespace, args, settings, cameras=()):
+    """The depth_node command line, configured like the in-process benchmark; ``cameras``:
+    its ``cameras`` parameter (none: one unnamed camera)."""
     params = {'model.name': args.models, 'device': args.device,
               'model.pretrained': 'false' if args.weights is None else 'true',
               'inference.cpu_threads': args.threads,
@@ -567,6 +589,8 @@ def node_command(namespace, args, settings):
         params['model.weights'] = args.weights
     if args.backend != 'auto':   # else the node's default
         params['model.backend'] = args.backend
+    if cameras:
+        params['cameras'] = '[' + ','.join(cameras) + ']'
     command = [sys.executable, '-m', 'midas_ros', 'depth_node', '--ros-args',
                '-r', f'__ns:={namespace}']
     for name, value in params.items():
@@ -600,7 +624,18 @@ def run_node(args):
                                       delete=False)
     bound = (args.startup_timeout + args.official_duration + args.duration
              + args.warmup * args.frame_timeout + 60.0)
+    if args.cameras > 1:
+        bound = args.startup_timeout * 2 + 2 * (args.duration + 30.0) + 60.0
     load = BusyLoad(args.load, bound)
+    if args.cameras > 1:
+        try:
+            results = run_cameras(args, namespace, frames, intrinsics, settings, outputs,
+                                  log.name)
+        finally:
+            load.stop()
+            log.close()
+        print_cameras_result(results, args, log.name, os.environ['ROS_DOMAIN_ID'])
+        return
     probe = sampler = process = None
     try:
         probe = NodeProbe(namespace, outputs)
@@ -628,12 +663,12 @@ def run_node(args):
 
 
 class CameraFeed:
-    """The camera of the benchmark: the synthetic frames as rgb8 ``Image`` + ``CameraInfo``,
-    published by the probe at ``rate`` (0: one at a time, when asked)."""
+    """A camera of the benchmark: the synthetic frames as rgb8 ``Image`` + ``CameraInfo``,
+    published by the probe for ``camera`` at ``rate`` (0: one at a time, when asked)."""
 
-    def __init__(self, probe, frames, intrinsics, rate):
+    def __init__(self, probe, frames, intrinsics, rate, camera=''):
         from midas_ros.ros.conversions import array_to_image, intrinsics_to_camera_info
-        self.probe, self.rate = probe, rate
+        self.probe, self.rate, self.camera = probe, rate, camera
         self.images = [array_to_image(rgb, 'rgb8') for rgb in frames]
         self.info = intrinsics_to_camera_info(intrinsics)
         for msg in self.images:
@@ -645,7 +680,7 @@ class CameraFeed:
         """Publish the next frame now; its stamp key."""
         image = self.images[self.index % len(self.images)]
         self.index += 1
-        return self.probe.publish(image, self.info)
+        return self.probe.publish(image, self.info, self.camera)
 
     def stream_until(self, done, timeout):
         """Publish at ``rate`` (spinning the probe in between) until ``done()`` or ``timeout``
@@ -894,6 +929,164 @@ def print_node_result(result, args, log_path, domain_id):
               f'{start:.0f} MB, end {end:.0f} MB, max {peak:.0f} MB, slope {slope:+.2f} MB/min.')
 
 
+# ------------------------------------------------------------------------------- cameras
+
+
+@dataclass
+class CamerasResult:
+    """One way of serving N cameras (one node, or N single-camera nodes), measured."""
+
+    label: str
+    processes: int
+    elapsed_s: float = 0.0
+    published: Dict[str, int] = field(default_factory=dict)     # camera -> frames sent
+    completed: Dict[str, int] = field(default_factory=dict)     # camera -> with every output
+    latency_ms: Dict[str, List[float]] = field(default_factory=dict)  # image -> depth/image
+    cpu_s: float = 0.0              # CPU seconds of the node process(es) over elapsed_s
+    rss_mb: List[float] = field(default_factory=list)   # each process's mean steady RSS
+    node_dropped: int = 0
+    error: str = ''                 # why it could not be measured
+
+
+def stream_cameras(feeds, done, seconds):
+    """Every feed publishes at its rate, the cameras' phases spread over one period, spinning
+    the probe in between, for ``seconds`` or until ``done()``."""
+    probe = feeds[0].probe
+    period = 1.0 / feeds[0].rate
+    now = time.perf_counter()
+    due = [now + period * index / len(feeds) for index in range(len(feeds))]
+    end = now + seconds
+    while time.perf_counter() < end and not done():
+        now = time.perf_counter()
+        for index, feed in enumerate(feeds):
+            if now >= due[index]:
+                feed.publish()
+                due[index] = max(due[index] + period, now - period)
+        probe.spin_for(max(0.0, min(min(due) - time.perf_counter(), 0.01,
+                                    end - time.perf_counter())))
+
+
+def run_cameras(args, namespace, frames, intrinsics, settings, outputs, log_path):
+    """``--cameras N``: the same N cameras at ``--rate`` served by one depth_node with
+    ``cameras: [cam0, ...]``, then by N single-camera depth_node processes (each in the
+    namespace of its camera, so the topics are the same); a CamerasResult for each."""
+    names = [f'cam{index}' for index in range(args.cameras)]
+    probe = NodeProbe(namespace, outputs, names)
+    feeds = [CameraFeed(probe, frames, intrinsics, args.rate, name) for name in names]
+    ways = ((f'one depth_node, {len(names)} cameras',
+             [node_command(namespace, args, settings, names)]),
+            (f'{len(names)} single-camera depth_node processes',
+             [node_command(f'{namespace}/{name}', args, settings) for name in names]))
+    results = []
+    try:
+        with open(log_path, 'ab') as log:
+            for label, commands in ways:
+                processes = [subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                              env=dict(os.environ)) for command in commands]
+                samplers = [RssSampler(process.pid) for process in processes]
+                for sampler in samplers:
+                    sampler.start()
+                try:
+                    results.append(_drive_cameras(probe, feeds, processes, samplers, args,
+                                                  label, log_path))
+                except BenchmarkError as error:   # the other way's numbers still count
+                    results.append(CamerasResult(label, len(processes), error=str(error)))
+                finally:
+                    for sampler in samplers:
+                        sampler.stop()
+                    for process in processes:
+                        stop_process(process)
+    finally:
+        probe.close()
+    return results
+
+
+def _drive_cameras(probe, feeds, processes, samplers, args, label, log_path):
+    def exited():
+        return any(process.poll() is not None for process in processes)
+
+    def every_camera_complete():
+        return probe.complete_cameras >= {feed.camera for feed in feeds}
+    probe.sent.clear()
+    probe.arrivals.clear()
+    probe.complete_cameras.clear()
+    # Start-up: models load while the cameras stream; a complete frame of each ends it.
+    stream_cameras(feeds, lambda: exited() or every_camera_complete(), args.startup_timeout)
+    if exited() or not every_camera_complete():
+        raise BenchmarkError(f'{label}: not every camera got its outputs within '
+                             f'{args.startup_timeout:g} s; the node log: {log_path}')
+    stream_cameras(feeds, exited, max(2.0, args.warmup / args.rate))   # steady state
+    probe.sent.clear()
+    probe.arrivals.clear()
+    dropped_before = probe.node_dropped
+    for sampler in samplers:
+        sampler.restart()
+    cpu_start = [process_cpu_seconds(process.pid) for process in processes]
+    start = time.perf_counter()
+    stream_cameras(feeds, exited, args.duration)
+    cpu_end = [process_cpu_seconds(process.pid) for process in processes]
+    elapsed = time.perf_counter() - start
+    probe.spin_for(min(args.frame_timeout, 2.0))   # outputs of the last frames in flight
+    result = CamerasResult(label, len(processes), elapsed_s=elapsed)
+    for feed in feeds:
+        keys = [key for key in probe.sent if key[0] == feed.camera]
+        result.published[feed.camera] = len(keys)
+        result.completed[feed.camera] = sum(probe.complete(key) for key in keys)
+        result.latency_ms[feed.camera] = [
+            (probe.arrivals[key]['depth/image'] - probe.sent[key]) * 1e3 for key in keys
+            if 'depth/image' in probe.arrivals.get(key, {})]
+    if None not in cpu_start + cpu_end:
+        result.cpu_s = sum(cpu_end) - sum(cpu_start)
+    result.rss_mb = [float(np.mean([mb for _, mb in sampler.samples]))
+                     for sampler in samplers if sampler.samples]
+    result.node_dropped = probe.node_dropped - dropped_before
+    return result
+
+
+def print_cameras_result(results, args, log_path, domain_id):
+    print(f'## midas_ros benchmark, {args.cameras} cameras at {args.rate:g} Hz, '
+          f'{args.width}x{args.height} rgb8, {time.strftime("%Y-%m-%d %H:%M")}')
+    print(f'Hardware: {hardware_description(args.device, args.threads or None)}')
+    weights = f'weights {args.weights}' if args.weights else 'random weights'
+    load = f'{args.load} other process(es) keeping a core busy each' if args.load else 'no load'
+    print(f'Model {args.models} ({weights}), device {args.device}, model.backend {args.backend};'
+          f' {load}; outputs: {", ".join(args.outputs.split(","))} (scale ground_plane); '
+          f'ROS_DOMAIN_ID {domain_id}, loopback only; node logs {log_path}\n')
+    for result in results:
+        if result.error:
+            print(f'Not measured: {result.error}\n')
+    results = [result for result in results if not result.error]
+    print('| served by | camera | frames/s | p50 ms | p90 ms | p99 ms | frames sent |')
+    print('|---|---|---|---|---|---|---|')
+    for result in results:
+        for camera, completed in result.completed.items():
+            latency = result.latency_ms[camera]
+            p50, p90, p99 = percentiles(latency) if latency else (float('nan'),) * 3
+            print(f'| {result.label} | {camera} | {completed / result.elapsed_s:.2f} | '
+                  f'{p50:.0f} | {p90:.0f} | {p99:.0f} | {result.published[camera]} |')
+    print()
+    print('| served by | total frames/s | share min / max | node CPU % of one core | RSS MB '
+          '(total) | RSS MB per process |')
+    print('|---|---|---|---|---|---|')
+    for result in results:
+        total = sum(result.completed.values())
+        shares = [count / total for count in result.completed.values()] if total else [0.0]
+        print(f'| {result.label} | {total / result.elapsed_s:.2f} | {min(shares):.2f} / '
+              f'{max(shares):.2f} | {100.0 * result.cpu_s / result.elapsed_s:.0f} | '
+              f'{sum(result.rss_mb):.0f} | '
+              f"{', '.join(f'{mb:.0f}' for mb in result.rss_mb)} |")
+    if len(results) == 2 and results[0].rss_mb and results[1].rss_mb:
+        one, separate = results
+        single = float(np.mean(separate.rss_mb))
+        ratio = sum(one.rss_mb) / single
+        fps = [sum(r.completed.values()) / r.elapsed_s for r in results]
+        print(f'\nOne node for {args.cameras} cameras: {fps[0]:.2f} frames/s in all vs '
+              f'{fps[1]:.2f} with {args.cameras} processes ({fps[0] / max(fps[1], 1e-9):.2f}x); '
+              f'RSS {sum(one.rss_mb):.0f} MB = {ratio:.2f}x one single-camera node '
+              f'({single:.0f} MB), {sum(one.rss_mb) / sum(separate.rss_mb):.2f}x the '
+              f'{args.cameras} processes ({sum(separate.rss_mb):.0f} MB).')
+
+
 # ------------------------------------------------------------------------------- CLI
 
 
@@ -923,6 +1116,10 @@ def build_parser():
     parser.add_argument('--rate', type=float, default=0.0,
                         help='--node: the camera publishes at this rate (Hz; 30 is the robot '
                              'case); 0: next image when the previous outputs arrived (default)')
+    parser.add_argument('--cameras', type=int, default=1,
+                        help='--node: N cameras at --rate served by one depth_node (cameras '
+                             'cam0..camN-1), then by N single-camera depth_node processes in '
+                             'the same run: per-camera frames/s and latency, total, CPU, RSS')
     parser.add_argument('--outputs', default=','.join(NODE_OUTPUTS),
                         help='--node: comma-separated outputs the probe subscribes (the node '
                              'computes only those); default: every output')
@@ -954,6 +1151,8 @@ def main(argv=None):
         parser.error('need --frames >= 1, --warmup >= 0 and an image of at least 2x2')
     if args.load < 0 or args.official_duration < 0:
         parser.error('need --load >= 0 and --official-duration >= 0')
+    if args.cameras < 1 or (args.cameras > 1 and (not args.node or args.rate <= 0)):
+        parser.error('--cameras N (>= 1) above 1 needs --node and --rate HZ (cameras stream)')
     unknown = set(args.outputs.split(',')) - set(NODE_OUTPUTS)
     if unknown or not args.outputs:
         parser.error(f"--outputs: {', '.join(sorted(unknown)) or 'none given'}; choose from "

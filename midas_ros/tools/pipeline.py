@@ -32,15 +32,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Tuple
 
+from midas_ros.depth_outputs import CAMERA_INFO_TOPIC, IMAGE_TOPIC, OUTPUT_TOPICS
 from midas_ros.ros_env import config_path, isolated_ros_environment
 
 SYNTHETIC = 'synthetic'
 # What --record writes: everything a person replays in Foxglove or RViz, and what the artefacts
 # are computed from. depth/relative is left out (as large as depth/image, rarely wanted).
 RECORDED_TOPICS = (
-    'image', 'camera_info', 'depth/image', 'depth/colormap', 'depth/camera_info',
-    'depth/points', 'depth/scan', 'detections', 'obstacles', 'obstacles/markers',
-    'obstacles/nearest', '/diagnostics', '/rosout')
+    (IMAGE_TOPIC, CAMERA_INFO_TOPIC)
+    + tuple(topic for topic in OUTPUT_TOPICS if topic != 'depth/relative')
+    + ('detections', 'obstacles', 'obstacles/markers', 'obstacles/nearest', '/diagnostics',
+       '/rosout'))
 TRUTH_TOPICS = ('ground_truth/depth', 'ground_truth/detections')
 CAMERA_TOPICS = ('image', 'camera_info')   # what --camera-only records (+ the true depth)
 READY_TIMEOUT_S = 180.0     # model loading on a busy CPU can take a while

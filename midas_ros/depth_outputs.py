@@ -1,0 +1,52 @@
+"""depth_node's outputs, defined once: topic, message type, QoS, when each is published.
+
+ROS-free (message types are named, not imported), so that every reader can use it: depth_node
+(``ros/depth_messages.py`` builds and the per-camera publishers publish each row), the
+benchmark and the pipeline runner (which topics to subscribe / record), diagnostics (output
+names). Every row is per camera: with ``cameras: [front]`` the topic is ``front/<topic>``
+(``camera_topic``).
+
+Adding an output: one row here, its builder in ``ros/depth_messages.BUILDERS`` and, if it needs
+a new ``DepthFrame`` product, that product in ``depth_pipeline``.
+"""
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Output:
+    """One topic each camera publishes."""
+
+    topic: str                  # relative to the camera ('depth/image'; see ``camera_topic``)
+    message: str                # ROS message type ('sensor_msgs/msg/Image')
+    product: Optional[str]      # the DepthFrame product it needs; None: every frame has it
+    when: str                   # when it is published (documentation, benchmark)
+    qos: str = 'output.qos'     # the depth_node parameter naming its QoS profile
+
+
+DEPTH_OUTPUTS = (
+    Output('depth/image', 'sensor_msgs/msg/Image', None,
+           'every frame: 32FC1 metres, NaN no reading, -inf below depth.min, +inf beyond '
+           'depth.max (REP 117/118)'),
+    Output('depth/relative', 'sensor_msgs/msg/Image', None,
+           'every frame: 32FC1 network output (relative inverse depth)'),
+    Output('depth/colormap', 'sensor_msgs/msg/Image', 'colormap', 'every frame: bgr8'),
+    Output('depth/camera_info', 'sensor_msgs/msg/CameraInfo', None,
+           'every frame: the intrinsics used'),
+    Output('depth/points', 'sensor_msgs/msg/PointCloud2', 'cloud',
+           'with cloud.enabled: organized xyz (+rgb with cloud.color)'),
+    Output('depth/scan', 'sensor_msgs/msg/LaserScan', 'scan',
+           'with scan.enabled, in scan.frame_id'),
+)
+OUTPUT_TOPICS = tuple(output.topic for output in DEPTH_OUTPUTS)
+# topic -> the DepthFrame product it needs (None: always available).
+DEPTH_TOPICS = {output.topic: output.product for output in DEPTH_OUTPUTS}
+# What each camera subscribes (relative to the camera).
+IMAGE_TOPIC, COMPRESSED_IMAGE_TOPIC, CAMERA_INFO_TOPIC = 'image', 'image/compressed', \
+    'camera_info'
+
+
+def camera_topic(camera, topic):
+    """``topic`` of ``camera`` ('front', 'depth/image' -> 'front/depth/image'); camera '' is
+    depth_node's single unnamed camera (the topic itself)."""
+    return f'{camera}/{topic}' if camera else topic
