@@ -402,10 +402,20 @@ def _dev_commands():
 
 
 def _module_strings(module_name):
-    """Every string constant of a module's source: its command-line options among them."""
+    """Every string constant of a module's source and of the package modules it imports from
+    (a tool may take shared options from a common parser module): its command-line options
+    among them."""
     path = REPO / (module_name.replace('.', '/') + '.py')
-    return {n.value for n in ast.walk(ast.parse(_text(path)))
-            if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    tree = ast.parse(_text(path))
+    strings = {n.value for n in ast.walk(tree)
+               if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or '').startswith('midas_ros'):
+            imported = REPO / (node.module.replace('.', '/') + '.py')
+            if imported.is_file():
+                strings |= {n.value for n in ast.walk(ast.parse(_text(imported)))
+                            if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    return strings
 
 
 def _commands(text):
