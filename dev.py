@@ -3,7 +3,8 @@
 
     python3 dev.py demo [--output DIR] [--frames N]   # main job on the built-in synthetic scene
     python3 dev.py test                               # what CI runs: both environments below
-    python3 dev.py test [pytest args...]              # pytest in the pinned environment only
+    python3 dev.py test [pytest args...]              # pytest in the pinned environment only,
+                                                      # e.g. test/test_x.py::test_y, -k name, -x
     python3 dev.py test-robot [pytest args...]        # the robot-dependencies environment only
     python3 dev.py setup                              # only create/update .venv/
 
@@ -143,11 +144,26 @@ def _pytest(venv, args, env):
     return status
 
 
+def _pytest_arguments(args):
+    """What pytest gets for ``dev.py test ARGS``: ARGS as given (a leading ``--`` dropped).
+    No test directory is added: with no path among them pytest runs setup.cfg's ``testpaths``
+    (test/), and a selection such as ``test/test_x.py::test_y`` runs alone (an added ``test``
+    would run the whole suite beside it)."""
+    return args[1:] if args[:1] == ['--'] else list(args)
+
+
+def _selects_tests(args):
+    """Whether ``args`` name tests by path (``test/test_x.py``, ``test/test_x.py::test_y``)."""
+    return any(not arg.startswith('-') and (REPO / arg.split('::')[0]).exists()
+               for arg in args)
+
+
 def test(args):
     env = _isolated_environment()
     print(f"dev.py: ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} "
           f"ROS_AUTOMATIC_DISCOVERY_RANGE={env['ROS_AUTOMATIC_DISCOVERY_RANGE']}", flush=True)
-    status = _pytest(VENV, ['test'] + args, env)
+    args = _pytest_arguments(args)
+    status = _pytest(VENV, args, env)
     if args:   # a selection of tests: the pinned environment only
         return status
     return test_robot([]) or status
@@ -157,7 +173,10 @@ def test_robot(args):
     """The robot-dependencies run: its own venv, references made by the pinned one."""
     setup(ROBOT_VENV, ROBOT_REQUIREMENTS)
     env = dict(_isolated_environment(), MIDAS_REFERENCE_PYTHON=str(VENV_PYTHON))
-    return _pytest(ROBOT_VENV, args or list(ROBOT_TESTS), env)
+    args = _pytest_arguments(args)
+    if not _selects_tests(args):     # options alone (-x, -k name): applied to ROBOT_TESTS
+        args += list(ROBOT_TESTS)
+    return _pytest(ROBOT_VENV, args, env)
 
 
 def main(argv):
@@ -165,7 +184,9 @@ def main(argv):
     if not argv or argv[0] not in commands:
         sys.stderr.write(__doc__)
         return 2
+    start = time.monotonic()
     setup()
+    print(f'dev.py: set-up took {time.monotonic() - start:.0f} s', flush=True)
     command = commands[argv[0]]
     return 0 if command is None else command(argv[1:])
 

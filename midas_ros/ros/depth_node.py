@@ -48,7 +48,7 @@ from midas_ros.handoff import Handoff
 from midas_ros.intake import LatestFrame
 from midas_ros.ros.conversions import (ConversionError, camera_info_to_intrinsics, cloud_to_xyz,
                                        compressed_to_array, depth_to_metres, image_to_array,
-                                       projection_is_set)
+                                       projection_is_set, stamp_ns)
 from midas_ros.ros.depth_messages import (DEPTH_TOPICS, DepthMessageBuilder, products_for,
                                           skipped_topics)
 from midas_ros.ros.depth_node_params import DEPTH_NODE_PARAMS
@@ -59,7 +59,7 @@ from midas_ros.ros.qos import qos_profile, subscribe, unsubscribe
 from midas_ros.ros.tf_frames import FrameTransforms, TransformUnavailable
 from midas_ros.ros.throttled_log import ThrottledLog
 from midas_ros.ros.time_jumps import on_time_jump_back
-from midas_ros.scale import FloorPlane
+from midas_ros.scale import FloorPlane, anchor_age_s
 
 THROTTLE_S = 5.0
 FIRST_CAMERA_INFO_WAIT_S = 0.5
@@ -173,7 +173,7 @@ class DepthNode(ManagedNode):
         self.camera_info = None
         self._camera_info_arrived = threading.Condition()
         self._first_camera_info_wait = True
-        self.anchors = None  # (message, receive time)
+        self.anchors = None  # (message, receive time: node clock ns)
 
         self.stats = {'processed': 0, 'idle': 0, 'errors': 0, 'latency_s': 0.0, 'fps': 0.0}
         self.warming_up = None   # (width, height) while the estimator warms up for that size
@@ -332,7 +332,7 @@ class DepthNode(ManagedNode):
                                                    FIRST_CAMERA_INFO_WAIT_S)
 
     def _on_anchors(self, msg):
-        self.anchors = (msg, time.monotonic())
+        self.anchors = (msg, self.get_clock().now().nanoseconds)
 
     def _intrinsics_for(self, width, height):
         """The intrinsics of a width x height image: CameraInfo if usable, else the FOV default."""
@@ -375,19 +375,22 @@ class DepthNode(ManagedNode):
         if isinstance(msg, CompressedImage):
             pixels, encoding = compressed_to_array(msg)
         else:
-            pixels, encoding = image_to_array(msg)
+            pixels, encoding = image_to_array(msg, accepted=CHANNEL_ORDER)
         order = CHANNEL_ORDER.get(encoding)
         if order is None:
             raise ConversionError(f"encoding '{encoding}' is not a colour or mono8 camera image "
                                   f"(accepted: {', '.join(CHANNEL_ORDER)})")
         return pixels, order
 
-    def _current_anchors(self, intrinsics, image_frame):
-        """Anchors ``(u, v, z, valid)`` in this image from the newest anchor message."""
+    def _current_anchors(self, intrinsics, image_frame, image_stamp):
+        """Anchors ``(u, v, z, valid)`` in this image from the newest anchor message, if it is
+        within ``scale.anchor_timeout`` of the image in data time (``scale.anchor_age_s``)."""
         if self.anchors is None:
             return None
         msg, received = self.anchors
-        if time.monotonic() - received > self.values['scale.anchor_timeout']:
+        age = anchor_age_s(stamp_ns(msg.header.stamp), stamp_ns(image_stamp), received,
+                           self.get_clock().now().nanoseconds)
+        if age > self.values['scale.anchor_timeout']:
             return None
         try:
             return self._anchors_from(msg, intrinsics, image_frame)
@@ -556,7 +559,7 @@ class DepthNode(ManagedNode):
         header.frame_id = self._output_frame(header.frame_id)
         mode = self.values['scale.mode']
         self.geometry = {}
-        anchors = (self._current_anchors(intrinsics, header.frame_id) if mode == 'sparse'
+        anchors = (self._current_anchors(intrinsics, header.frame_id, stamp) if mode == 'sparse'
                    else None)
         floor = self._floor_for(header.frame_id, stamp) if mode == 'ground_plane' else None
         check_intrinsics(intrinsics, pixels)

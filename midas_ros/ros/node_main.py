@@ -15,6 +15,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
 from midas_ros.ros.lifecycle import ManagedNode, StartupError
+from midas_ros.ros.parameters import BadParameter
 
 
 def _stop_requested(signum, frame):
@@ -61,7 +62,7 @@ def run_node(create_node, name, startup_errors=(), args=None, main_thread_work=N
             node = create_node()
             if isinstance(node, ManagedNode):
                 node.start()
-        except (StartupError, *startup_errors) as error:
+        except (StartupError, BadParameter, *startup_errors) as error:
             if not rclpy.ok():
                 return 0        # stopped (Ctrl-C) while starting: not a failure
             rclpy.logging.get_logger(name).fatal(f'cannot start: {error}')

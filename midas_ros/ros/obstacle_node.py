@@ -46,7 +46,7 @@ from midas_ros.fusion import Box, FusionConfig, fuse, nearest_range
 from midas_ros.geometry import quaternion_from_rotation, transform_points
 from midas_ros.ros.conversions import (DEPTH_ENCODINGS, ConversionError,
                                        camera_info_to_intrinsics, depth_to_metres,
-                                       image_to_array)
+                                       image_to_array, stamp_ns)
 from midas_ros.ros.lifecycle import AUTOSTART, ManagedNode
 from midas_ros.ros.node_main import run_node
 from midas_ros.ros.parameters import Param, declare_parameters, on_set_parameters
@@ -104,10 +104,6 @@ _STALL_S = 5.0              # nothing paired for this long while detections come
 _MIN_MARKER_SIZE = 0.02     # m: flat objects still get a visible box
 _LABEL_HEIGHT = 0.25        # m: text size of the marker labels
 _BOX_ALPHA = 0.45
-
-
-def stamp_ns(stamp):
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 def best_hypothesis(detection):
