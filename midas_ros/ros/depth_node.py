@@ -55,7 +55,7 @@ from midas_ros.ros.depth_node_params import DEPTH_NODE_PARAMS
 from midas_ros.ros.lifecycle import ManagedNode
 from midas_ros.ros.node_main import run_node
 from midas_ros.ros.parameters import declare_parameters, on_set_parameters
-from midas_ros.ros.qos import qos_profile, subscribe, unsubscribe
+from midas_ros.ros.qos import qos_profile, subscribe, transport_topic, unsubscribe
 from midas_ros.ros.tf_frames import FrameTransforms, TransformUnavailable
 from midas_ros.ros.throttled_log import ThrottledLog
 from midas_ros.ros.time_jumps import on_time_jump_back
@@ -221,7 +221,7 @@ class DepthNode(ManagedNode):
         """Subscribe the inputs; start the per-frame work and diagnostics."""
         values = self.values
         self._first_camera_info_wait = True
-        image_topic = 'image' if self._image_type is Image else 'image/compressed'
+        image_topic = transport_topic(self, 'image', values['image.transport'])
         self._inputs = [
             subscribe(self, self._image_type, image_topic, self.frames.put, values['image.qos'],
                       1, raw=True),
@@ -665,6 +665,7 @@ class DepthNode(ManagedNode):
             'backend error': next((e.backend_error for e in self.pipeline.estimators
                                    if e.backend_error), ''),
             'device': str(estimator.device),
+            'weights': 'pretrained' if self.values['model.pretrained'] else 'random',
             'precision': f'{estimator.precision} ({estimator.precision_reason})',
             'warm-up (s)': ', '.join(f'{w}x{h}: {seconds:.2f}' for (w, h), seconds
                                      in list(estimator.warmed_up.items())),
