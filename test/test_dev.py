@@ -18,7 +18,8 @@ def test_a_selection_is_passed_alone_and_options_keep_the_test_paths():
 
 def test_pytest_runs_exactly_the_selected_test(tmp_path):
     """What dev.py test runs for a selection, through pytest itself (collection only)."""
-    selection = 'test/test_dev.py::test_a_selection_is_passed_alone_and_options_keep_the_test_paths'
+    selection = ('test/test_dev.py::'
+                 'test_a_selection_is_passed_alone_and_options_keep_the_test_paths')
     out = subprocess.run([sys.executable, '-m', 'pytest', '--collect-only', '-q',
                           *dev._pytest_arguments([selection])], cwd=REPO, capture_output=True,
                          text=True, check=True).stdout

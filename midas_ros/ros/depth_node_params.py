@@ -56,8 +56,8 @@ DEPTH_NODE_PARAMS = (
           "camera's size, or [0, 0] with a TensorRT engine not built for it yet (minutes on a "
           'Jetson)', read_only=True),
     # Input.
-    Param('image.transport', 'raw', "raw: subscribe 'image'; compressed: '<image as remapped>/compressed' "
-          '(as image_transport)',
+    Param('image.transport', 'raw', "raw: subscribe 'image'; compressed: '<image as "
+          "remapped>/compressed' (as image_transport)",
           choices=('raw', 'compressed'), read_only=True),
     Param('image.qos', 'sensor_data', 'QoS of the image and camera_info subscriptions: '
           "sensor_data (best effort) matches every publisher; 'auto' follows the publishers "

@@ -81,6 +81,7 @@ def _as_declared_type(param, value):
     Anything else is returned unchanged (the type check then refuses it)."""
     if not _is_float_row(param):
         return value
+
     def whole(item):
         return isinstance(item, int) and not isinstance(item, bool)
     if whole(value):

@@ -20,8 +20,9 @@ The model uses the official weights when they can be found (``model.weights_dir`
 ``--no-download``), the official checkpoint is downloaded into the torch hub cache first
 (:func:`fetch_official_weights`). Offline it runs on random weights, said loudly: every output
 still flows, the depth is meaningless, and every picture (montage, each video frame) carries a
-red "RANDOM WEIGHTS" bar; summary.json has ``"random_weights": true``. depth_node runs in ``ground_plane`` scale mode with
-the scene's true camera height and pitch, the metric path a robot with a known camera mount uses.
+red "RANDOM WEIGHTS" bar; summary.json has ``"random_weights": true``. depth_node runs in
+``ground_plane`` scale mode with the scene's true camera height and pitch, the metric path a
+robot with a known camera mount uses.
 """
 import argparse
 import json
