@@ -108,6 +108,77 @@ def setup(venv=VENV, requirements=REQUIREMENTS):
     _build_interfaces(venv)
     if venv == VENV:    # the robot-path tests run in the main environment
         _install_ros2_tools(venv)
+        register_ament_package(venv, python)
+        _activate_sets_ament_prefix_path(venv)
+
+
+def register_ament_package(prefix, python):
+    """Make ``prefix`` (the venv) an ament prefix that holds midas_ros from this checkout, as a
+    colcon install would: the package's marker in the ament index, share/midas_ros/{launch,
+    config,package.xml} linking to the checkout, and lib/midas_ros/<executable> scripts that run
+    ``python -m midas_ros <executable>``. With ``AMENT_PREFIX_PATH`` naming it (the venv's
+    activate script sets it), ``ros2 launch midas_ros ...`` and ``ros2 run midas_ros ...`` work
+    from the venv without a colcon build; edits of the checkout apply at once."""
+    sys.path.insert(0, str(REPO))
+    from midas_ros.__main__ import EXECUTABLES
+    prefix = Path(prefix)
+    index = prefix / 'share' / 'ament_index' / 'resource_index' / 'packages'
+    index.mkdir(parents=True, exist_ok=True)
+    (index / 'midas_ros').touch()
+    share = prefix / 'share' / 'midas_ros'
+    share.mkdir(parents=True, exist_ok=True)
+    for name in ('config', 'package.xml'):
+        _link(share / name, REPO / name)
+    # ros2 launch looks for launch files with os.walk, which does not enter a linked folder:
+    # a folder of links, one per launch file.
+    launch = share / 'launch'
+    if launch.is_symlink() or launch.is_file():
+        launch.unlink()
+    launch.mkdir(exist_ok=True)
+    sources = {path.name: path for path in (REPO / 'launch').glob('*.launch.py')}
+    for stale in set(p.name for p in launch.iterdir()) - set(sources):
+        (launch / stale).unlink()
+    for name, source in sources.items():
+        _link(launch / name, source)
+    lib = prefix / 'lib' / 'midas_ros'
+    lib.mkdir(parents=True, exist_ok=True)
+    for name, _ in EXECUTABLES:
+        script = lib / name
+        text = f'#!/bin/sh\nexec "{python}" -m midas_ros {name} "$@"\n'
+        if not script.is_file() or script.read_text() != text:
+            script.write_text(text)
+        script.chmod(0o755)
+
+
+def _link(link, target):
+    """``link`` -> ``target`` (a symbolic link), replacing whatever ``link`` was."""
+    if link.is_symlink() and os.readlink(link) == str(target):
+        return
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.exists():
+        shutil.rmtree(link)
+    link.symlink_to(target)
+
+
+_ACTIVATE_BEGIN = '# >>> midas_ros (dev.py setup): this venv is an ament prefix >>>'
+_ACTIVATE_HOOK = _ACTIVATE_BEGIN + '''
+# ros2 launch / ros2 run find midas_ros (and the interface packages built here) through it.
+case ":${AMENT_PREFIX_PATH-}:" in
+    *":$VIRTUAL_ENV:"*) ;;
+    *) AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+       export AMENT_PREFIX_PATH ;;
+esac
+# <<< midas_ros <<<
+'''
+
+
+def _activate_sets_ament_prefix_path(venv):
+    """Append the AMENT_PREFIX_PATH hook to ``venv``/bin/activate (bash, zsh, sh), once."""
+    activate = Path(venv) / 'bin' / 'activate'
+    if activate.is_file() and _ACTIVATE_BEGIN not in activate.read_text():
+        with open(activate, 'a') as stream:
+            stream.write('\n' + _ACTIVATE_HOOK)
 
 
 def _install_ros2_tools(venv):
