@@ -99,8 +99,8 @@ def params_file(tmp_path, node, values):
 @needs_ros2
 @pytest.mark.parametrize('signals', [(signal.SIGINT,), (signal.SIGINT, signal.SIGINT)],
                          ids=['ctrl-c', 'ctrl-c-twice'])
-def test_depth_launch_from_the_venv_stops_on_ctrl_c_with_a_busy_core(venv_env, tmp_path,
-                                                                      busy_core, signals):
+def test_depth_launch_from_the_venv_stops_on_ctrl_c_with_a_busy_core(
+        venv_env, tmp_path, busy_core, signals):
     fast = params_file(tmp_path, 'depth_node', {'inference.warmup_size': [0, 0]})
     launch = start(venv_env, tmp_path, 'depth.launch.py',
                    ['namespace:=/venvdepth', 'pretrained:=false', 'device:=cpu',
@@ -137,8 +137,9 @@ def test_a_node_that_cannot_start_ends_the_whole_launch_with_one_line(venv_env, 
     output = launch.output()
     lines = [line for line in output.splitlines() if 'stopping the launch' in line]
     assert len(lines) == 1, output[-5000:]
-    assert re.search(r'\[ERROR\] \[midas_ros\]: depth_node exited with status 1: cannot start: '
-                     r'.*weights', lines[0]), lines[0]
+    assert re.search(r'\[ERROR\] \[midas_ros\]: /venvfail/depth_node exited with status 1: '
+                     r'cannot start: no weights found .*\. \(details above\); stopping the '
+                     r'launch$', lines[0]), lines[0]
     for name in ('camera_source', 'synthetic_detector', 'obstacle_node'):
         assert re.search(rf'\[{name}-\d+\]: process has finished cleanly', output), \
             f'{name}:\n{output[-5000:]}'
@@ -157,7 +158,7 @@ def test_a_bad_parameter_file_ends_the_launch_naming_the_parameter(venv_env, tmp
         launch.kill()
     assert group_gone_within(launch.process.pid, STOP_S)
     lines = [line for line in launch.output().splitlines() if 'stopping the launch' in line]
-    assert len(lines) == 1 and 'obstacle_node exited with status 1' in lines[0] \
+    assert len(lines) == 1 and '/venvbad/obstacle_node exited with status 1' in lines[0] \
         and 'sync_tolerance' in lines[0], launch.output()[-5000:]
 
 

@@ -57,7 +57,13 @@ def network_overrides(context):
 
 
 def _reason_from(line):
-    return line.split(']: ', 1)[-1].strip()
+    """The message of a log line; a message going on over more lines (a list after 'Looked
+    in:') is cut at its last full sentence, the rest being right above in the output."""
+    reason = line.split(']: ', 1)[-1].strip()
+    if reason.endswith(':'):
+        head = reason.rsplit('. ', 1)[0] if '. ' in reason else reason.rstrip(':')
+        reason = f'{head.rstrip(".")}. (details above)'
+    return reason
 
 
 def exit_description(returncode):
@@ -74,7 +80,7 @@ def end_launch_when_a_node_fails(nodes):
     """Event handlers (a list of launch actions) for ``nodes`` (launch_ros Node actions): when
     one of them ends with a non-zero status while the launch is running, log one line,
 
-        [ERROR] [midas_ros]: depth_node exited with status 1: cannot start: no weights ...;
+        [ERROR] [midas_ros]: /depth_node exited with status 1: cannot start: no weights ...;
         stopping the launch
 
     (its last FATAL/ERROR line is the reason) and shut the launch down, so every other node
@@ -97,7 +103,7 @@ def end_launch_when_a_node_fails(nodes):
             return None
         name = getattr(event.action, 'node_name', None) or event.action.name
         why = last_error.get(id(event.action), 'see its output above')
-        reason = f'{name.lstrip("/")} {exit_description(event.returncode)}: {why}'
+        reason = f'{name} {exit_description(event.returncode)}: {why}'
         get_logger('midas_ros').error(f'{reason}; stopping the launch')
         return [EmitEvent(event=Shutdown(reason=reason))]
 
