@@ -77,12 +77,14 @@ def start(env, tmp_path, launch_file, arguments, ready, count=1):
     return launch
 
 
-def group_gone_within(pgid, seconds):
-    """True once no process of the group ``pgid`` is left (launch and every node)."""
+def group_gone_within(launch, seconds):
+    """True once no process of ``launch``'s group is left (launch and every node). Launch
+    itself is reaped first (an exited child stays a zombie, still signalable, until then)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
+        launch.process.poll()
         try:
-            os.killpg(pgid, 0)
+            os.killpg(launch.process.pid, 0)
         except ProcessLookupError:
             return True
         time.sleep(0.1)
@@ -113,7 +115,7 @@ def test_depth_launch_from_the_venv_stops_on_ctrl_c_with_a_busy_core(
         if number:
             time.sleep(0.03)
         os.killpg(launch.process.pid, signum)
-    assert group_gone_within(launch.process.pid, STOP_S), launch.output()[-5000:]
+    assert group_gone_within(launch, STOP_S), launch.output()[-5000:]
     assert launch.wait(1.0) == 0 and time.monotonic() - started < STOP_S
     output = launch.output()
     assert re.search(r'\[depth_node-\d+\]: process has finished cleanly', output), output
@@ -133,7 +135,7 @@ def test_a_node_that_cannot_start_ends_the_whole_launch_with_one_line(venv_env, 
         launch.wait(STARTUP_S)
     finally:
         launch.kill()
-    assert group_gone_within(launch.process.pid, STOP_S)
+    assert group_gone_within(launch, STOP_S)
     output = launch.output()
     lines = [line for line in output.splitlines() if 'stopping the launch' in line]
     assert len(lines) == 1, output[-5000:]
@@ -156,7 +158,7 @@ def test_a_bad_parameter_file_ends_the_launch_naming_the_parameter(venv_env, tmp
         launch.wait(STARTUP_S)
     finally:
         launch.kill()
-    assert group_gone_within(launch.process.pid, STOP_S)
+    assert group_gone_within(launch, STOP_S)
     lines = [line for line in launch.output().splitlines() if 'stopping the launch' in line]
     assert len(lines) == 1 and '/venvbad/obstacle_node exited with status 1' in lines[0] \
         and 'sync_tolerance' in lines[0], launch.output()[-5000:]
@@ -172,6 +174,6 @@ def test_sigterm_to_launch_alone_ends_every_node(venv_env, tmp_path, busy_core):
                    ['namespace:=/venvterm', 'camera_source:=true', 'pretrained:=false',
                     'device:=cpu', f'depth_params:={fast}'], ready='activated', count=2)
     os.kill(launch.process.pid, signal.SIGTERM)
-    assert group_gone_within(launch.process.pid, STOP_S), launch.output()[-5000:]
+    assert group_gone_within(launch, STOP_S), launch.output()[-5000:]
     launch.wait(1.0)
     assert 'Traceback' not in launch.output(), launch.output()[-5000:]
