@@ -30,7 +30,9 @@ waiting detection is forgotten, with one info line. The maths lives in
 """
 import colorsys
 import math
+import time
 import zlib
+from collections import deque
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -52,7 +54,7 @@ from midas_ros.ros.node_main import run_node
 from midas_ros.ros.parameters import Param, declare_parameters, on_set_parameters
 from midas_ros.ros.qos import (AUTO_QOS, QOS_NAMES, SUBSCRIPTION_QOS_NAMES, qos_profile,
                                subscribe, unsubscribe)
-from midas_ros.ros.tf_frames import FrameTransforms, TransformUnavailable
+from midas_ros.ros.tf_frames import TRANSFORM_WAIT_S, FrameTransforms, TransformUnavailable
 from midas_ros.ros.throttled_log import ThrottledLog
 from midas_ros.ros.time_jumps import on_time_jump_back
 from midas_ros.time_sync import NearestStampPolicy
@@ -151,6 +153,9 @@ class ObstacleNode(ManagedNode):
 
         self.throttled = ThrottledLog(self.get_logger(), _WARN_PERIOD_S)
         self.tf = FrameTransforms(self)
+        # Measured, waiting for their transform to target_frame: (deadline, header in the
+        # depth frame, detections, obstacles), oldest first.
+        self._to_place = deque()
         self._intrinsics = None     # of the latest valid depth/camera_info
         self._metres = None         # reused float32 buffer for 16UC1 frames
         self._marker_count = 0      # markers of each namespace currently shown in RViz
@@ -193,6 +198,7 @@ class ObstacleNode(ManagedNode):
         self._inputs = []
         # Stale once reactivated: frames and detections start afresh.
         self._pairing.reset()
+        self._to_place.clear()
 
     def cleanup(self):
         for publisher in self._outputs:
@@ -280,6 +286,7 @@ class ObstacleNode(ManagedNode):
         """Time went back: no buffered frame or waiting detection belongs to the new time."""
         if clear:
             self._pairing.reset()
+        self._to_place.clear()
         self.tf.clear()
         self.get_logger().info(f'{why}: forgot the buffered depth frames, waiting detections '
                                'and transforms (a bag loop or simulator reset?)')
@@ -309,6 +316,7 @@ class ObstacleNode(ManagedNode):
     def _process_pending(self):
         """Measure every detection message whose depth frame is decided, in arrival order;
         count the ones no frame matched (diagnostics), warn only when pairing has stalled."""
+        self._place_waiting()
         if self._intrinsics is None:
             return          # nothing can be measured yet; the detections wait (bounded)
         for decision in self._pairing.poll(self._now_ns()):
@@ -391,20 +399,41 @@ class ObstacleNode(ManagedNode):
         return header
 
     def _publish(self, header, detections, obstacles, intrinsics):
-        """``header``: in the depth image's frame, where ``obstacles`` were measured."""
+        """``header``: in the depth image's frame, where ``obstacles`` were measured. The
+        Range goes at once; obstacles and markers once placed in ``target_frame``, in order
+        (:meth:`_place_waiting`)."""
         self._nearest_pub.publish(self._nearest_range(header, obstacles, intrinsics))
-        placed = self._in_target_frame(header, obstacles)
-        if placed is None:
-            return
-        header, positions, orientation, labels = placed
-        self._obstacles_pub.publish(self._detection_array(header, detections, obstacles,
-                                                          positions, orientation))
-        self._markers_pub.publish(self._markers(header, obstacles, positions, orientation,
-                                                labels))
+        self._to_place.append((time.monotonic() + TRANSFORM_WAIT_S, header, detections,
+                               obstacles))
+        self._place_waiting()
+
+    def _place_waiting(self):
+        """Publish the measured obstacles whose transform to ``target_frame`` (at their
+        stamp) is known, oldest first. One whose transform is still on its way (the odometry
+        on /tf comes a little after the camera) waits for it, up to TRANSFORM_WAIT_S, without
+        blocking the executor that receives it: the timer of ``_process_pending`` retries."""
+        while self._to_place:
+            deadline, header, detections, obstacles = self._to_place[0]
+            try:
+                placed_header, positions, orientation, labels = self._in_target_frame(
+                    header, obstacles)
+            except TransformUnavailable as error:
+                if error.may_arrive and time.monotonic() < deadline:
+                    return      # later ones wait behind it: outputs stay in stamp order
+                self._to_place.popleft()
+                self.tf.report_missing(self.throttled, 'obstacles and markers not published: '
+                                       f'no transform {error}')
+                continue
+            self._to_place.popleft()
+            self._obstacles_pub.publish(self._detection_array(
+                placed_header, detections, obstacles, positions, orientation))
+            self._markers_pub.publish(self._markers(placed_header, obstacles, positions,
+                                                    orientation, labels))
 
     def _in_target_frame(self, header, obstacles):
         """(header, positions (N, 3), box orientation (x, y, z, w), label positions (N, 3)) in
-        ``target_frame``; None (warned) when TF cannot give the transform at the stamp."""
+        ``target_frame``; TransformUnavailable when TF cannot give the transform at the
+        stamp (yet)."""
         positions = np.array([o.position for o in obstacles], np.float64).reshape(-1, 3)
         labels = positions.copy()
         # Labels above the boxes: optical y points down.
@@ -419,12 +448,7 @@ class ObstacleNode(ManagedNode):
             return header, positions, identity, labels
         if not obstacles:   # no numbers to move: the empty message is true in any frame
             return Header(stamp=header.stamp, frame_id=target), positions, identity, labels
-        try:
-            transform = self.tf.lookup(target, header.frame_id, header.stamp)
-        except TransformUnavailable as error:
-            self.tf.report_missing(self.throttled, 'obstacles and markers not published: '
-                                   f'no transform {error}')
-            return None
+        transform = self.tf.lookup(target, header.frame_id, header.stamp)
         return (Header(stamp=header.stamp, frame_id=target),
                 transform_points(transform, positions),
                 quaternion_from_rotation(transform[:3, :3]),
