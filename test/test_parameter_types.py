@@ -110,3 +110,12 @@ def test_a_parameter_file_of_whole_numbers_over_dds(tmp_path):
     assert bad.process.wait(120) == 1
     lines = [line for line in bad.output().splitlines() if 'scale.camera_height' in line]
     assert len(lines) == 1 and 'cannot start' in lines[0], bad.output()
+
+
+@pytest.mark.parametrize('overrides, name', [({'min_range': 30.0, 'max_range': 10.0}, 'range'),
+                                             ({'class_ids': 5}, 'class_ids')])
+def test_obstacle_node_refuses_settings_that_cannot_work_together(context, overrides, name):
+    from midas_ros.ros.obstacle_node import ObstacleNode
+    with pytest.raises(BadParameter, match=name):
+        ObstacleNode(context=context, parameter_overrides=[
+            Parameter(key, value=value) for key, value in overrides.items()])

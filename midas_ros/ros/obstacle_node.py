@@ -36,6 +36,7 @@ from collections import deque
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.parameter import Parameter
 from rclpy.timer import Timer
 from sensor_msgs.msg import CameraInfo, Image, Range
@@ -51,7 +52,8 @@ from midas_ros.ros.conversions import (DEPTH_ENCODINGS, ConversionError,
                                        image_to_array, stamp_ns)
 from midas_ros.ros.lifecycle import AUTOSTART, ManagedNode
 from midas_ros.ros.node_main import run_node
-from midas_ros.ros.parameters import Param, declare_parameters, on_set_parameters
+from midas_ros.ros.parameters import (BadParameter, Param, declare_parameters,
+                                      on_set_parameters)
 from midas_ros.ros.qos import (AUTO_QOS, QOS_NAMES, SUBSCRIPTION_QOS_NAMES, qos_profile,
                                subscribe, unsubscribe)
 from midas_ros.ros.tf_frames import TRANSFORM_WAIT_S, FrameTransforms, TransformUnavailable
@@ -141,13 +143,8 @@ class ObstacleNode(ManagedNode):
         reason = self._apply(values)
         if reason is not None:
             # Each value passed its own check but together they cannot work (e.g. max_range
-            # below min_range): fall back to the defaults of the settings checked together.
-            self.get_logger().error(f'{reason}; using the default fusion settings')
-            fallback = [Parameter(param.name, value=param.default)
-                        for param in OBSTACLE_NODE_PARAMS
-                        if param.name in FusionConfig.__dataclass_fields__]
-            self.set_parameters(fallback)
-            self._apply({**values, **{p.name: p.value for p in fallback}})
+            # below min_range): refused, as a single bad value is, never run on defaults.
+            raise BadParameter(f'parameters {reason}')
         self.add_on_set_parameters_callback(
             on_set_parameters(OBSTACLE_NODE_PARAMS, lambda: self._params, self._apply))
 
@@ -214,8 +211,11 @@ class ObstacleNode(ManagedNode):
         (rejecting ``-p class_ids:=[person]``), and ``class_ids: []`` in a YAML file arrives
         without any type, which leaves the parameter unset."""
         param, = (param for param in OBSTACLE_NODE_PARAMS if param.name == 'class_ids')
-        value = self.declare_parameter(param.name, Parameter.Type.STRING_ARRAY,
-                                       param.descriptor()).value
+        try:
+            value = self.declare_parameter(param.name, Parameter.Type.STRING_ARRAY,
+                                           param.descriptor()).value
+        except (InvalidParameterTypeException, InvalidParameterValueException) as error:
+            raise BadParameter(f'parameter {param.name}: {error}') from None
         if value is None:
             self.set_parameters([Parameter(param.name, Parameter.Type.STRING_ARRAY, [])])
             value = []
