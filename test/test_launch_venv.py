@@ -19,9 +19,9 @@ import pytest
 
 import dev
 from robot_workspace import REPO, VENV_BIN, Launch, missing_ros2_tools
+from test_robot_path import STARTUP_S, start_launch
 
 STOP_S = 10.0
-STARTUP_S = 240     # a model build on a busy 2-core machine
 needs_ros2 = pytest.mark.skipif(missing_ros2_tools() is not None,
                                 reason=str(missing_ros2_tools()))
 
@@ -64,19 +64,6 @@ def busy_core():
     spinner.wait()
 
 
-def start(env, tmp_path, launch_file, arguments, ready, count=1):
-    launch = Launch(env, launch_file, arguments, tmp_path / f'{launch_file}.log')
-    deadline = time.monotonic() + STARTUP_S
-    while launch.output().count(ready) < count and time.monotonic() < deadline:
-        if launch.process.poll() is not None:
-            break
-        time.sleep(0.3)
-    if launch.output().count(ready) < count:
-        launch.kill()
-        pytest.fail(f"'{ready}' not logged {count}x:\n{launch.output()[-5000:]}")
-    return launch
-
-
 def group_gone_within(launch, seconds):
     """True once no process of ``launch``'s group is left (launch and every node). Launch
     itself is reaped first (an exited child stays a zombie, still signalable, until then)."""
@@ -102,11 +89,11 @@ def params_file(tmp_path, node, values):
 @pytest.mark.parametrize('signals', [(signal.SIGINT,), (signal.SIGINT, signal.SIGINT)],
                          ids=['ctrl-c', 'ctrl-c-twice'])
 def test_depth_launch_from_the_venv_stops_on_ctrl_c_with_a_busy_core(
-        venv_env, tmp_path, busy_core, signals):
+        venv_env, tmp_path, tmp_path_factory, busy_core, signals):
     fast = params_file(tmp_path, 'depth_node', {'inference.warmup_size': [0, 0]})
-    launch = start(venv_env, tmp_path, 'depth.launch.py',
-                   ['namespace:=/venvdepth', 'pretrained:=false', 'device:=cpu',
-                    f'params_file:={fast}'], ready='depth_node active')
+    launch = start_launch(venv_env, tmp_path_factory, 'depth.launch.py',
+                          ['namespace:=/venvdepth', 'pretrained:=false', 'device:=cpu',
+                           f'params_file:={fast}'], ready='depth_node active')
     output = launch.output()
     assert 'model midas_v21_small_256 on cpu' in output, output[-3000:]
     assert 'RANDOM network weights' in output
@@ -165,14 +152,15 @@ def test_a_bad_parameter_file_ends_the_launch_naming_the_parameter(venv_env, tmp
 
 
 @needs_ros2
-def test_sigterm_to_launch_alone_ends_every_node(venv_env, tmp_path, busy_core):
+def test_sigterm_to_launch_alone_ends_every_node(venv_env, tmp_path, tmp_path_factory,
+                                                 busy_core):
     """SIGTERM to the ros2 launch process only (``kill PID``, a service manager): launch
     cancels its run without stopping its processes (launch's own behaviour); the nodes end
     with it (midas_ros.ros.node_main.end_with_the_parent), cleanly, within 10 s."""
     fast = params_file(tmp_path, 'depth_node', {'inference.warmup_size': [0, 0]})
-    launch = start(venv_env, tmp_path, 'pipeline.launch.py',
-                   ['namespace:=/venvterm', 'camera_source:=true', 'pretrained:=false',
-                    'device:=cpu', f'depth_params:={fast}'], ready='activated', count=2)
+    launch = start_launch(venv_env, tmp_path_factory, 'pipeline.launch.py',
+                          ['namespace:=/venvterm', 'camera_source:=true', 'pretrained:=false',
+                           'device:=cpu', f'depth_params:={fast}'], ready='activated', count=2)
     os.kill(launch.process.pid, signal.SIGTERM)
     assert group_gone_within(launch, STOP_S), launch.output()[-5000:]
     launch.wait(1.0)
