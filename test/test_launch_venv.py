@@ -136,8 +136,17 @@ def test_a_node_that_cannot_start_ends_the_whole_launch_with_one_line(venv_env, 
 
 
 @needs_ros2
-def test_a_bad_parameter_file_ends_the_launch_naming_the_parameter(venv_env, tmp_path):
-    bad = params_file(tmp_path, 'obstacle_node', {'sync_tolerance': 'soon'})
+@pytest.mark.parametrize('content, named', [
+    ({'sync_tolerance': 'soon'}, 'sync_tolerance'),
+    ('/**:\n  ros__parameters:\n    sync_tolerance: [1,\n', "Couldn't parse params file")],
+    ids=['bad-value', 'yaml-syntax'])
+def test_a_bad_parameter_file_ends_the_launch_naming_the_parameter(
+        venv_env, tmp_path, content, named):
+    if isinstance(content, dict):
+        bad = params_file(tmp_path, 'obstacle_node', content)
+    else:
+        bad = tmp_path / 'broken.yaml'
+        bad.write_text(content)
     launch = Launch(venv_env, 'pipeline.launch.py', ['namespace:=/venvbad', 'pretrained:=false',
                                                      'device:=cpu', f'obstacle_params:={bad}'],
                     tmp_path / 'bad.log')
@@ -148,7 +157,8 @@ def test_a_bad_parameter_file_ends_the_launch_naming_the_parameter(venv_env, tmp
     assert group_gone_within(launch, STOP_S)
     lines = [line for line in launch.output().splitlines() if 'stopping the launch' in line]
     assert len(lines) == 1 and '/venvbad/obstacle_node exited with status 1' in lines[0] \
-        and 'sync_tolerance' in lines[0], launch.output()[-5000:]
+        and named in lines[0], launch.output()[-5000:]
+    assert 'Traceback' not in launch.output(), launch.output()[-5000:]
 
 
 @needs_ros2

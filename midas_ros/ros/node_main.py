@@ -17,9 +17,12 @@ import threading
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation
 
 from midas_ros.ros.lifecycle import ManagedNode, StartupError
 from midas_ros.ros.parameters import BadParameter
+
+RCLError = rclpy_implementation.RCLError     # rcl failed (e.g. a parameter file it cannot parse)
 
 
 def _stop_requested(signum, frame):
@@ -102,9 +105,21 @@ def exit_without_finalizing(status):
     os._exit(status)
 
 
+def init_ros(args, name):
+    """``rclpy.init(args=args)``; True when it worked. A command line or parameter file rcl
+    cannot parse (a YAML syntax error) is one FATAL line naming it, not a traceback: False."""
+    try:
+        rclpy.init(args=args)
+    except RCLError as error:
+        rclpy.logging.get_logger(name).fatal(f'cannot start: {error}')
+        return False
+    return True
+
+
 def _run(create_node, name, startup_errors, args, main_thread_work):
     install_quiet_signal_handlers()
-    rclpy.init(args=args)
+    if not init_ros(args, name):
+        return 1
     node = executor = None
     try:
         try:
