@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -121,16 +122,23 @@ def _run(create_node, name, startup_errors, args, main_thread_work):
     if not init_ros(args, name):
         return 1
     node = executor = None
+    starting = threading.Event()
+    starting.set()
+    threading.Thread(target=_end_if_stopped_while_starting, name='stop_while_starting',
+                     args=(rclpy.get_default_context(), name, starting), daemon=True).start()
     try:
         try:
             node = create_node()
             if isinstance(node, ManagedNode):
                 node.start()
         except (StartupError, BadParameter, *startup_errors) as error:
+            starting.clear()
             if not rclpy.ok():
                 return 0        # stopped (Ctrl-C) while starting: not a failure
             rclpy.logging.get_logger(name).fatal(f'cannot start: {error}')
             return 1
+        finally:
+            starting.clear()
         executor = SingleThreadedExecutor(context=node.context)
         executor.add_node(node)
         if main_thread_work is None:
@@ -154,6 +162,20 @@ def _run(create_node, name, startup_errors, args, main_thread_work):
         rclpy.try_shutdown()
         ignore_further_signals()
     return 0
+
+
+def _end_if_stopped_while_starting(context, name, starting):
+    """While the node is being built and configured (``starting`` set): a stop (SIGINT or
+    SIGTERM shut ``context`` down) ends the process at once, status 0. Building a network can
+    take tens of seconds on a loaded CPU (minutes for a TensorRT engine) in calls that do not
+    return to Python; nothing is running or recorded yet that a slower exit would save."""
+    while starting.is_set():
+        if not context.ok():
+            if starting.is_set():
+                rclpy.logging.get_logger(name).info('stopped while starting')
+                exit_without_finalizing(0)
+            return
+        time.sleep(0.05)
 
 
 def _spin_in_background(executor, node):
