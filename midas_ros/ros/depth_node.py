@@ -384,7 +384,8 @@ class DepthNode(ManagedNode):
 
     def _current_anchors(self, intrinsics, image_frame, image_stamp):
         """Anchors ``(u, v, z, valid)`` in this image from the newest anchor message, if it is
-        within ``scale.anchor_timeout`` of the image in data time (``scale.anchor_age_s``)."""
+        within ``scale.anchor_timeout`` of the image in data time
+        (:func:`midas_ros.scale.anchor_age_s`)."""
         if self.anchors is None:
             return None
         msg, received = self.anchors
