@@ -130,8 +130,13 @@ def declare_parameters(node, table: Sequence[Param]):
     :class:`BadParameter` naming the parameter: the node does not start rather than run on a
     default the user did not ask for.
     """
-    rows = {param.name: param for param in table}
-    node.add_pre_set_parameters_callback(_coerce_on_set(rows))
+    # One pre-set callback per node for all its tables (rclpy concatenates what each callback
+    # returns: a second one would hand the parameters over twice, one copy uncoerced).
+    rows = getattr(node, '_midas_parameter_rows', None)
+    if rows is None:
+        rows = node._midas_parameter_rows = {}
+        node.add_pre_set_parameters_callback(_coerce_on_set(rows))
+    rows.update({param.name: param for param in table})
     # rclpy reads overrides (command line, parameter files) only inside declare_parameter,
     # where a type mismatch is fatal; the override is read here first to give it the type.
     overrides = getattr(node, '_parameter_overrides', {})
