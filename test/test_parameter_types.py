@@ -119,3 +119,26 @@ def test_obstacle_node_refuses_settings_that_cannot_work_together(context, overr
     with pytest.raises(BadParameter, match=name):
         ObstacleNode(context=context, parameter_overrides=[
             Parameter(key, value=value) for key, value in overrides.items()])
+
+
+def test_a_cameras_own_override_takes_whole_numbers_and_refuses_bad_ones(context):
+    """``front.scale.camera_height: 2`` (a camera's own override, issue 21) is 2.0 like the
+    node's own parameter, in later sets too; ``front.scale.camera_height: two`` stops the start
+    naming that parameter."""
+    from midas_ros.ros.depth_node_params import camera_rows
+    node = make_node(context, {'cameras': ['front'], 'front.scale.camera_height': 2})
+    values = declare_parameters(node, DEPTH_NODE_PARAMS)
+    values.update(declare_parameters(node, camera_rows('front', values)))
+    assert values['front.scale.camera_height'] == 2.0
+    assert node.get_parameter('front.scale.camera_height').type_ == Parameter.Type.DOUBLE
+    # One pre-set callback for both tables: a set of a node and a camera parameter at once.
+    result = node.set_parameters_atomically([Parameter('front.scale.camera_height', value=3),
+                                             Parameter('scale.camera_height', value=1)])
+    assert result.successful, result.reason
+    assert node.get_parameter('front.scale.camera_height').value == 3.0
+    node.destroy_node()
+    node = make_node(context, {'cameras': ['front'], 'front.scale.camera_height': 'two'})
+    values = declare_parameters(node, DEPTH_NODE_PARAMS)
+    with pytest.raises(BadParameter, match='front.scale.camera_height'):
+        declare_parameters(node, camera_rows('front', values))
+    node.destroy_node()
