@@ -179,3 +179,16 @@ def test_sigterm_to_launch_alone_ends_every_node(venv_env, tmp_path, tmp_path_fa
     assert group_gone_within(launch, STOP_S), launch.output()[-5000:]
     launch.wait(1.0)
     assert 'Traceback' not in launch.output(), launch.output()[-5000:]
+
+
+@pytest.mark.parametrize('argument, parameters', [
+    ('front,rear', {'cameras': ['front', 'rear']}),
+    ('[front, rear]', {'cameras': ['front', 'rear']}), ('', {})])
+def test_the_cameras_argument_is_passed_only_when_set(argument, parameters):
+    """Both launch files hand depth_node and obstacle_node ``cameras`` only when the argument
+    names some: an empty list cannot be a launch parameter, and the file's own must stand."""
+    launch = pytest.importorskip('launch')
+    from midas_ros.ros.launch_support import camera_overrides
+    context = launch.LaunchContext()
+    context.launch_configurations['cameras'] = argument
+    assert camera_overrides(context) == parameters
