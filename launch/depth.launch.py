@@ -3,13 +3,16 @@
     ros2 launch midas_ros depth.launch.py image:=/camera/color/image_raw \
         camera_info:=/camera/color/camera_info model:=dpt_swin2_tiny_256 device:=cuda
     ros2 launch midas_ros depth.launch.py cameras:=front,rear   # front/image, rear/image...
+    ros2 launch midas_ros depth.launch.py pretrained:=false     # offline: random weights
 
 Every other parameter comes from ``params_file`` (default: the package's config/depth_node.yaml,
-which documents each one); the arguments below override it. depth_node is a lifecycle node:
-``autostart:=false`` leaves it unconfigured for a lifecycle manager.
+which documents each one); ``model``, ``device`` and ``pretrained``, when given, override it.
+depth_node is a lifecycle node: ``autostart:=false`` leaves it unconfigured for a lifecycle
+manager. If depth_node cannot start (no weights, a bad parameter file) the launch ends with one
+line saying why; Ctrl-C (once or twice) and SIGTERM stop it cleanly
+(midas_ros/ros/launch_support.py).
 """
 import os
-import re
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
@@ -17,20 +20,27 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from midas_ros.ros.launch_support import (NODE_ENV, camera_overrides,
+                                          end_launch_when_a_node_fails,
+                                          network_arguments, network_overrides,
+                                          no_keyboard_interrupt)
 
-def camera_names(text):
-    """The ``cameras`` launch argument ('front,rear' or '[front, rear]') as a list."""
-    return [name for name in re.split(r'[\s,\[\]]+', text) if name]
 
-
-def with_cameras(parameters, context):
-    """``parameters`` plus ``cameras`` when the launch argument names some; with none, the
-    YAML file's ``cameras`` stands (an empty list cannot be passed as a launch parameter)."""
-    names = camera_names(LaunchConfiguration('cameras').perform(context))
-    return parameters + [{'cameras': names}] if names else parameters
+def _depth_node(context):
+    depth_node = Node(
+        package='midas_ros', executable='depth_node', name='depth_node',
+        namespace=LaunchConfiguration('namespace'), output='screen', additional_env=NODE_ENV,
+        parameters=[LaunchConfiguration('params_file'), network_overrides(context),
+                    camera_overrides(context), {'autostart': LaunchConfiguration('autostart')}],
+        # image.transport compressed subscribes '<remapped image>/compressed'.
+        remappings=[('image', LaunchConfiguration('image')),
+                    ('camera_info', LaunchConfiguration('camera_info'))],
+    )
+    return [depth_node] + end_launch_when_a_node_fails([depth_node])
 
 
 def generate_launch_description():
+    no_keyboard_interrupt()
     config = os.path.join(get_package_share_directory('midas_ros'), 'config')
     arguments = [
         DeclareLaunchArgument('namespace', default_value='',
@@ -42,12 +52,7 @@ def generate_launch_description():
                               description='camera image topic (sensor_msgs/Image)'),
         DeclareLaunchArgument('camera_info', default_value='camera_info',
                               description='camera info topic (sensor_msgs/CameraInfo)'),
-        DeclareLaunchArgument('model', default_value='midas_v21_small_256',
-                              description='MiDaS variant (model.name)'),
-        DeclareLaunchArgument('device', default_value='auto',
-                              description='auto | cpu | cuda | cuda:N'),
-        DeclareLaunchArgument('pretrained', default_value='true',
-                              description='false: random weights (no checkpoint needed)'),
+        *network_arguments(),
         DeclareLaunchArgument('cameras', default_value='',
                               description="cameras served by the one node, e.g. 'front,rear': "
                               'camera front reads front/image, front/camera_info and publishes '
@@ -57,20 +62,4 @@ def generate_launch_description():
                               description='false: leave depth_node unconfigured for a '
                               'lifecycle manager (ros2 lifecycle set ... configure)'),
     ]
-    return LaunchDescription(arguments + [OpaqueFunction(function=depth_node)])
-
-
-def depth_node(context):
-    return [Node(
-        package='midas_ros', executable='depth_node', name='depth_node',
-        namespace=LaunchConfiguration('namespace'), output='screen',
-        parameters=with_cameras([LaunchConfiguration('params_file'), {
-            'model.name': LaunchConfiguration('model'),
-            'device': LaunchConfiguration('device'),
-            'model.pretrained': LaunchConfiguration('pretrained'),
-            'autostart': LaunchConfiguration('autostart'),
-        }], context),
-        remappings=[('image', LaunchConfiguration('image')),
-                    ('image/compressed', [LaunchConfiguration('image'), '/compressed']),
-                    ('camera_info', LaunchConfiguration('camera_info'))],
-    )]
+    return LaunchDescription(arguments + [OpaqueFunction(function=_depth_node)])

@@ -4,15 +4,19 @@
         camera_info:=/camera/color/camera_info detections:=/yolo/detections
     ros2 launch midas_ros pipeline.launch.py camera_source:=true     # built-in synthetic scene
     ros2 launch midas_ros pipeline.launch.py cameras:=front,rear     # front/image, rear/image...
+    ros2 launch midas_ros pipeline.launch.py camera_source:=true pretrained:=false   # offline
 
 The same processes and YAML files as ``python -m midas_ros pipeline`` (config/<node>.yaml; the
 synthetic scene adds config/synthetic_scene.yaml and its stand-in synthetic_detector). Every
 parameter default lives in those files; pass your own with the *_params arguments.
-depth_node and obstacle_node are lifecycle nodes: ``autostart:=false`` leaves them unconfigured
-for a lifecycle manager.
+``model``, ``device`` and ``pretrained``, when given, set depth_node's network over its file
+(``pretrained:=false``: random weights, to try the pipeline offline). depth_node and
+obstacle_node are lifecycle nodes: ``autostart:=false`` leaves them unconfigured for a lifecycle
+manager. A node that cannot start (no weights, a bad parameter file) or dies ends the whole
+launch with one line saying which and why; Ctrl-C (once or twice) and SIGTERM stop every node
+cleanly (midas_ros/ros/launch_support.py).
 """
 import os
-import re
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
@@ -21,20 +25,52 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from midas_ros.ros.launch_support import (NODE_ENV, camera_overrides,
+                                          end_launch_when_a_node_fails,
+                                          network_arguments, network_overrides,
+                                          no_keyboard_interrupt)
 
-def camera_names(text):
-    """The ``cameras`` launch argument ('front,rear' or '[front, rear]') as a list."""
-    return [name for name in re.split(r'[\s,\[\]]+', text) if name]
+
+def _camera_remaps():
+    # image.transport compressed subscribes '<remapped image>/compressed'.
+    return [('image', LaunchConfiguration('image')),
+            ('camera_info', LaunchConfiguration('camera_info'))]
 
 
-def with_cameras(parameters, context):
-    """``parameters`` plus ``cameras`` when the launch argument names some; with none, the
-    YAML file's ``cameras`` stands (an empty list cannot be passed as a launch parameter)."""
-    names = camera_names(LaunchConfiguration('cameras').perform(context))
-    return parameters + [{'cameras': names}] if names else parameters
+def _nodes(context):
+    namespace = LaunchConfiguration('namespace')
+    with_source = IfCondition(LaunchConfiguration('camera_source'))
+    # The lifecycle nodes' autostart comes from the argument, over their YAML files.
+    autostart = {'autostart': LaunchConfiguration('autostart')}
+    cameras = camera_overrides(context)     # only when the argument is set
+    nodes = [
+        Node(package='midas_ros', executable='camera_source', name='camera_source',
+             namespace=namespace, output='screen', additional_env=NODE_ENV,
+             condition=with_source,
+             parameters=[LaunchConfiguration('source_params'),
+                         LaunchConfiguration('scene_params')],
+             remappings=_camera_remaps()),
+        # Publishes only while camera_source shows the synthetic scene (it relays its truth).
+        Node(package='midas_ros', executable='synthetic_detector', name='synthetic_detector',
+             namespace=namespace, output='screen', additional_env=NODE_ENV,
+             condition=with_source,
+             parameters=[LaunchConfiguration('scene_params')],
+             remappings=[('detections', LaunchConfiguration('detections'))]),
+        Node(package='midas_ros', executable='depth_node', name='depth_node',
+             namespace=namespace, output='screen', additional_env=NODE_ENV,
+             parameters=[LaunchConfiguration('depth_params'), network_overrides(context),
+                         cameras, autostart],
+             remappings=_camera_remaps()),
+        Node(package='midas_ros', executable='obstacle_node', name='obstacle_node',
+             namespace=namespace, output='screen', additional_env=NODE_ENV,
+             parameters=[LaunchConfiguration('obstacle_params'), cameras, autostart],
+             remappings=[('detections', LaunchConfiguration('detections'))]),
+    ]
+    return nodes + end_launch_when_a_node_fails(nodes)
 
 
 def generate_launch_description():
+    no_keyboard_interrupt()
     config = os.path.join(get_package_share_directory('midas_ros'), 'config')
     arguments = [
         DeclareLaunchArgument('namespace', default_value='',
@@ -57,6 +93,7 @@ def generate_launch_description():
                               description='camera info topic (sensor_msgs/CameraInfo)'),
         DeclareLaunchArgument('detections', default_value='detections',
                               description='2D detections topic (vision_msgs/Detection2DArray)'),
+        *network_arguments(),
         DeclareLaunchArgument('cameras', default_value='',
                               description="cameras served by depth_node and obstacle_node, "
                               "e.g. 'front,rear': front/image + front/detections -> "
@@ -66,35 +103,4 @@ def generate_launch_description():
                               description='false: leave depth_node and obstacle_node '
                               'unconfigured for a lifecycle manager'),
     ]
-    return LaunchDescription(arguments + [OpaqueFunction(function=pipeline_nodes)])
-
-
-def pipeline_nodes(context):
-    namespace = LaunchConfiguration('namespace')
-    with_source = IfCondition(LaunchConfiguration('camera_source'))
-    # The lifecycle nodes' autostart comes from the argument, over their YAML files.
-    autostart = {'autostart': LaunchConfiguration('autostart')}
-    camera_remaps = [('image', LaunchConfiguration('image')),
-                     ('image/compressed', [LaunchConfiguration('image'), '/compressed']),
-                     ('camera_info', LaunchConfiguration('camera_info'))]
-    return [
-        Node(package='midas_ros', executable='camera_source', name='camera_source',
-             namespace=namespace, output='screen', condition=with_source,
-             parameters=[LaunchConfiguration('source_params'),
-                         LaunchConfiguration('scene_params')],
-             remappings=camera_remaps),
-        # Publishes only while camera_source shows the synthetic scene (it relays its truth).
-        Node(package='midas_ros', executable='synthetic_detector', name='synthetic_detector',
-             namespace=namespace, output='screen', condition=with_source,
-             parameters=[LaunchConfiguration('scene_params')],
-             remappings=[('detections', LaunchConfiguration('detections'))]),
-        Node(package='midas_ros', executable='depth_node', name='depth_node',
-             namespace=namespace, output='screen',
-             parameters=with_cameras([LaunchConfiguration('depth_params'), autostart], context),
-             remappings=camera_remaps),
-        Node(package='midas_ros', executable='obstacle_node', name='obstacle_node',
-             namespace=namespace, output='screen',
-             parameters=with_cameras([LaunchConfiguration('obstacle_params'), autostart],
-                                     context),
-             remappings=[('detections', LaunchConfiguration('detections'))]),
-    ]
+    return LaunchDescription(arguments + [OpaqueFunction(function=_nodes)])

@@ -41,9 +41,9 @@ DEPTH_OUTPUTS = (
 OUTPUT_TOPICS = tuple(output.topic for output in DEPTH_OUTPUTS)
 # topic -> the DepthFrame product it needs (None: always available).
 DEPTH_TOPICS = {output.topic: output.product for output in DEPTH_OUTPUTS}
-# What each camera subscribes (relative to the camera).
-IMAGE_TOPIC, COMPRESSED_IMAGE_TOPIC, CAMERA_INFO_TOPIC = 'image', 'image/compressed', \
-    'camera_info'
+# What each camera subscribes (relative to the camera; compressed images: see
+# ``qos.transport_topic``).
+IMAGE_TOPIC, CAMERA_INFO_TOPIC = 'image', 'camera_info'
 
 
 def camera_topic(camera, topic):

@@ -51,17 +51,22 @@ def _read_only_view(buffer, shape, dtype, strides, offset=0):
     return view
 
 
-def image_to_array(msg):
+def image_to_array(msg, accepted=None):
     """View an ``Image`` as an array: ``(HxW or HxWxC ndarray, encoding)``, no copy.
 
     The array is read-only and valid as long as ``msg`` is; rows keep the message's padding as
     stride. Big-endian 16/32-bit data comes back with a big-endian dtype (numpy reads it
     correctly; ``astype`` to a native type when a library needs one).
+
+    ``accepted``: the encodings the caller can use (a subset of ``IMAGE_ENCODINGS``; default
+    all of them). Any other raises ConversionError listing exactly ``accepted``, so that a
+    node's warning names what that node takes.
     """
     encoding = msg.encoding
-    if encoding not in IMAGE_ENCODINGS:
+    accepted = IMAGE_ENCODINGS if accepted is None else accepted
+    if encoding not in accepted or encoding not in IMAGE_ENCODINGS:
         raise ConversionError(f"unsupported image encoding '{encoding}' "
-                              f"(supported: {', '.join(IMAGE_ENCODINGS)})")
+                              f"(supported: {', '.join(accepted)})")
     if msg.width == 0 or msg.height == 0:
         raise ConversionError(f'zero-size image ({msg.width}x{msg.height})')
     element, channels = IMAGE_ENCODINGS[encoding]

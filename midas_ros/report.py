@@ -80,32 +80,101 @@ def median_or_none(values):
 
 # -- pictures ----------------------------------------------------------------------------------
 
+RANDOM_WEIGHTS_BANNER = ('RANDOM WEIGHTS (no official checkpoint): depth and distances are '
+                         'meaningless')
+_BANNER_COLOR = (0, 0, 200)        # BGR red
+
+
+def _label_text(box):
+    measured = box.distance is not None and math.isfinite(box.distance)
+    text = box.label + (f' {box.distance:.2f} m' if measured else ' no depth')
+    if box.true_distance is not None and math.isfinite(box.true_distance):
+        text += f' (true {box.true_distance:.2f})'
+    return text, measured
+
+
+def _overlaps(a, b):
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_labels(boxes: Sequence[LabelledBox], sizes, image_size):
+    """Where each label goes: ``[(x0, y0, x1, y1) or None]`` in pixels (exclusive ends), no two
+    overlapping, all inside the image (``image_size`` = (width, height)).
+
+    ``sizes`` are the labels' (width, height). A label sits above its box's top-left corner
+    when that place is free, else below the box, else at the first free row scanning down the
+    image at the box's column (then anywhere along the row); None when the image has no free
+    place left for it (the box is still drawn)."""
+    width, height = image_size
+    placed = []
+    for box, (w, h) in zip(boxes, sizes):
+        w, h = min(int(w), width), min(int(h), height)
+        x = int(min(max(round(box.u0), 0), width - w))
+        top, bottom = int(round(box.v0)), int(round(box.v1))
+        rows = [top - h, bottom + 1, top] + list(range(0, height - h + 1, max(h // 2, 1)))
+        columns = [x] + list(range(0, width - w + 1, max(w // 4, 1)))
+        spot = None
+        for column in columns:
+            for row in rows:
+                rect = (column, row, column + w, row + h)
+                if 0 <= row <= height - h and not any(
+                        other is not None and _overlaps(rect, other) for other in placed):
+                    spot = rect
+                    break
+            if spot is not None:
+                break
+        placed.append(spot)
+    return placed
+
+
 def draw_boxes(image_bgr, boxes: Iterable[LabelledBox]):
-    """A copy of ``image_bgr`` with each box and 'label 2.34 m (true 2.10)' drawn on it."""
+    """A copy of ``image_bgr`` with each box and 'label 2.34 m (true 2.10)' drawn on it. Labels
+    never overlap each other (:func:`place_labels`); one moved away from its box is joined to
+    it by a line."""
     out = image_bgr.copy()
+    boxes = list(boxes)
     scale = max(out.shape[0] / 480.0, 0.35) * 0.5
     thickness = max(int(round(scale * 2)), 1)
+    texts, sizes = [], []
     for box in boxes:
-        measured = box.distance is not None and math.isfinite(box.distance)
+        text, measured = _label_text(box)
+        (width, height), baseline = cv2.getTextSize(text, _FONT, scale, thickness)
+        texts.append((text, measured, baseline))
+        sizes.append((width + 2, height + baseline + 2))
+    spots = place_labels(boxes, sizes, (out.shape[1], out.shape[0]))
+    for box, (text, measured, baseline), spot in zip(boxes, texts, spots):
         color = (0, 220, 0) if measured else (0, 160, 255)
         top_left = (int(round(box.u0)), int(round(box.v0)))
         cv2.rectangle(out, top_left, (int(round(box.u1)), int(round(box.v1))), color,
                       thickness)
-        text = box.label + (f' {box.distance:.2f} m' if measured else ' no depth')
-        if box.true_distance is not None and math.isfinite(box.true_distance):
-            text += f' (true {box.true_distance:.2f})'
-        (width, height), baseline = cv2.getTextSize(text, _FONT, scale, thickness)
-        y = max(top_left[1], height + baseline + 2)
-        cv2.rectangle(out, (top_left[0], y - height - baseline - 2),
-                      (top_left[0] + width + 2, y), color, cv2.FILLED)
-        cv2.putText(out, text, (top_left[0] + 1, y - baseline), _FONT, scale, (0, 0, 0),
+        if spot is None:
+            continue
+        x0, y0, x1, y1 = spot
+        bottom = int(round(box.v1))
+        if not (x0 <= top_left[0] + 1 and y1 >= top_left[1] and y0 <= bottom + 1):
+            # Moved away from its box by other labels: a line says which box it names.
+            cv2.line(out, ((x0 + x1) // 2, (y0 + y1) // 2),
+                     ((top_left[0] + int(round(box.u1))) // 2, top_left[1]), color, 1)
+        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), color, cv2.FILLED)
+        cv2.putText(out, text, (x0 + 1, y1 - 1 - baseline), _FONT, scale, (0, 0, 0),
                     thickness, cv2.LINE_AA)
     return out
 
 
-def montage(panels: Sequence[np.ndarray], titles: Sequence[str]):
+def with_banner(picture, text):
+    """``picture`` (HxWx3 uint8) with a red bar of PANEL_TITLE_HEIGHT rows above it saying
+    ``text`` in white: what the whole picture is (e.g. RANDOM_WEIGHTS_BANNER)."""
+    bar = np.empty((PANEL_TITLE_HEIGHT, picture.shape[1], 3), np.uint8)
+    bar[:] = _BANNER_COLOR
+    cv2.putText(bar, text, (6, PANEL_TITLE_HEIGHT - 8), _FONT, 0.6, (255, 255, 255), 1,
+                cv2.LINE_AA)
+    return np.vstack([bar, picture])
+
+
+def montage(panels: Sequence[np.ndarray], titles: Sequence[str], banner: Optional[str] = None):
     """Panels (HxWx3 uint8 BGR, resized to the first one's height) side by side, each under a
-    title bar of PANEL_TITLE_HEIGHT rows."""
+    title bar of PANEL_TITLE_HEIGHT rows; with ``banner``, a red bar across the top says it
+    (:func:`with_banner`)."""
     if not panels or len(panels) != len(titles):
         raise ValueError(f'need one title per panel, got {len(panels)} panels and '
                          f'{len(titles)} titles')
@@ -122,7 +191,8 @@ def montage(panels: Sequence[np.ndarray], titles: Sequence[str]):
         cv2.putText(column, title, (6, PANEL_TITLE_HEIGHT - 8), _FONT, 0.6, (255, 255, 255), 1,
                     cv2.LINE_AA)
         columns.append(column)
-    return np.hstack(columns)
+    picture = np.hstack(columns)
+    return picture if banner is None else with_banner(picture, banner)
 
 
 class VideoWriter:
@@ -200,7 +270,9 @@ def format_summary(summary) -> List[str]:
     frames, latency = summary['frames'], summary['latency_ms']
     fit = summary['scale_fit']
     lines = [
-        f"model        {summary['model']}",
+        f"model        {summary['model']}"
+        + (' -- RANDOM WEIGHTS: depth and distances are meaningless'
+           if summary.get('random_weights') else ''),
         f"frames       {frames['source']} published, {frames['depth']} with depth, "
         f"{frames['obstacles']} with obstacles"
         + (f" ({frames['processed_fraction']:.0%} of the camera's frames processed)"

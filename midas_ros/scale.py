@@ -375,6 +375,17 @@ class GroundPlaneScale(ScaleEstimator):
                                  min_samples=10)
 
 
+def anchor_age_s(anchor_stamp_ns, image_stamp_ns, received_ns, now_ns):
+    """How far apart in time an anchor measurement and an image are (s, >= 0), in the data's
+    time: the difference of their stamps, so that a bag played at any rate (or with
+    ``use_sim_time``) keeps the same anchors as the live run. An anchor or image without a
+    stamp (0) falls back to the time since the anchor arrived on the node's clock (``received_ns``
+    and ``now_ns``, ROS time). All arguments are integer nanoseconds."""
+    if anchor_stamp_ns and image_stamp_ns:
+        return abs(image_stamp_ns - anchor_stamp_ns) / 1e9
+    return max(0, now_ns - received_ns) / 1e9
+
+
 class SparseScale(ScaleEstimator):
     """Scale from metric anchors: pixels (u, v) whose depth z another sensor measured.
 

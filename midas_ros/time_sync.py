@@ -14,10 +14,12 @@ so stamps need not share the clock's base (a bag replayed without ``--clock``).
 
 Waiting: a query stamped ``t`` whose best buffered reference is ``d`` away can only get a
 nearer one stamped in ``(newest, t + min(d, tolerance)]``. It is decided at once when no such
-frame can come: the reference stream has already reached ``t``, or its next frame is not
-expected before that window ends (its observed period, when steady); otherwise it waits until a
-frame stamped at the end of the window would have arrived (the observed reference delay,
-``now - stamp``, 90th percentile), and never longer than ``max_wait_s``.
+frame can come, by the stamps alone: the reference stream has already reached ``t``, or its
+steady stamp period puts the next frame beyond that window. Otherwise it waits, as
+ApproximateTime does, until a frame that settles it arrives, and never longer than
+``max_wait_s``. How late frames used to arrive is not a reason to stop waiting: a stream whose
+delay has grown (inference slowed down by load) would otherwise pair a detection with an older
+frame while its own frame is still on the way.
 """
 import math
 from collections import deque
@@ -202,12 +204,7 @@ class NearestStampPolicy:
             period = self._steady_period()
             if period and newest + period > horizon:
                 return False            # the next frame is not expected that early
-        deadline = pending.received + self.max_wait_ns
-        if self._delays:
-            # When a frame stamped at the horizon would have arrived, given the delays seen.
-            margin = max(0.05 * NS, 0.25 * (self._steady_period() or 0))
-            deadline = min(deadline, horizon + self._delay() + margin)
-        return now_ns < deadline
+        return now_ns < pending.received + self.max_wait_ns
 
     def _delay(self):
         """The reference stream's delay (arrival clock - stamp) that most frames keep to."""

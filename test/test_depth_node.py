@@ -171,7 +171,8 @@ def _bad_images():
     depth_as_camera = array_to_image(np.ones((48, 64), np.float32), '32FC1')
     return {'unsupported image encoding': wrong_encoding, 'step 10': short_step,
             'data holds 100 bytes': truncated, 'zero-size': empty,
-            "'32FC1' is not a colour": depth_as_camera}
+            # A depth image is refused naming only the encodings depth_node can use.
+            "'32FC1' (supported: rgb8, bgr8, rgba8, bgra8, mono8)": depth_as_camera}
 
 
 def test_bad_input_is_reported_and_the_node_keeps_running(depth_node):

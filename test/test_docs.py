@@ -243,6 +243,12 @@ def declared_topics():
                 for name in names.of(_topic_argument(call), scope):
                     if _TOPIC.fullmatch(name):
                         topics.setdefault(name, path.name)
+                if _call_name(call) == 'transport_topic' and len(call.args) > 1:
+                    # qos.transport_topic(node, base, transport): base and base/compressed.
+                    for name in names.of(call.args[1], scope):
+                        if _TOPIC.fullmatch(name):
+                            topics.setdefault(name, path.name)
+                            topics.setdefault(f'{name}/compressed', path.name)
     return topics
 
 
@@ -271,6 +277,10 @@ def launch_arguments():
             if _call_name(call) == 'DeclareLaunchArgument' and call.args and \
                     isinstance(call.args[0], ast.Constant):
                 names.add(call.args[0].value)
+            if _call_name(call) == 'network_arguments':
+                # launch_support.network_arguments(): model, device, pretrained.
+                from midas_ros.ros.launch_support import NETWORK_ARGUMENTS
+                names.update(argument for argument, _, _ in NETWORK_ARGUMENTS)
         arguments[path.name] = names
     return arguments
 

@@ -9,10 +9,12 @@ import sys
 import time
 
 import cv2
+import numpy as np
 import pytest
 from mcap.reader import make_reader
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
+from midas_ros import report
 from midas_ros.ros_env import config_path
 from midas_ros.tools import pipeline
 from ros_process import REPO
@@ -126,6 +128,17 @@ def test_demo_writes_every_artefact(tmp_path):
     assert montage is not None and montage.shape[1] == 3 * 640
     video = cv2.VideoCapture(summary['artefacts']['video'])
     assert video.isOpened() and video.read()[0]
+    # Offline (random weights) every picture says so: a red bar above the panels' titles.
+    random_weights = 'RANDOM WEIGHTS' in log
+    assert summary['random_weights'] is random_weights
+    top = report.PANEL_TITLE_HEIGHT
+    assert montage.shape[0] == 480 + top * (2 if random_weights else 1)
+    frames = [video.read() for _ in range(summary['artefacts']['video_frames'] - 1)]
+    for ok, frame in [(True, montage)] + frames:
+        assert ok and frame.shape[0] == montage.shape[0]
+        if random_weights:     # lossy codecs: the bar is mostly red, not exactly
+            bar = frame[:top, :, :].reshape(-1, 3).astype(int)
+            assert np.mean((bar[:, 2] > 150) & (bar[:, 0] < 80) & (bar[:, 1] < 80)) > 0.5
     points, _ = read_ply(output / 'cloud.ply')
     assert len(points) == summary['artefacts']['cloud_points'] > 0
 

@@ -65,6 +65,44 @@ def test_montage_places_panels_side_by_side_under_titles():
         report.montage([red], ['a', 'b'])
 
 
+def test_labels_never_overlap_each_other_and_stay_in_the_image():
+    """The report's picture: neighbouring and stacked boxes whose labels would collide (as
+    'person_3 no depth (true 2.86)' over 'box_1 1.09 m (true 3.86)' did)."""
+    rng = np.random.default_rng(4)
+    image = np.zeros((480, 640, 3), np.uint8)
+    boxes = [report.LabelledBox(300, 200, 360, 300, 'person_3', None, 2.86),
+             report.LabelledBox(305, 204, 380, 320, 'box_1', 1.09, 3.86),
+             report.LabelledBox(0, 0, 40, 40, 'corner', 5.0, 5.1),
+             report.LabelledBox(600, 460, 639, 479, 'edge', 7.25, None)]
+    for k in range(20):
+        u, v = rng.uniform(0, 600), rng.uniform(0, 440)
+        boxes.append(report.LabelledBox(u, v, u + 40, v + 40, f'thing_{k}', 3.0 + k, 3.1 + k))
+    sizes = [(190, 18)] * len(boxes)
+    spots = report.place_labels(boxes, sizes, (640, 480))
+    assert all(spot is not None for spot in spots)
+    for i, a in enumerate(spots):
+        assert 0 <= a[0] and a[2] <= 640 and 0 <= a[1] and a[3] <= 480, a
+        for b in spots[i + 1:]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+    # An uncrowded label sits right above its box.
+    assert spots[0] == (300, 200 - 18, 490, 200)
+    # Drawn: each label's filled background is where it was placed.
+    drawn = report.draw_boxes(image, boxes[:2])
+    assert drawn[190, 480].any() or drawn[190, 310].any()
+
+
+def test_random_weights_are_said_on_the_picture_itself():
+    panel = np.zeros((40, 400, 3), np.uint8)
+    plain = report.montage([panel], ['a'])
+    marked = report.montage([panel], ['a'], banner=report.RANDOM_WEIGHTS_BANNER)
+    top = report.PANEL_TITLE_HEIGHT
+    assert marked.shape == (plain.shape[0] + top, plain.shape[1], 3)
+    np.testing.assert_array_equal(marked[top:], plain)
+    bar = marked[:top].reshape(-1, 3)
+    assert (bar == (0, 0, 200)).all(axis=1).mean() > 0.5        # a red bar
+    assert (bar > 200).all(axis=1).sum() > 50                    # with white text
+
+
 def test_boxes_are_drawn_on_a_copy():
     image = np.zeros((100, 100, 3), np.uint8)
     drawn = report.draw_boxes(image, [report.LabelledBox(20, 30, 60, 80, 'box_1', 2.5, 2.0)])

@@ -303,3 +303,24 @@ def test_smoother_restarts_when_time_goes_backwards():
     assert smoother.update(good, 100.0).calibrated
     state = smoother.update(failed_fit('no anchors'), 10.0)   # back in time, and a bad fit
     assert not state.calibrated and math.isnan(state.a)
+
+
+def test_anchor_age_is_data_time_whatever_the_replay_rate():
+    """Public report c: an anchor 0.15 s before the image is fresh (timeout 0.5 s) whether a
+    bag plays at rate 0.25 (0.6 s on the wall between them) or 16, and one 1.6 s before is
+    stale at any rate; only unstamped data falls back to the node clock since arrival."""
+    from midas_ros.scale import anchor_age_s
+    image = 100 * NS_PER_S
+    for rate in (0.25, 1.0, 16.0):
+        received = 5 * NS_PER_S
+        now = received + int(0.15 / rate * NS_PER_S)      # arrival clock: wall / rate
+        assert anchor_age_s(image - int(0.15 * NS_PER_S), image, received, now) \
+            == pytest.approx(0.15)
+        assert anchor_age_s(image - int(1.6 * NS_PER_S), image, received, now) \
+            == pytest.approx(1.6)
+    assert anchor_age_s(image + int(0.2 * NS_PER_S), image, 0, 0) == pytest.approx(0.2)
+    assert anchor_age_s(0, image, 5 * NS_PER_S, 6 * NS_PER_S) == pytest.approx(1.0)
+    assert anchor_age_s(image, 0, 5 * NS_PER_S, 5 * NS_PER_S) == 0.0
+
+
+NS_PER_S = 1_000_000_000

@@ -218,3 +218,48 @@ def test_a_moving_camera_is_looked_up_at_the_detection_stamp(graph):
     at_stamp[:3, 3] = (0.1, 0.0, 1.3)
     expected = optical_centres @ at_stamp[:3, :3].T + at_stamp[:3, 3]
     assert np.abs(centres(moved) - expected).max() < 1e-3
+
+
+def test_the_transform_at_the_detection_stamp_is_waited_for(graph):
+    """Public report d: odometry on /tf arrives after the depth frame and its detections.
+    obstacle_node waits (bounded, without blocking the executor that receives /tf) for the
+    transform at the detection's stamp instead of dropping the obstacles ('extrapolation into
+    the future'); placed with the transform interpolated at that stamp."""
+    odom = f'odom_{TAG}'
+    broadcaster = tf2_ros.TransformBroadcaster(graph.probe.node)
+    graph.probe.spin_until(lambda: broadcaster.pub_tf.get_subscription_count() > 0, 10.0)
+
+    def odometry(when, x):
+        sample = static_transform(odom, BASE, (x, 0.0, 0.0), np.eye(3))
+        sample.header.stamp = stamp(when)
+        return sample
+    optical_centres = centres(publish_scene(graph, 239.0)[0])
+    set_target_frame(graph, odom)
+    try:
+        for _ in range(3):      # volatile /tf: the first samples may precede discovery
+            broadcaster.sendTransform(odometry(239.9, 1.0))
+            graph.probe.spin_until(lambda: False, 0.2)
+        when = 240.0
+        depth_msg = depth_message(render(PEOPLE), when)
+        depth_msg.header.frame_id = OPTICAL
+        info = intrinsics_to_camera_info(INTRINSICS, depth_msg.header)
+        detections = detections_message(PEOPLE, when)
+        graph.depth_pub.publish(depth_msg)
+        graph.info_pub.publish(info)
+        graph.detections_pub.publish(detections)
+
+        def arrived(messages):
+            return next((m for m in messages if stamp_of(m) == detections.header.stamp), None)
+        assert graph.probe.spin_until(lambda: arrived(graph.nearest), 10.0)
+        graph.probe.spin_until(lambda: False, 0.05)    # the odometry comes 50 ms later
+        broadcaster.sendTransform(odometry(240.1, 1.2))
+        assert graph.probe.spin_until(lambda: arrived(graph.obstacles), 5.0), \
+            graph.process.output()[-3000:]
+    finally:
+        set_target_frame(graph, '')
+    moved = arrived(graph.obstacles)
+    assert moved.header.frame_id == odom
+    transform = base_from_optical()
+    transform[0, 3] += 1.1          # odom <- base_link at 240.0: x interpolated to 1.1 m
+    expected = optical_centres @ transform[:3, :3].T + transform[:3, 3]
+    assert np.abs(centres(moved) - expected).max() < 1e-3

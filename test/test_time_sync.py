@@ -3,6 +3,7 @@ message_filters' ApproximateTime pairs; the issue's example (b); time going back
 import heapq
 import math
 
+import numpy as np
 import pytest
 
 from midas_ros.time_sync import NS, NearestStampPolicy
@@ -81,16 +82,36 @@ def test_a_detection_waits_for_a_nearer_frame_then_takes_it():
     assert decision.waited_s == pytest.approx(0.4)
 
 
-def test_the_wait_is_bounded_by_the_observed_delay():
-    policy = NearestStampPolicy(tolerance_s=0.2)
+def test_the_wait_is_bounded_by_max_wait_when_no_frame_settles_it():
+    policy = NearestStampPolicy(tolerance_s=0.2, max_wait_s=1.0)
     for k in range(4):
         policy.add_reference(ns(0.3 * k), round(0.3 * k, 1), ns(0.3 * k + 0.35))
     policy.add_query(ns(1.1), 'q', ns(1.15))
-    # The frame stamped 1.2 would have arrived by 1.1 + 0.2 + 0.35 (+ margin); it did not:
-    # depth dropped it, and the detection is measured in the 0.2 s old frame.
-    assert policy.poll(ns(1.6)) == []
-    decision, = policy.poll(ns(1.75))
-    assert decision.reference == pytest.approx(0.9)
+    # The frame stamped 1.2 may still come (a slower depth stream): no decision on the delay
+    # seen so far; the depth stream never sends it: the older frame after max_wait_s.
+    assert policy.poll(ns(2.1)) == []
+    decision, = policy.poll(ns(2.15))
+    assert decision.reference == pytest.approx(0.9) and decision.waited_s == pytest.approx(1.0)
+
+
+def test_report_e_a_detection_newer_than_every_frame_waits_although_depth_slowed_down():
+    """Public report e: depth frames 10.0, 10.1, 10.2 arrive together (the delay seen: 0.02 to
+    0.22 s), detections 10.0 and 10.1 later; the detection stamped 10.3 arrives 0.1 s before
+    its own frame, whose delay has grown to 0.4 s (inference slowed down). It is measured in
+    frame 10.3 (the nearest), not 10.2, as ApproximateTime pairs."""
+    policy = NearestStampPolicy(tolerance_s=0.2, max_wait_s=2.0)
+    for stamp in (10.0, 10.1, 10.2):
+        policy.add_reference(ns(stamp), stamp, ns(10.22))
+    decisions = []
+    for stamp, arrival in ((10.0, 10.3), (10.1, 10.3), (10.3, 10.6)):
+        policy.add_query(ns(stamp), stamp, ns(arrival))
+        decisions += policy.poll(ns(arrival))
+    for now in np.arange(10.61, 10.70, 0.01):
+        decisions += policy.poll(ns(now))
+    assert [(d.query, d.reference) for d in decisions] == [(10.0, 10.0), (10.1, 10.1)]
+    policy.add_reference(ns(10.3), 10.3, ns(10.7))
+    decision, = policy.poll(ns(10.7))
+    assert decision.reference == 10.3 and decision.waited_s == pytest.approx(0.1)
 
 
 def test_unpaired_beyond_tolerance_are_counted_with_the_reason():

@@ -37,7 +37,8 @@ from midas_ros.camera_calibration import (CameraCalibration, load_calibration,
                                           resolve_calibration_url)
 from midas_ros.geometry import BODY_FROM_OPTICAL, Intrinsics, transform_from_xyz_rpy
 from midas_ros.ros.conversions import array_to_image, intrinsics_to_camera_info
-from midas_ros.ros.node_main import ignore_further_signals, install_quiet_signal_handlers
+from midas_ros.ros.node_main import (ignore_further_signals, init_ros,
+                                     install_quiet_signal_handlers)
 from midas_ros.ros.parameters import Param, declare_parameters
 from midas_ros.ros.qos import QOS_NAMES, qos_profile
 from midas_ros.ros.tf_frames import matrix_to_transform, publish_static_transforms
@@ -252,7 +253,8 @@ class CameraSourceNode(Node):
 
 def main(args=None):
     install_quiet_signal_handlers()     # Ctrl-C / SIGTERM: status 0, no traceback
-    rclpy.init(args=args)
+    if not init_ros(args, NODE_NAME):
+        return 1
     node = None
     try:
         node = CameraSourceNode()

@@ -23,6 +23,11 @@ from midas_ros.image_messages import (  # noqa: F401 (re-exported: the nodes' on
     image_to_array, projection_is_set)
 
 
+def stamp_ns(stamp):
+    """A ``builtin_interfaces/Time`` as integer nanoseconds (0: the stamp was never set)."""
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
 def _header_copy(header):
     """A header the outgoing message owns: later edits of one message never leak into another."""
     if header is None:

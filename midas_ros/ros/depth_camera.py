@@ -26,15 +26,15 @@ from midas_ros.geometry import (BODY_FROM_OPTICAL, Intrinsics, laser_scan_points
                                 project_points, transform_from_xyz_rpy)
 from midas_ros.ros.conversions import (ConversionError, camera_info_to_intrinsics, cloud_to_xyz,
                                        compressed_to_array, depth_to_metres, image_to_array,
-                                       projection_is_set)
-from midas_ros.depth_outputs import (CAMERA_INFO_TOPIC, COMPRESSED_IMAGE_TOPIC, DEPTH_OUTPUTS,
-                                     IMAGE_TOPIC, camera_topic)
+                                       projection_is_set, stamp_ns)
+from midas_ros.depth_outputs import (CAMERA_INFO_TOPIC, DEPTH_OUTPUTS, IMAGE_TOPIC,
+                                     camera_topic)
 from midas_ros.ros.depth_messages import (MESSAGE_TYPES, DepthMessageBuilder, products_for,
                                           skipped_topics)
-from midas_ros.ros.qos import qos_profile, subscribe, unsubscribe
+from midas_ros.ros.qos import qos_profile, subscribe, transport_topic, unsubscribe
 from midas_ros.ros.tf_frames import TransformUnavailable
 from midas_ros.ros.throttled_log import ThrottledLog
-from midas_ros.scale import FloorPlane
+from midas_ros.scale import FloorPlane, anchor_age_s
 
 THROTTLE_S = 5.0
 FIRST_CAMERA_INFO_WAIT_S = 0.5
@@ -182,8 +182,9 @@ class DepthCamera:
 
     @property
     def image_topic(self):
-        return self.topic(COMPRESSED_IMAGE_TOPIC if self.image_type is CompressedImage
-                          else IMAGE_TOPIC)
+        # Compressed: the resolved (remapped, namespaced) image topic + '/compressed', as
+        # image_transport names it, so remapping ``<cam>/image`` moves both.
+        return transport_topic(self.node, self.topic(IMAGE_TOPIC), self.values['image.transport'])
 
     # ---------------------------------------------------------------- parameters
     def check(self, values):
@@ -266,7 +267,7 @@ class DepthCamera:
             self._camera_info_arrived.notify_all()
 
     def _on_anchors(self, msg):
-        self.anchors = (msg, time.monotonic())
+        self.anchors = (msg, self.node.get_clock().now().nanoseconds)
 
     def _await_first_camera_info(self):
         """Give the camera_info of the very first frame a moment: cameras publish it right
@@ -306,8 +307,8 @@ class DepthCamera:
         header.frame_id = self._output_frame(header.frame_id)
         mode = self.values['scale.mode']
         self.geometry = {}
-        anchors = (self._current_anchors(intrinsics, header.frame_id) if mode == 'sparse'
-                   else None)
+        anchors = (self._current_anchors(intrinsics, header.frame_id, header.stamp)
+                   if mode == 'sparse' else None)
         floor = self._floor_for(header.frame_id, header.stamp) if mode == 'ground_plane' \
             else None
         return CameraFrame(self, waiting.number, start, msg, pixels, order, intrinsics, wanted,
@@ -328,7 +329,7 @@ class DepthCamera:
         if isinstance(msg, CompressedImage):
             pixels, encoding = compressed_to_array(msg)
         else:
-            pixels, encoding = image_to_array(msg)
+            pixels, encoding = image_to_array(msg, accepted=CHANNEL_ORDER)
         order = CHANNEL_ORDER.get(encoding)
         if order is None:
             raise ConversionError(f"encoding '{encoding}' is not a colour or mono8 camera image "
@@ -378,12 +379,16 @@ class DepthCamera:
             frame_id = DEFAULT_FRAME
         return frame_id
 
-    def _current_anchors(self, intrinsics, image_frame):
-        """Anchors ``(u, v, z, valid)`` in this image from the newest anchor message."""
+    def _current_anchors(self, intrinsics, image_frame, image_stamp):
+        """Anchors ``(u, v, z, valid)`` in this image from the newest anchor message, if it is
+        within ``scale.anchor_timeout`` of the image in data time
+        (:func:`midas_ros.scale.anchor_age_s`)."""
         if self.anchors is None:
             return None
         msg, received = self.anchors
-        if time.monotonic() - received > self.values['scale.anchor_timeout']:
+        age = anchor_age_s(stamp_ns(msg.header.stamp), stamp_ns(image_stamp), received,
+                           self.node.get_clock().now().nanoseconds)
+        if age > self.values['scale.anchor_timeout']:
             return None
         try:
             return self._anchors_from(msg, intrinsics, image_frame)

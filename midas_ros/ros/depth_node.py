@@ -408,6 +408,7 @@ class DepthNode(ManagedNode):
             'backend error': next((e.backend_error for e in self.network.estimators
                                    if e.backend_error), ''),
             'device': str(estimator.device),
+            'weights': 'pretrained' if self.values['model.pretrained'] else 'random',
             'precision': f'{estimator.precision} ({estimator.precision_reason})',
             'warm-up (s)': ', '.join(f'{w}x{h}: {seconds:.2f}' for (w, h), seconds
                                      in list(estimator.warmed_up.items())),

@@ -70,7 +70,8 @@ DEPTH_NODE_PARAMS = (
     Param('max_rate', 0.0, 'frames per second at most taken from this camera (Hz; 0: as '
           'many as the network can do); the rest of the network goes to the other cameras',
           min=0.0, max=1000.0),
-    Param('image.transport', 'raw', "raw: subscribe 'image'; compressed: 'image/compressed'",
+    Param('image.transport', 'raw', "raw: subscribe 'image'; compressed: '<image as "
+          "remapped>/compressed' (as image_transport)",
           choices=('raw', 'compressed'), read_only=True),
     Param('image.qos', 'sensor_data', 'QoS of the image and camera_info subscriptions: '
           "sensor_data (best effort) matches every publisher; 'auto' follows the publishers "

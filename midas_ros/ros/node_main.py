@@ -8,13 +8,22 @@ the first; the Python-level handlers installed here only make sure that no signa
 KeyboardInterrupt (which, arriving a second time during clean-up or in an atexit handler, used to
 print a traceback).
 """
+import ctypes
+import logging
+import os
 import signal
+import sys
 import threading
+import time
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation
 
 from midas_ros.ros.lifecycle import ManagedNode, StartupError
+from midas_ros.ros.parameters import BadParameter
+
+RCLError = rclpy_implementation.RCLError     # rcl failed (e.g. a parameter file it cannot parse)
 
 
 def _stop_requested(signum, frame):
@@ -22,14 +31,39 @@ def _stop_requested(signum, frame):
     has shut the context down), and nothing raised however many signals arrive."""
 
 
+# Set by our launch files (midas_ros/ros/launch_support.py) for the nodes they start.
+END_WITH_PARENT = 'MIDAS_ROS_END_WITH_PARENT'
+_PR_SET_PDEATHSIG = 1
+
+
+def end_with_the_parent():
+    """Under ``ros2 launch`` of our launch files (``$MIDAS_ROS_END_WITH_PARENT``), on Linux:
+    SIGTERM this process when its parent (launch) ends. SIGTERM sent to ``ros2 launch`` alone
+    (``kill PID``, a service manager stopping only the main process) makes launch cancel its
+    run and exit without stopping its processes ('using SIGTERM can result in orphaned
+    processes'); with this every node still ends, cleanly, within its shutdown time."""
+    if os.environ.get(END_WITH_PARENT) != '1' or not sys.platform.startswith('linux'):
+        return
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0,
+                                                0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:     # the parent ended before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def install_quiet_signal_handlers():
-    """Make SIGINT and SIGTERM end the process through rclpy's shutdown, never by an exception.
+    """Make SIGINT and SIGTERM end the process through rclpy's shutdown, never by an exception
+    (and, under our launch files, end it with launch: :func:`end_with_the_parent`).
 
     Call before ``rclpy.init``: rclpy's handler calls the Python handler found at init after
     its own work. Only from the main thread (Python's rule for signal handlers)."""
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, _stop_requested)
+        end_with_the_parent()
 
 
 def ignore_further_signals():
@@ -42,7 +76,8 @@ def ignore_further_signals():
 
 
 def run_node(create_node, name, startup_errors=(), args=None, main_thread_work=None):
-    """Run the node ``create_node()`` builds; returns the process exit status.
+    """Run the node ``create_node()`` builds, then end the process with its exit status
+    (:func:`exit_without_finalizing`: never returns).
 
     A :class:`ManagedNode` is brought to active when its ``autostart`` parameter is true; a
     failure there, or an error of the types in ``startup_errors`` raised while the node is built
@@ -53,19 +88,57 @@ def run_node(create_node, name, startup_errors=(), args=None, main_thread_work=N
     ``main_thread_work(node)``, if given, runs in the main thread until the context shuts down
     while ROS callbacks run in a background thread (depth_node's inference: see there why).
     """
+    exit_without_finalizing(_run(create_node, name, startup_errors, args, main_thread_work))
+
+
+def exit_without_finalizing(status):
+    """End the process with ``status`` once everything of ours is closed (node destroyed,
+    rclpy shut down, its logging finalized): output flushed, Python's interpreter finalization
+    skipped. Tearing down torch's, OpenVINO's and the other modules' objects one by one took
+    5-7 s on a loaded 2-core machine after a clean stop (SIGINT), longer than ``ros2 launch``
+    waits before escalating to SIGTERM, with nothing left to save."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    logging.shutdown()
+    os._exit(status)
+
+
+def init_ros(args, name):
+    """``rclpy.init(args=args)``; True when it worked. A command line or parameter file rcl
+    cannot parse (a YAML syntax error) is one FATAL line naming it, not a traceback: False."""
+    try:
+        rclpy.init(args=args)
+    except RCLError as error:
+        rclpy.logging.get_logger(name).fatal(f'cannot start: {error}')
+        return False
+    return True
+
+
+def _run(create_node, name, startup_errors, args, main_thread_work):
     install_quiet_signal_handlers()
-    rclpy.init(args=args)
+    if not init_ros(args, name):
+        return 1
     node = executor = None
+    starting = threading.Event()
+    starting.set()
+    threading.Thread(target=_end_if_stopped_while_starting, name='stop_while_starting',
+                     args=(rclpy.get_default_context(), name, starting), daemon=True).start()
     try:
         try:
             node = create_node()
             if isinstance(node, ManagedNode):
                 node.start()
-        except (StartupError, *startup_errors) as error:
+        except (StartupError, BadParameter, *startup_errors) as error:
+            starting.clear()
             if not rclpy.ok():
                 return 0        # stopped (Ctrl-C) while starting: not a failure
             rclpy.logging.get_logger(name).fatal(f'cannot start: {error}')
             return 1
+        finally:
+            starting.clear()
         executor = SingleThreadedExecutor(context=node.context)
         executor.add_node(node)
         if main_thread_work is None:
@@ -89,6 +162,20 @@ def run_node(create_node, name, startup_errors=(), args=None, main_thread_work=N
         rclpy.try_shutdown()
         ignore_further_signals()
     return 0
+
+
+def _end_if_stopped_while_starting(context, name, starting):
+    """While the node is being built and configured (``starting`` set): a stop (SIGINT or
+    SIGTERM shut ``context`` down) ends the process at once, status 0. Building a network can
+    take tens of seconds on a loaded CPU (minutes for a TensorRT engine) in calls that do not
+    return to Python; nothing is running or recorded yet that a slower exit would save."""
+    while starting.is_set():
+        if not context.ok():
+            if starting.is_set():
+                rclpy.logging.get_logger(name).info('stopped while starting')
+                exit_without_finalizing(0)
+            return
+        time.sleep(0.05)
 
 
 def _spin_in_background(executor, node):

@@ -35,11 +35,14 @@ waiting detection is forgotten, with one info line. The maths lives in
 """
 import colorsys
 import math
+import time
 import zlib
+from collections import deque
 from dataclasses import replace
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.parameter import Parameter
 from rclpy.timer import Timer
 from sensor_msgs.msg import CameraInfo, Image, Range
@@ -53,14 +56,14 @@ from midas_ros.fusion import Box, FusionConfig, fuse, nearest_range
 from midas_ros.geometry import quaternion_from_rotation, transform_points
 from midas_ros.ros.conversions import (DEPTH_ENCODINGS, ConversionError,
                                        camera_info_to_intrinsics, depth_to_metres,
-                                       image_to_array)
+                                       image_to_array, stamp_ns)
 from midas_ros.ros.lifecycle import AUTOSTART, ManagedNode
 from midas_ros.ros.node_main import run_node
-from midas_ros.ros.parameters import (Param, camera_names, declare_parameters,
+from midas_ros.ros.parameters import (BadParameter, Param, camera_names, declare_parameters,
                                       on_set_parameters)
 from midas_ros.ros.qos import (AUTO_QOS, QOS_NAMES, SUBSCRIPTION_QOS_NAMES, qos_profile,
                                subscribe, unsubscribe)
-from midas_ros.ros.tf_frames import FrameTransforms, TransformUnavailable
+from midas_ros.ros.tf_frames import TRANSFORM_WAIT_S, FrameTransforms, TransformUnavailable
 from midas_ros.ros.throttled_log import ThrottledLog
 from midas_ros.ros.time_jumps import on_time_jump_back
 from midas_ros.time_sync import NearestStampPolicy
@@ -136,6 +139,9 @@ class _Stream:
         self.metres = None          # reused float32 buffer for 16UC1 frames
         self.marker_count = 0       # markers of each namespace currently shown in RViz
         self.publishers = {}        # topic -> publisher, while configured
+        # Measured, waiting for their transform to target_frame: (deadline, header in the
+        # depth frame, detections, obstacles), oldest first.
+        self.to_place = deque()
 
     def topic(self, name):
         return camera_topic(self.name, name)
@@ -143,10 +149,6 @@ class _Stream:
     def value(self, values, name):
         """This camera's value of parameter ``name``."""
         return values.get(f'{self.name}.{name}', values[name]) if self.name else values[name]
-
-
-def stamp_ns(stamp):
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 def best_hypothesis(detection):
@@ -187,13 +189,8 @@ class ObstacleNode(ManagedNode):
         reason = self._apply(values)
         if reason is not None:
             # Each value passed its own check but together they cannot work (e.g. max_range
-            # below min_range): fall back to the defaults of the settings checked together.
-            self.get_logger().error(f'{reason}; using the default fusion settings')
-            fallback = [Parameter(param.name, value=param.default)
-                        for param in OBSTACLE_NODE_PARAMS
-                        if param.name in FusionConfig.__dataclass_fields__]
-            self.set_parameters(fallback)
-            self._apply({**values, **{p.name: p.value for p in fallback}})
+            # below min_range): refused, as a single bad value is, never run on defaults.
+            raise BadParameter(f'parameters {reason}')
         self.add_on_set_parameters_callback(
             on_set_parameters(OBSTACLE_NODE_PARAMS + tuple(rows), lambda: self._params,
                               self._apply))
@@ -240,6 +237,7 @@ class ObstacleNode(ManagedNode):
         # Stale once reactivated: frames and detections start afresh.
         for stream in self.streams:
             stream.pairing.reset()
+            stream.to_place.clear()
 
     def cleanup(self):
         for stream in self.streams:
@@ -256,8 +254,11 @@ class ObstacleNode(ManagedNode):
         (rejecting ``-p class_ids:=[person]``), and ``class_ids: []`` in a YAML file arrives
         without any type, which leaves the parameter unset."""
         param, = (param for param in OBSTACLE_NODE_PARAMS if param.name == 'class_ids')
-        value = self.declare_parameter(param.name, Parameter.Type.STRING_ARRAY,
-                                       param.descriptor()).value
+        try:
+            value = self.declare_parameter(param.name, Parameter.Type.STRING_ARRAY,
+                                           param.descriptor()).value
+        except (InvalidParameterTypeException, InvalidParameterValueException) as error:
+            raise BadParameter(f'parameter {param.name}: {error}') from None
         if value is None:
             self.set_parameters([Parameter(param.name, Parameter.Type.STRING_ARRAY, [])])
             value = []
@@ -332,6 +333,8 @@ class ObstacleNode(ManagedNode):
         if clear:
             for stream in self.streams:
                 stream.pairing.reset()
+        for stream in self.streams:
+            stream.to_place.clear()
         self.tf.clear()
         self.get_logger().info(f'{why}: forgot the buffered depth frames, waiting detections '
                                'and transforms (a bag loop or simulator reset?)')
@@ -366,6 +369,7 @@ class ObstacleNode(ManagedNode):
         """Measure every detection message of ``stream`` whose depth frame is decided, in
         arrival order; count the ones no frame matched (diagnostics), warn only when pairing
         has stalled."""
+        self._place_waiting(stream)
         if stream.intrinsics is None:
             return          # nothing can be measured yet; the detections wait (bounded)
         for decision in stream.pairing.poll(self._now_ns()):
@@ -454,22 +458,44 @@ class ObstacleNode(ManagedNode):
         return header
 
     def _publish(self, stream, header, detections, obstacles, intrinsics):
-        """``header``: in the depth image's frame, where ``obstacles`` were measured."""
-        publishers = stream.publishers
-        publishers['obstacles/nearest'].publish(
+        """``header``: in the depth image's frame, where ``obstacles`` were measured. The
+        Range goes at once; obstacles and markers once placed in ``target_frame``, in order
+        (:meth:`_place_waiting`)."""
+        stream.publishers['obstacles/nearest'].publish(
             self._nearest_range(stream, header, obstacles, intrinsics))
-        placed = self._in_target_frame(stream, header, obstacles)
-        if placed is None:
-            return
-        header, positions, orientation, labels = placed
-        publishers['obstacles'].publish(self._detection_array(header, detections, obstacles,
-                                                              positions, orientation))
-        publishers['obstacles/markers'].publish(
-            self._markers(stream, header, obstacles, positions, orientation, labels))
+        stream.to_place.append((time.monotonic() + TRANSFORM_WAIT_S, header, detections,
+                                obstacles))
+        self._place_waiting(stream)
 
-    def _in_target_frame(self, stream, header, obstacles):
+    def _place_waiting(self, stream):
+        """Publish ``stream``'s measured obstacles whose transform to ``target_frame`` (at
+        their stamp) is known, oldest first. One whose transform is still on its way (the
+        odometry on /tf comes a little after the camera) waits for it, up to TRANSFORM_WAIT_S,
+        without blocking the executor that receives it: the timer of ``_process_pending``
+        retries."""
+        publishers = stream.publishers
+        while stream.to_place:
+            deadline, header, detections, obstacles = stream.to_place[0]
+            try:
+                placed_header, positions, orientation, labels = self._in_target_frame(
+                    header, obstacles)
+            except TransformUnavailable as error:
+                if error.may_arrive and time.monotonic() < deadline:
+                    return      # later ones wait behind it: outputs stay in stamp order
+                stream.to_place.popleft()
+                self.tf.report_missing(self.throttled, f'{stream.label}obstacles and markers not '
+                                       f'published: no transform {error}')
+                continue
+            stream.to_place.popleft()
+            publishers['obstacles'].publish(self._detection_array(
+                placed_header, detections, obstacles, positions, orientation))
+            publishers['obstacles/markers'].publish(self._markers(
+                stream, placed_header, obstacles, positions, orientation, labels))
+
+    def _in_target_frame(self, header, obstacles):
         """(header, positions (N, 3), box orientation (x, y, z, w), label positions (N, 3)) in
-        ``target_frame``; None (warned) when TF cannot give the transform at the stamp."""
+        ``target_frame``; TransformUnavailable when TF cannot give the transform at the
+        stamp (yet)."""
         positions = np.array([o.position for o in obstacles], np.float64).reshape(-1, 3)
         labels = positions.copy()
         # Labels above the boxes: optical y points down.
@@ -484,12 +510,7 @@ class ObstacleNode(ManagedNode):
             return header, positions, identity, labels
         if not obstacles:   # no numbers to move: the empty message is true in any frame
             return Header(stamp=header.stamp, frame_id=target), positions, identity, labels
-        try:
-            transform = self.tf.lookup(target, header.frame_id, header.stamp)
-        except TransformUnavailable as error:
-            self.tf.report_missing(self.throttled, f'{stream.label}obstacles and markers not '
-                                   f'published: no transform {error}')
-            return None
+        transform = self.tf.lookup(target, header.frame_id, header.stamp)
         return (Header(stamp=header.stamp, frame_id=target),
                 transform_points(transform, positions),
                 quaternion_from_rotation(transform[:3, :3]),

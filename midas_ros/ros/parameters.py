@@ -64,31 +64,102 @@ class Param:
         return descriptor
 
 
+class BadParameter(ValueError):
+    """A start-up parameter value that cannot be used; the text names the parameter."""
+
+
+def _is_float_row(param):
+    return isinstance(param.default, float) or (
+        isinstance(param.default, (list, tuple)) and bool(param.default)
+        and all(isinstance(item, float) for item in param.default))
+
+
+def _as_declared_type(param, value):
+    """``value`` in the type of ``param``'s default where that loses nothing: a whole number
+    given for a floating-point parameter is that number (2 -> 2.0), as YAML files and
+    ``-p name:=2`` write it (rclcpp#979); a list of whole numbers for a list of floats likewise.
+    Anything else is returned unchanged (the type check then refuses it)."""
+    if not _is_float_row(param):
+        return value
+
+    def whole(item):
+        return isinstance(item, int) and not isinstance(item, bool)
+    if whole(value):
+        return float(value)
+    if isinstance(value, (list, tuple)) and value and all(whole(item) for item in value):
+        return [float(item) for item in value]
+    return value
+
+
+def _coerce_on_set(rows):
+    """A pre-set callback: ``ros2 param set`` / ``ros2 param load`` of a whole number for a
+    floating-point parameter sets that number as a double before rclpy checks the type."""
+    def callback(parameters):
+        coerced = []
+        for parameter in parameters:
+            row = rows.get(parameter.name)
+            value = parameter.value
+            if row is not None and _as_declared_type(row, value) is not value:
+                parameter = Parameter(parameter.name, value=_as_declared_type(row, value))
+            coerced.append(parameter)
+        return coerced
+    return callback
+
+
+def _check_type(param, value):
+    """BadParameter unless ``value`` has the type of ``param``'s default (declaring with the
+    value itself would give the parameter the value's type)."""
+    if isinstance(param.default, (list, tuple)) and not param.default:
+        if isinstance(value, (list, tuple)):
+            return      # an empty default list fixes no element type
+        raise BadParameter(f'parameter {param.name}: {value!r} is not a list')
+    expected = Parameter.Type.from_parameter_value(param.default)
+    given = Parameter.Type.from_parameter_value(value)
+    if given != expected:
+        raise BadParameter(f"parameter {param.name}: {value!r} is a {given.name.lower()}, "
+                           f"expected a {expected.name.lower()} (like the default "
+                           f"{param.default!r})")
+
+
 def declare_parameters(node, table: Sequence[Param]):
     """Declare every row and return ``{name: value}`` of what is in effect.
 
-    A bad start-up value of a run-time parameter is logged and replaced by its default (it can
-    be set right later). A bad value of a read-only one (model, device, topics) raises
-    ValueError instead: silently running another model than the one asked for would be worse
-    than not starting.
+    A whole number given for a floating-point parameter (a parameter file's ``2``, ``-p
+    x:=2``) is taken as that number, at start-up and in later sets (``ros2 param set`` /
+    ``load``). A start-up value that cannot be used (wrong type, out of range) raises
+    :class:`BadParameter` naming the parameter: the node does not start rather than run on a
+    default the user did not ask for.
     """
+    # One pre-set callback per node for all its tables (rclpy concatenates what each callback
+    # returns: a second one would hand the parameters over twice, one copy uncoerced).
+    rows = getattr(node, '_midas_parameter_rows', None)
+    if rows is None:
+        rows = node._midas_parameter_rows = {}
+        node.add_pre_set_parameters_callback(_coerce_on_set(rows))
+    rows.update({param.name: param for param in table})
+    # rclpy reads overrides (command line, parameter files) only inside declare_parameter,
+    # where a type mismatch is fatal; the override is read here first to give it the type.
+    overrides = getattr(node, '_parameter_overrides', {})
     values = {}
     for param in table:
+        override = overrides.get(param.name)
         try:
-            value = (_declare_string_array(node, param) if param.default == [] else
-                     node.declare_parameter(param.name, param.default,
-                                            param.descriptor()).value)
-            reason = param.check(value)
-        except (InvalidParameterValueException, InvalidParameterTypeException) as error:
-            reason = str(error)
-            node.declare_parameter(param.name, param.default, param.descriptor(),
-                                   ignore_override=True)
+            if param.default == []:
+                value = _declare_string_array(node, param)
+            elif override is not None:
+                value = _as_declared_type(param, override.value)
+                _check_type(param, value)
+                value = node.declare_parameter(param.name, value, param.descriptor(),
+                                               ignore_override=True).value
+            else:
+                value = node.declare_parameter(param.name, param.default,
+                                               param.descriptor()).value
+        except (InvalidParameterValueException, InvalidParameterTypeException,
+                TypeError) as error:
+            raise BadParameter(f'parameter {param.name}: {error}') from None
+        reason = param.check(value)
         if reason is not None:
-            if param.read_only:
-                raise ValueError(reason)
-            node.get_logger().error(f'{reason}; using the default {param.default!r}')
-            node.set_parameters([Parameter(param.name, value=param.default)])
-            value = param.default
+            raise BadParameter(f'parameter {reason}')
         values[param.name] = value
     return values
 

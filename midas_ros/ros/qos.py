@@ -121,3 +121,13 @@ def unsubscribe(node, subscription):
         subscription.destroy()
     else:
         node.destroy_subscription(subscription)
+
+
+def transport_topic(node, base, transport):
+    """The topic carrying ``base`` (an image topic name as the node sees it, before remapping)
+    in ``transport``: raw is ``base`` itself; compressed is ``<resolved base>/compressed``, the
+    remapped and namespaced name plus the suffix, as image_transport names it since
+    ros-perception/image_common#326 (so ``-r image:=/cam/image_raw`` moves both)."""
+    if transport == 'raw':
+        return base
+    return f'{node.resolve_topic_name(base)}/{transport}'

@@ -22,10 +22,19 @@ TF2_MISSING = 'tf2_ros not available, using parameters'
 # Right after start the listener may not have heard /tf_static yet (transient-local samples
 # arrive with discovery): missing transforms are reported as info, not warnings, meanwhile.
 STARTUP_S = 3.0
+# How long a transform at a fresh stamp is waited for (the robot's odometry on /tf arrives a
+# little after the camera's frame): bounded, so that a stopped TF costs little.
+TRANSFORM_WAIT_S = 0.1
 
 
 class TransformUnavailable(Exception):
-    """No transform between the frames at that time; the text says why."""
+    """No transform between the frames at that time; the text says why. ``may_arrive``: the
+    frames are connected but the stamp is newer than their latest transform (tf2's
+    'extrapolation into the future'), which may still be on its way."""
+
+    def __init__(self, text, may_arrive=False):
+        super().__init__(text)
+        self.may_arrive = may_arrive
 
 
 def transform_to_matrix(transform):
@@ -90,6 +99,15 @@ class FrameTransforms:
         if self._buffer is not None:
             self._buffer.clear()
 
+    def _newer_than_buffered(self, target_frame, source_frame, when):
+        """Whether ``when`` is after the latest transform between the frames (so that the one
+        at ``when`` may still arrive), rather than before the oldest kept."""
+        try:
+            latest = self._buffer.lookup_transform(target_frame, source_frame, Time())
+        except self._tf2.TransformException:
+            return False
+        return Time.from_msg(latest.header.stamp) < when
+
     def report_missing(self, throttled, text):
         """Say ``text`` about a missing transform: a rate-limited warning through
         ``throttled`` (a ThrottledLog), or info during the first seconds after start."""
@@ -124,7 +142,10 @@ class FrameTransforms:
         except self._tf2.TransformException as error:
             # Lookup, connectivity and extrapolation errors: tf2's own text says which.
             text = ' '.join(str(error).split())
-            raise TransformUnavailable(f'{target_frame} <- {source_frame}: {text}') from None
+            ahead = (isinstance(error, self._tf2.ExtrapolationException)
+                     and self._newer_than_buffered(target_frame, source_frame, when))
+            raise TransformUnavailable(f'{target_frame} <- {source_frame}: {text}',
+                                       may_arrive=ahead) from None
         try:
             return transform_to_matrix(message.transform)
         except ValueError as error:

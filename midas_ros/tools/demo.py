@@ -19,8 +19,10 @@ The model uses the official weights when they can be found (``model.weights_dir`
 ``$MIDAS_WEIGHTS_DIR``, the torch hub cache); when they cannot and downloading is possible (not
 ``--no-download``), the official checkpoint is downloaded into the torch hub cache first
 (:func:`fetch_official_weights`). Offline it runs on random weights, said loudly: every output
-still flows, the depth is meaningless. depth_node runs in ``ground_plane`` scale mode with
-the scene's true camera height and pitch, the metric path a robot with a known camera mount uses.
+still flows, the depth is meaningless, and every picture (montage, each video frame) carries a
+red "RANDOM WEIGHTS" bar; summary.json has ``"random_weights": true``. depth_node runs in
+``ground_plane`` scale mode with the scene's true camera height and pitch, the metric path a
+robot with a known camera mount uses.
 """
 import argparse
 import json
@@ -137,6 +139,7 @@ class _RunReader:
         self.depth_errors, self.distance_errors = [], []
         self.diagnostics = []
         self.boxes = {}              # stamp -> [LabelledBox]
+        self.weights = None          # depth_node's diagnostics: 'pretrained' | 'random'
         self.intrinsics = None
 
     def read_numbers(self):
@@ -150,6 +153,8 @@ class _RunReader:
         for topic, msg, log_time in read_messages(self.path, topics):
             if topic == '/diagnostics':
                 values = _diagnostic_values(msg)
+                if values and 'weights' in values:
+                    self.weights = values['weights']
                 if values and 'fit inlier ratio' in values:
                     self.diagnostics.append(values)
                 continue
@@ -219,8 +224,9 @@ class _RunReader:
         candidates = [s for s in self.boxes if s in self.obstacle_stamps]
         return max(candidates, key=lambda s: (measured(s), s)) if candidates else None
 
-    def write_pictures(self, output, best):
-        """Pass 2: the montage of every frame with depth into the video; the best one as PNG.
+    def write_pictures(self, output, best, banner=None):
+        """Pass 2: the montage of every frame with depth into the video; the best one as PNG;
+        ``banner`` (e.g. report.RANDOM_WEIGHTS_BANNER) across the top of every one.
         Returns (video path, frames, montage path or None)."""
         from midas_ros.ros.conversions import image_to_array
         from midas_ros.ros.recorder import read_messages
@@ -245,7 +251,8 @@ class _RunReader:
                 picture = report.montage(
                     [image, frame['/depth/colormap'],
                      report.draw_boxes(image, self.boxes.get(stamp, ()))],
-                    ['input', 'depth (near = red)', 'obstacles: measured (true) distance'])
+                    ['input', 'depth (near = red)', 'obstacles: measured (true) distance'],
+                    banner=banner)
                 video.write(picture)
                 if stamp == best or png is None:
                     png = output / 'montage.png'
@@ -299,9 +306,13 @@ class _RunReader:
         }
 
 
-def write_artefacts(recording, output, console=None, model='-'):
+def write_artefacts(recording, output, console=None, model='-', random_weights=None):
     """Read ``recording`` back and write montage, video, cloud and summary into ``output``.
-    Returns the summary dict (also written to summary.json and printed)."""
+    Returns the summary dict (also written to summary.json and printed).
+
+    ``random_weights`` (None: as depth_node's diagnostics in the recording say): every
+    picture then carries report.RANDOM_WEIGHTS_BANNER, and summary.json says so
+    (``random_weights``)."""
     say = (console or pipeline.Console()).line
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -309,10 +320,14 @@ def write_artefacts(recording, output, console=None, model='-'):
     run = _RunReader(recording)
     run.read_numbers()
     best = run.best_stamp()
-    video, video_frames, png = run.write_pictures(output, best)
+    if random_weights is None:
+        random_weights = run.weights == 'random'
+    video, video_frames, png = run.write_pictures(
+        output, best, banner=report.RANDOM_WEIGHTS_BANNER if random_weights else None)
     points = run.write_cloud(output / 'cloud.ply', best)
     summary = run.summary()
     summary['model'] = model
+    summary['random_weights'] = bool(random_weights)
     summary['artefacts'] = {
         'recording': str(recording), 'montage': str(png) if png else None,
         'video': str(video) if video else None, 'video_frames': video_frames,
@@ -368,7 +383,7 @@ def main(argv=None):
     if status not in (0, pipeline.EXIT_INTERRUPTED) or not recording.is_file():
         return status or 1
     model = f"{args.model} ({'official' if pretrained else 'RANDOM'} weights)"
-    write_artefacts(recording, output, console, model=model)
+    write_artefacts(recording, output, console, model=model, random_weights=not pretrained)
     console.line('demo', f'done in {time.monotonic() - started:.1f} s')
     return status
 
