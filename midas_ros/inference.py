@@ -20,16 +20,18 @@ import torch
 
 from midas_ros.backends import BACKENDS, BackendError, create_runner
 from midas_ros.backends.choice import BackendChoice, ParityCheckedRunner, choose_backend
+from midas_ros.backends.quantize import INT8_BACKENDS
 from midas_ros.backends.torch_backend import TorchRunner
 from midas_ros.cpu_budget import CpuBudget, ThreadPlan, configure_pools
 from midas_ros.cpu_budget import parallel_frames as parallel_frames_for
 from midas_ros.models.registry import get_config
 from midas_ros.models.transforms import DevicePreprocessor, check_image, upsample_prediction
+from midas_ros.quantization import Int8Calibrator
 
 __all__ = ['BACKENDS', 'PRECISIONS', 'STAGES', 'BackendError', 'DepthEstimator', 'TorchRunner',
            'choose_precision', 'resolve_device', 'resolve_precision', 'usable_cpu_count']
 
-PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
+PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16', 'int8')
 STAGES = ('upload', 'preprocess', 'inference', 'postprocess', 'download')
 _log = logging.getLogger(__name__)
 
@@ -84,6 +86,9 @@ def choose_precision(precision, device, cfg):
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    if precision == 'int8' and device.type != 'cpu':
+        raise ValueError(f"precision int8 runs on the CPU (backends openvino, onnxruntime), not "
+                         f"on {device}: use fp16/bf16 there")
     if precision != 'auto':
         return precision, 'requested'
     if device.type != 'cuda':
@@ -96,6 +101,23 @@ def choose_precision(precision, device, cfg):
         return 'bf16', f'{cfg.name} overflows fp16; bf16 is native on {capability}'
     return 'fp32', (f'{cfg.name} overflows fp16 and bf16 is only emulated on {capability} '
                     '(native from sm_80)')
+
+
+def int8_backend(backend, device):
+    """The backend that runs ``precision='int8'``: ``backend`` if it can ('openvino',
+    'onnxruntime'), for 'auto' the first of them installed here; ValueError otherwise."""
+    if backend == 'auto':
+        choice = choose_backend(device, 'fp32')
+        if choice.backend in INT8_BACKENDS:
+            return choice.backend
+        raise ValueError(f'precision int8 needs openvino or onnxruntime, and none can run here '
+                         f'({choice.reason})')
+    if backend not in INT8_BACKENDS:
+        raise ValueError(f"precision int8 runs on backends {', '.join(INT8_BACKENDS)}, not "
+                         f"'{backend}': torch has no int8 CPU path for these networks (its "
+                         'post-training quantization does not cover the ViT and Swin blocks), '
+                         'so the exported graph is quantized instead')
+    return backend
 
 
 def usable_cpu_count():
@@ -180,12 +202,25 @@ class DepthEstimator:
     work runs under ``device``'s guard on ``stream``, a stream of the estimator's own.
     ``warmup`` builds, compiles and autotunes for an image size ahead of its first frame.
     Not thread-safe: one estimator serves one stream of frames.
+
+    ``precision='int8'`` (CPU, backend 'openvino', 'onnxruntime' or 'auto', which then picks
+    one of them): the backend's fp32 graph serves until ``int8`` (a
+    ``quantization.Int8Calibrator``, shared with the replicas) has quantized the graph on
+    ``calibration`` (''/folder/'recording.mcap:/topic'; ``calibration_frames`` inputs) and
+    measured it against fp32 on held-out inputs; accepted when the 95th percentile of the
+    relative error is at most ``int8_max_error``. ``precision`` is the one running ('fp32',
+    then 'int8' once swapped in), ``requested_precision`` the one asked for. ``calibration``
+    errors (empty folder, missing topic) raise ``CalibrationError`` here. ``int8_background``:
+    quantize in a background thread while fp32 serves (False: inside the completing frame).
+    ``logger``: where the int8 result is logged (default: this module's ``logging`` logger).
     """
 
     def __init__(self, model_name, device='auto', pretrained=True, weights=None, weights_dir=None,
                  allow_download=False, precision='auto', channels_last=True, compile=False,
                  cpu_threads=0, model=None, backend='torch', backend_fallback=False,
-                 cache_dir=None, interop_threads=0, opencv_threads=0, parallel_frames=1):
+                 cache_dir=None, interop_threads=0, opencv_threads=0, parallel_frames=1,
+                 calibration='', calibration_frames=32, int8_max_error=0.05,
+                 int8_background=True, logger=None, int8_calibrator=None):
         self.config = get_config(model_name)
         # What a replica is built with, and the thread counts every (re-)plan starts from.
         self._options = dict(
@@ -202,6 +237,10 @@ class DepthEstimator:
         self.device = resolve_device(device)
         self.precision, self.precision_reason = choose_precision(precision, self.device,
                                                                  self.config)
+        self.requested_precision = self.precision
+        if self.precision == 'int8':   # fp32 serves until the int8 graph is measured
+            int8_backend(backend, self.device)   # ValueError where int8 cannot run
+            self.precision = 'fp32'
         _log.info('precision %s on %s: %s', self.precision, self.device, self.precision_reason)
         self.stream = None
         if self.device.type == 'cuda':
@@ -247,6 +286,15 @@ class DepthEstimator:
             self.backend = backend
         except BackendError as error:
             self._fall_back_to_torch(error)
+        self.int8 = None
+        if self.requested_precision == 'int8' and self.backend != 'torch':
+            self.int8 = int8_calibrator or Int8Calibrator(
+                backend, model, self.config, cache_dir, calibration, calibration_frames,
+                int8_max_error, int8_background, logger)
+            self.int8.register(self)
+            self.precision_reason = self.int8.reason
+        self._fp32_runner = self.runner
+        self._warming_up = False
         # Exported graphs take contiguous NCHW; channels_last would cost them a copy per frame.
         self.preprocessor = DevicePreprocessor(self.config, self.device,
                                                channels_last and self.backend == 'torch')
@@ -267,10 +315,12 @@ class DepthEstimator:
         frames (``parallel_frames``): it shares the torch weights; an exported runtime loads
         a session of its own from the artefact cache. After a fallback to torch, torch."""
         backend = 'torch' if self.backend_error else self.requested_backend
+        int8 = self.int8 is not None
         return DepthEstimator(
-            self.config.name, precision=self.precision, model=self._model, backend=backend,
-            backend_fallback=self.backend_fallback,
-            parallel_frames=self._parallel_frames_requested, **self._options)
+            self.config.name, precision='int8' if int8 else self.precision, model=self._model,
+            backend=backend, backend_fallback=self.backend_fallback,
+            parallel_frames=self._parallel_frames_requested, int8_calibrator=self.int8,
+            **self._options)
 
     def _configure_threads(self, budget, frames):
         """Apply (and return) the ``ThreadPlan`` for ``frames`` in parallel on ``budget``,
@@ -382,11 +432,18 @@ class DepthEstimator:
     def _infer_and_upsample(self, net_input, height, width, out):
         """Network, then bicubic upsampling to the image size, then the result on the host."""
         clock = self._clock
+        if self.int8 is not None and self.precision != 'int8':
+            self._take_int8()
         try:
             prediction = self.runner(net_input)
         except BackendError as error:   # e.g. the export for this input size failed
-            self._fall_back_to_torch(error)
+            if self.precision == 'int8':
+                self._int8_failed(error)
+            else:
+                self._fall_back_to_torch(error)
             prediction = self.runner(net_input)
+        if self.int8 is not None and self.int8.state == 'collecting':
+            self.int8.observe(self, net_input, self._preprocess_image, self._warming_up)
         clock.mark()
         if self.device.type == 'cuda':
             upsampled = upsample_prediction(prediction, height, width, out=self._device_output)
@@ -400,6 +457,30 @@ class DepthEstimator:
             clock.mark()
         clock.mark()
         return result
+
+    def _take_int8(self):
+        """Run the int8 graph from this frame on if the calibrator accepted it."""
+        runner = self.int8.take(self)
+        if runner is not None:
+            self.runner, self.precision = runner, 'int8'
+            self.precision_reason = self.int8.reason
+        elif self.int8.state == 'fp32':
+            self.precision_reason = self.int8.reason
+
+    def _int8_failed(self, error):
+        """The int8 graph failed to run: back to the fp32 graph, with one warning."""
+        self.runner, self.precision = self._fp32_runner, 'fp32'
+        self.int8.state = 'fp32'
+        self.int8.reason = self.precision_reason = f'int8 failed to run, running fp32: {error}'
+        _log.warning(self.precision_reason)
+
+    def _preprocess_image(self, image, channel_order):
+        """The network input of a calibration image (uint8 array), as a frame's is made."""
+        return self.preprocessor(torch.from_numpy(np.ascontiguousarray(image)), channel_order)
+
+    def int8_diagnostics(self):
+        """{key: value} of the int8 calibration for /diagnostics ({} without int8)."""
+        return {} if self.int8 is None else self.int8.diagnostics()
 
     @staticmethod
     def _check_out(out, shape):
@@ -452,8 +533,12 @@ class DepthEstimator:
         image = np.empty((height, width) + channels, dtype=np.uint8)
         image.reshape(height, width, -1)[...] = gradient.astype(np.uint8)[..., None]
         start = time.perf_counter()
-        for _ in range(iterations):
-            self.predict(image, channel_order)
+        self._warming_up = True   # a gradient is no calibration frame
+        try:
+            for _ in range(iterations):
+                self.predict(image, channel_order)
+        finally:
+            self._warming_up = False
         seconds = time.perf_counter() - start
         self.warmed_up[width, height] = seconds
         _log.info('warm-up for %dx%d images: %.2f s (%s, %s%s on %s)', width, height, seconds,
