@@ -478,10 +478,6 @@ class DepthEstimator:
         """The network input of a calibration image (uint8 array), as a frame's is made."""
         return self.preprocessor(torch.from_numpy(np.ascontiguousarray(image)), channel_order)
 
-    def int8_diagnostics(self):
-        """{key: value} of the int8 calibration for /diagnostics ({} without int8)."""
-        return {} if self.int8 is None else self.int8.diagnostics()
-
     @staticmethod
     def _check_out(out, shape):
         if out is not None and (out.dtype != np.float32 or out.shape != shape

@@ -287,7 +287,10 @@ class DepthNode(ManagedNode):
             compile=values['inference.compile'], cpu_threads=values['inference.cpu_threads'],
             interop_threads=values['inference.interop_threads'],
             opencv_threads=values['inference.opencv_threads'],
-            backend=values['model.backend'], backend_fallback=values['model.backend_fallback'])
+            backend=values['model.backend'], backend_fallback=values['model.backend_fallback'],
+            calibration=values['inference.calibration'],
+            calibration_frames=values['inference.calibration_frames'],
+            int8_max_error=values['inference.int8_max_error'], logger=self.get_logger())
 
     def _apply_parameters(self, candidate):
         """Build everything the candidate values need; swap it in only if all of it works."""
@@ -695,6 +698,11 @@ class DepthNode(ManagedNode):
             status.message = 'depth is uncalibrated (relative)'
         else:
             status.level, status.message = DiagnosticStatus.OK, 'metric depth'
+        int8 = getattr(estimator, 'int8', None)   # inference.precision int8 only
+        if int8 is not None:
+            values.update(int8.diagnostics())
+        if int8 is not None and int8.state == 'fp32' and status.level == DiagnosticStatus.OK:
+            status.level, status.message = DiagnosticStatus.WARN, 'int8 refused, running fp32'
         if scale is not None:
             fit = scale.fit
             values.update({

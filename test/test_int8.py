@@ -1,0 +1,249 @@
+"""int8 on the CPU: calibration sources, the quantized graph's cache key, the accuracy gate, the
+fallback to fp32, and the one-line errors of bad calibration inputs.
+
+Quantization runs for real (ONNX Runtime's static QDQ, NNCF for OpenVINO) on the tiny stand-in
+network of test_backends (two convolutions: quantizes in about a second); the calibration images
+are tiny as well. The accuracy figures are checked against outputs made with a known error.
+"""
+import logging
+
+import numpy as np
+import pytest
+import torch
+from test_backends import SMALL, TinyDepthNet, textured_image
+
+from midas_ros.backends import ArtefactCache
+from midas_ros.backends.quantize import CalibrationSet, create_int8_runner
+from midas_ros.calibration_images import CalibrationError, load_calibration_images
+from midas_ros.inference import DepthEstimator, choose_precision
+from midas_ros.models.registry import get_config
+from midas_ros.quantization import compare_relative, split_held_out
+
+cv2 = pytest.importorskip('cv2')
+WIDTH, HEIGHT = 64, 48       # camera frames; the small variant's network input is 256x192
+TOPIC = '/camera/image_raw'
+
+
+class Log:
+    """Collects what the calibrator logs (an rclpy logger's or logging's info/warning)."""
+
+    def __init__(self):
+        self.infos, self.warnings = [], []
+
+    def info(self, text):
+        self.infos.append(text)
+
+    def warning(self, text):
+        self.warnings.append(text)
+
+
+@pytest.fixture(scope='module')
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp('int8_cache')
+
+
+def frames(count, width=WIDTH, height=HEIGHT):
+    return [textured_image(height, width, seed) for seed in range(count)]
+
+
+def int8_estimator(cache_dir, backend='onnxruntime', **kwargs):
+    kwargs.setdefault('int8_background', False)
+    return DepthEstimator(SMALL, device='cpu', model=TinyDepthNet(), backend=backend,
+                          cache_dir=cache_dir, precision='int8', **kwargs)
+
+
+def image_folder(path, images):
+    path.mkdir()
+    for index, image in enumerate(images):
+        cv2.imwrite(str(path / f'{index:03d}.png'), image)
+    return path
+
+
+def image_recording(path, images, topic=TOPIC):
+    """An MCAP recording of rgb8 sensor_msgs/Image messages on ``topic``."""
+    pytest.importorskip('mcap')
+    from rclpy.serialization import serialize_message
+
+    from midas_ros.recording import McapRecording
+    from midas_ros.ros.conversions import array_to_image
+    with McapRecording(path, compression='none') as recording:
+        recording.add_topic(topic, 'sensor_msgs/msg/Image')
+        for index, image in enumerate(images):
+            recording.write(topic, serialize_message(array_to_image(image, 'rgb8')),
+                            (index + 1) * 10**8)
+    return path
+
+
+# ----------------------------------------------------------------------------- accuracy
+
+
+def test_accuracy_figures_after_scale_and_shift_alignment():
+    reference = np.linspace(1.0, 3.0, 400, dtype=np.float32).reshape(20, 20)
+    # Scale and shift are free: an affine copy is exact.
+    exact = compare_relative([2.5 * reference - 7.0], [reference])
+    assert exact.median < 1e-6 and exact.p95 < 1e-6 and exact.delta1 == 1.0
+    # A 10 % error on a quarter of the pixels: the least-squares alignment spreads part of it
+    # over the others (median ~2.7 %), the 95th percentile keeps most of it.
+    noisy = reference.copy()
+    noisy.ravel()[::4] *= 1.10
+    figures = compare_relative([noisy], [reference])
+    assert 0.01 < figures.median < 0.04 and 0.05 < figures.p95 < 0.12 and figures.delta1 == 1.0
+    assert figures.frames == 1
+
+
+def test_held_out_split():
+    calibration, held = split_held_out(list(range(8)))
+    assert held == [3, 7] and calibration == [0, 1, 2, 4, 5, 6]
+    assert split_held_out([0, 1]) == ([0], [1])
+    with pytest.raises(CalibrationError, match='at least 2 frames'):
+        split_held_out([0])
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def test_calibration_from_a_folder_spreads_over_it(tmp_path):
+    folder = image_folder(tmp_path / 'images', frames(6))
+    (folder / 'notes.txt').write_text('not an image')
+    images = load_calibration_images(str(folder), 3)
+    assert [label for label, _, _ in images] == ['000.png', '002.png', '005.png']
+    assert all(order == 'bgr' and image.shape == (HEIGHT, WIDTH, 3)
+               for _, image, order in images)
+
+
+def test_calibration_from_a_recording_topic(tmp_path):
+    recorded = frames(5)
+    path = image_recording(tmp_path / 'run.mcap', recorded)
+    images = load_calibration_images(f'{path}:{TOPIC}', 10)
+    assert len(images) == 5 and images[0][2] == 'rgb'
+    np.testing.assert_array_equal(images[4][1], recorded[4])
+    # Without a topic: the recording's only image topic.
+    assert len(load_calibration_images(str(path), 2)) == 2
+
+
+def test_bad_calibration_sources_are_one_line_errors(tmp_path):
+    (tmp_path / 'empty').mkdir()
+    path = image_recording(tmp_path / 'run.mcap', frames(2))
+    cases = {str(tmp_path / 'empty'): 'holds no images',
+             f'{path}:/other/image': f"has no image topic '/other/image'.*{TOPIC}",
+             str(tmp_path / 'missing.mcap'): 'does not exist',
+             str(tmp_path / 'nothing_here'): 'neither a folder of images nor an MCAP'}
+    for source, message in cases.items():
+        with pytest.raises(CalibrationError, match=message) as error:
+            load_calibration_images(source, 4)
+        assert '\n' not in str(error.value)
+
+
+def test_estimator_rejects_a_bad_source_at_construction(tmp_path, cache_dir):
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(CalibrationError, match='holds no images'):
+        int8_estimator(cache_dir, calibration=str(tmp_path / 'empty'))
+
+
+def test_torch_and_gpu_refuse_int8_with_a_reason(cache_dir):
+    with pytest.raises(ValueError, match='torch has no int8 CPU path'):
+        int8_estimator(cache_dir, backend='torch')
+    with pytest.raises(ValueError, match='int8 runs on the CPU'):
+        choose_precision('int8', torch.device('cuda', 0), get_config(SMALL))
+
+
+# ----------------------------------------------------------------------------- cache key
+
+
+def test_cache_key_changes_with_the_calibration_data(cache_dir):
+    cfg, model, cache = get_config(SMALL), TinyDepthNet(), ArtefactCache(cache_dir)
+    one = CalibrationSet.of([np.zeros((1, 3, 8, 8), np.float32)])
+    same = CalibrationSet.of([np.zeros((1, 3, 8, 8), np.float32)])
+    other = CalibrationSet.of([np.ones((1, 3, 8, 8), np.float32)])
+    keys = {name: create_int8_runner('onnxruntime', model, cfg, torch.device('cpu'), cache,
+                                     calibration).target()
+            for name, calibration in (('one', one), ('same', same), ('other', other))}
+    assert keys['one'] == keys['same'] != keys['other']
+    assert one.digest[:16] in keys['one']
+
+
+# ----------------------------------------------------------------------------- quantization
+
+
+def test_live_frames_calibrate_then_int8_runs_in_every_lane(cache_dir):
+    """The node's path: background quantization while fp32 serves; warm-up frames are no
+    calibration frames; the replica (a second lane) takes its own int8 session."""
+    log = Log()
+    estimator = int8_estimator(cache_dir, calibration_frames=4, int8_max_error=0.5,
+                               int8_background=True, logger=log)
+    replica = estimator.replica()
+    estimator.warmup(WIDTH, HEIGHT)
+    assert estimator.int8.state == 'collecting' and not estimator.int8._inputs
+    images = frames(5)
+    fp32 = [estimator.predict(image) for image in images[:2]]
+    for image in images[2:4]:
+        replica.predict(image)
+    assert estimator.int8.wait(120), estimator.int8.reason
+    assert estimator.int8.state == 'int8', estimator.int8.reason
+    assert estimator.precision == 'fp32'          # swapped at the next frame, in its thread
+    int8 = estimator.predict(images[0])
+    replica.predict(images[1])
+    assert estimator.precision == replica.precision == 'int8'
+    assert estimator.runner is not replica.runner
+    figures = compare_relative([int8], [fp32[0]])
+    assert figures.p95 < 0.5 and figures.delta1 > 0.9
+    assert 'int8' in estimator.int8.artefact.name and 'cal' in estimator.int8.artefact.name
+    diagnostics = estimator.int8.diagnostics()
+    assert diagnostics['int8'].startswith('int8:') and 'int8 p95 relative error' in diagnostics
+    assert len(log.infos) == 1 and 'held-out' in log.infos[0] and not log.warnings
+
+
+def test_accuracy_gate_keeps_fp32_with_one_warning(tmp_path, cache_dir):
+    log = Log()
+    folder = image_folder(tmp_path / 'images', frames(4))
+    estimator = int8_estimator(cache_dir, calibration=str(folder), int8_max_error=1e-9,
+                               logger=log)
+    reference = estimator.predict(frames(1)[0])   # the first frame quantizes (folder source)
+    assert estimator.int8.state == 'fp32' and estimator.precision == 'fp32'
+    again = estimator.predict(frames(1)[0])
+    np.testing.assert_array_equal(again, reference)
+    assert len(log.warnings) == 1
+    assert 'above inference.int8_max_error' in log.warnings[0] and '\n' not in log.warnings[0]
+    assert estimator.int8.accuracy.p95 > 1e-9
+    assert 'int8 refused' in estimator.precision_reason
+
+
+def test_calibration_images_of_another_size_are_refused(tmp_path, cache_dir):
+    log = Log()
+    folder = image_folder(tmp_path / 'images', frames(3, width=48, height=48))
+    estimator = int8_estimator(cache_dir, calibration=str(folder), logger=log)
+    estimator.predict(frames(1)[0])
+    assert estimator.int8.state == 'fp32' and estimator.precision == 'fp32'
+    assert len(log.warnings) == 1 and "images of the camera's size" in log.warnings[0]
+
+
+def test_recording_calibration_and_fallback_when_int8_fails_to_run(tmp_path, cache_dir):
+    log = Log()
+    path = image_recording(tmp_path / 'run.mcap', frames(4))
+    estimator = int8_estimator(cache_dir, calibration=f'{path}:{TOPIC}', int8_max_error=0.5,
+                               logger=log)
+    fp32 = estimator.predict(frames(1)[0])
+    assert estimator.int8.state == 'int8', estimator.int8.reason
+    estimator.predict(frames(1)[0])
+    assert estimator.precision == 'int8'
+
+    def broken(net_input):
+        raise RuntimeError('lost the session')
+    estimator.runner._run = broken
+    after = estimator.predict(frames(1)[0])
+    assert estimator.precision == 'fp32' and 'int8 failed to run' in estimator.precision_reason
+    np.testing.assert_allclose(after, fp32, rtol=1e-5)
+
+
+def test_openvino_int8_with_nncf(cache_dir, caplog):
+    pytest.importorskip('openvino')
+    pytest.importorskip('nncf')
+    estimator = int8_estimator(cache_dir, backend='openvino', calibration_frames=3,
+                               int8_max_error=0.5)
+    with caplog.at_level(logging.INFO, logger='midas_ros.quantization'):
+        for image in frames(4):
+            estimator.predict(image)
+    assert estimator.int8.state == 'int8', estimator.int8.reason
+    assert estimator.precision == 'int8' and 'openvino' in estimator.int8.artefact.name
+    assert (estimator.int8.artefact / 'model.xml').is_file()
+    assert any('int8 accepted' in record.message for record in caplog.records)
