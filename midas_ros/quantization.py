@@ -21,7 +21,9 @@ the pipeline's lanes) the network inputs it runs:
 
 Steps 2-4 run in a background thread by default while fp32 keeps serving (they take seconds to
 a minute and load the CPU meanwhile); ``background=False`` runs them inside the frame that
-completes the calibration set (tools, tests). The result is logged once and kept in
+completes the calibration set (tools, tests), and so does a folder or recording met during
+``DepthEstimator.warmup`` (the node's configure), so that the node serves int8 from its first
+frame. The result is logged once and kept in
 ``state``, ``reason`` and ``accuracy`` (what /diagnostics shows).
 """
 import logging
@@ -169,7 +171,10 @@ class Int8Calibrator:
                 inputs, self._inputs = self._inputs, []
             self.state = 'quantizing'
             self.reason = f'fp32 until quantized; quantizing on {len(inputs)} inputs'
-        if self.background:
+        # A folder or recording met at warm-up quantizes right there: the node then serves int8
+        # from its first frame (warm-up builds what is lazy; the graph is cached for the next
+        # start). Live frames cannot wait: fp32 serves while a thread quantizes.
+        if self.background and not (self.images and warming_up):
             self._thread = threading.Thread(target=self._quantize, args=(inputs,),
                                             name='int8-quantization', daemon=True)
             self._thread.start()

@@ -247,3 +247,52 @@ def test_openvino_int8_with_nncf(cache_dir, caplog):
     assert estimator.precision == 'int8' and 'openvino' in estimator.int8.artefact.name
     assert (estimator.int8.artefact / 'model.xml').is_file()
     assert any('int8 accepted' in record.message for record in caplog.records)
+
+
+# ----------------------------------------------------------------------------- the node
+
+
+def test_depth_node_serves_int8_and_reports_its_accuracy(tmp_path, monkeypatch):
+    """depth_node as users run it, over real DDS: calibrated on a folder at warm-up, its
+    outputs come from the int8 graph and /diagnostics carries the measured accuracy."""
+    pytest.importorskip('onnxruntime')
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image
+    from test_depth_node import _latest_depth_status, _send_until
+    from ros_process import NodeProcess, RosTestNode, unique_namespace
+
+    from midas_ros.ros.conversions import array_to_image, image_to_array
+    from midas_ros.ros.qos import qos_profile
+    monkeypatch.setenv('MIDAS_ROS_CACHE', str(tmp_path / 'cache'))
+    folder = image_folder(tmp_path / 'images', frames(4))
+    namespace = unique_namespace('int8')
+    params = {'model.pretrained': 'false', 'device': 'cpu', 'model.backend': 'onnxruntime',
+              'inference.precision': 'int8', 'inference.calibration': str(folder),
+              'inference.calibration_frames': '4', 'inference.int8_max_error': '1000.0',
+              'inference.warmup_size': f'[{WIDTH}, {HEIGHT}]', 'diagnostics.period': '0.5'}
+    ros_args = ['-r', f'__ns:={namespace}']
+    for name, value in params.items():
+        ros_args += ['-p', f'{name}:={value}']
+    process = NodeProcess('depth_node', ros_args, tmp_path=tmp_path)
+    probe = RosTestNode('int8_probe')
+    try:
+        depth = probe.collect(Image, f'{namespace}/depth/relative', qos_profile('sensor_data'))
+        diagnostics = probe.collect(DiagnosticArray, '/diagnostics')
+        image_pub = probe.node.create_publisher(Image, f'{namespace}/image',
+                                                qos_profile('sensor_data'))
+        image = array_to_image(frames(1)[0], 'rgb8')
+
+        def int8_status():
+            values = _latest_depth_status(diagnostics, namespace)
+            return depth and values.get('precision', '').startswith('int8') and values
+        assert _send_until(probe, [image_pub], [image], int8_status, 240), \
+            (_latest_depth_status(diagnostics, namespace), process.output())
+        values = int8_status()
+        assert values['int8'].startswith('int8: onnxruntime int8 calibrated on 3 inputs')
+        assert 0.0 <= float(values['int8 p95 relative error'])
+        assert 0.0 < float(values['int8 delta1']) <= 1.0
+        relative, _ = image_to_array(depth[-1])
+        assert relative.shape == (HEIGHT, WIDTH) and np.isfinite(relative).all()
+    finally:
+        probe.close()
+        process.stop()

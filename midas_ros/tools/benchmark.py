@@ -31,6 +31,13 @@ Examples::
     python -m midas_ros benchmark --models all --frames 3 --warmup 1
     python -m midas_ros benchmark --node --duration 600
     python -m midas_ros benchmark --node --rate 30 --load 1
+    python -m midas_ros benchmark --precisions fp32,int8 --models midas_v21_small_256
+    python -m midas_ros benchmark --node --rate 30 --precision int8
+
+``--precisions fp32,int8``: fp32 against int8 forwards per backend and thread count, with int8's
+accuracy against fp32 (``midas_ros.tools.int8_benchmark``). ``--node --precision int8``: the node
+calibrated on the benchmark's frames (or ``--calibration``) at warm-up, so every measured frame
+runs int8; the node's int8 result line is printed after the table.
 """
 import argparse
 import json
@@ -49,6 +56,9 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from midas_ros.cpu_budget import prefer_passive_waiting
+from midas_ros.tools.int8_benchmark import add_arguments as add_int8_arguments
+from midas_ros.tools.int8_benchmark import (check_precisions, int8_log_lines, node_parameters,
+                                            run_precisions)
 
 # The user's own OpenMP wait policy, before this process sets its own: the official pipeline runs
 # as run.py would, with OpenMP's defaults.
@@ -554,8 +564,9 @@ class NodeProbe:
         self._rclpy.shutdown(context=self.context)
 
 
-def node_command(namespace, args, settings):
-    """The depth_node command line, configured like the in-process benchmark."""
+def node_command(namespace, args, settings, extra=None):
+    """The depth_node command line, configured like the in-process benchmark; ``extra``: more
+    parameters (int8: ``int8_benchmark.node_parameters``)."""
     params = {'model.name': args.models, 'device': args.device,
               'model.pretrained': 'false' if args.weights is None else 'true',
               'inference.cpu_threads': args.threads,
@@ -567,6 +578,7 @@ def node_command(namespace, args, settings):
         params['model.weights'] = args.weights
     if args.backend != 'auto':   # else the node's default
         params['model.backend'] = args.backend
+    params.update(extra or {})
     command = [sys.executable, '-m', 'midas_ros', 'depth_node', '--ros-args',
                '-r', f'__ns:={namespace}']
     for name, value in params.items():
@@ -602,13 +614,15 @@ def run_node(args):
              + args.warmup * args.frame_timeout + 60.0)
     load = BusyLoad(args.load, bound)
     probe = sampler = process = None
+    calibration = tempfile.TemporaryDirectory(prefix='midas_benchmark_int8_')
     try:
         probe = NodeProbe(namespace, outputs)
         camera = CameraFeed(probe, frames, intrinsics, args.rate)
         official = None
         if args.official_duration > 0:
             official = measure_official(args, camera)
-        process = subprocess.Popen(node_command(namespace, args, settings), stdout=log,
+        extra = node_parameters(args, calibration.name)
+        process = subprocess.Popen(node_command(namespace, args, settings, extra), stdout=log,
                                    stderr=subprocess.STDOUT, env=dict(os.environ))
         sampler = RssSampler(process.pid)
         sampler.start()
@@ -624,7 +638,10 @@ def run_node(args):
         if process is not None:
             stop_process(process)
         log.close()
+        calibration.cleanup()
     print_node_result(result, args, log.name, os.environ['ROS_DOMAIN_ID'])
+    for line in int8_log_lines(log.name):
+        print(f'Node: {line}')
 
 
 class CameraFeed:
@@ -943,6 +960,7 @@ def build_parser():
     parser.add_argument('--startup-timeout', type=float, default=180.0,
                         help='--node: seconds to wait for the first output')
     parser.add_argument('--json', action='store_true', help=argparse.SUPPRESS)
+    add_int8_arguments(parser)
     return parser
 
 
@@ -958,6 +976,9 @@ def main(argv=None):
     if unknown or not args.outputs:
         parser.error(f"--outputs: {', '.join(sorted(unknown)) or 'none given'}; choose from "
                      f"{', '.join(NODE_OUTPUTS)}")
+    int8_error = check_precisions(args)
+    if int8_error:
+        parser.error(int8_error)
     if args.official_child:
         official_child(args)
         return 0
@@ -967,6 +988,8 @@ def main(argv=None):
             run_camera_source(args)
         elif args.node:
             run_node(args)
+        elif args.precisions:
+            run_precisions(args)
         else:
             run_in_process(args, argv)
     except (BenchmarkError, ValueError) as error:
