@@ -219,7 +219,7 @@ class DepthEstimator:
                  allow_download=False, precision='auto', channels_last=True, compile=False,
                  cpu_threads=0, model=None, backend='torch', backend_fallback=False,
                  cache_dir=None, interop_threads=0, opencv_threads=0, parallel_frames=1,
-                 calibration='', calibration_frames=32, int8_max_error=0.05,
+                 calibration='', calibration_frames=32, int8_max_error=0.1,
                  int8_background=True, logger=None, int8_calibrator=None):
         self.config = get_config(model_name)
         # What a replica is built with, and the thread counts every (re-)plan starts from.
@@ -248,6 +248,7 @@ class DepthEstimator:
             # Our own stream: TensorRT enqueued on the legacy default stream synchronizes with
             # every other stream (and warns each frame); see ``_on_device``.
             self.stream = torch.cuda.Stream(self.device)
+        random_weights = model is None and not pretrained and weights is None
         if model is None:
             from midas_ros.models import create_model   # imports torch model code on demand
             with torch.random.fork_rng(devices=[]):
@@ -290,9 +291,13 @@ class DepthEstimator:
         if self.requested_precision == 'int8' and self.backend != 'torch':
             self.int8 = int8_calibrator or Int8Calibrator(
                 backend, model, self.config, cache_dir, calibration, calibration_frames,
-                int8_max_error, int8_background, logger)
+                int8_max_error, int8_background, logger,
+                random_weights=random_weights)
             self.int8.register(self)
             self.precision_reason = self.int8.reason
+        elif self.requested_precision == 'int8':
+            self.precision_reason = (f'int8 needs the {backend} graph, which failed: torch '
+                                     f'fp32 runs ({self.backend_error})')
         self._fp32_runner = self.runner
         self._warming_up = False
         # Exported graphs take contiguous NCHW; channels_last would cost them a copy per frame.
