@@ -300,3 +300,44 @@ def test_depth_node_serves_int8_and_reports_its_accuracy(tmp_path, monkeypatch):
     finally:
         probe.close()
         process.stop()
+
+
+# ----------------------------------------------------------------------------- benchmark
+
+
+def test_benchmark_prints_fp32_and_int8_per_backend_and_threads(capsys, monkeypatch, tmp_path):
+    """`benchmark --precisions fp32,int8`, on the stand-in network (the table, not the speed)."""
+    import midas_ros.models
+    from midas_ros.tools import benchmark
+    monkeypatch.setattr(midas_ros.models, 'create_model', lambda *a, **k: TinyDepthNet())
+    status = benchmark.main(['--precisions', 'fp32,int8', '--backends', 'onnxruntime',
+                             '--thread-counts', '1,2', '--width', str(WIDTH), '--height',
+                             str(HEIGHT), '--frames', '2', '--warmup', '0',
+                             '--calibration-frames', '4', '--cache-dir', str(tmp_path)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    rows = [[cell.strip() for cell in line.strip('|').split('|')]
+            for line in out.splitlines() if line.startswith('| midas_v21_small_256 |')]
+    assert [row[1:4] for row in rows] == [['onnxruntime', '1', '256x192'],
+                                          ['onnxruntime', '2', '256x192']]
+    for row in rows:
+        fp32, int8 = (float(row[i].split('/')[0]) for i in (4, 5))
+        assert fp32 > 0 and int8 > 0
+        assert float(row[6].rstrip('x')) == pytest.approx(fp32 / int8, rel=0.02)
+        assert 'delta1' not in row[8] and row[8].count('%') == 2
+    assert rows[1][7] == '0.0 (cached)'    # the second thread count reuses the int8 graph
+    assert 'VNNI' in out and 'random weights (int8 gate off)' in out
+
+
+def test_node_benchmark_int8_parameters(tmp_path):
+    from midas_ros.tools import benchmark
+    from midas_ros.tools.int8_benchmark import node_parameters
+    args = benchmark.build_parser().parse_args(
+        ['--node', '--precision', 'int8', '--width', str(WIDTH), '--height', str(HEIGHT),
+         '--calibration-frames', '3'])
+    params = node_parameters(args, str(tmp_path))
+    assert params['inference.precision'] == 'int8'
+    assert params['inference.int8_max_error'] >= 1e6     # random weights: speed, not accuracy
+    assert len(load_calibration_images(params['inference.calibration'], 10)) == 3
+    with pytest.raises(SystemExit):
+        benchmark.main(['--node', '--precisions', 'fp32,int8'])
