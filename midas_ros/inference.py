@@ -473,11 +473,12 @@ class DepthEstimator:
             self.precision_reason = self.int8.reason
 
     def _int8_failed(self, error):
-        """The int8 graph failed to run: back to the fp32 graph, with one warning."""
+        """The int8 graph failed to run (e.g. frames of another network input size than the
+        calibration's): back to the fp32 graph for good, with one warning."""
         self.runner, self.precision = self._fp32_runner, 'fp32'
         self.int8.state = 'fp32'
         self.int8.reason = self.precision_reason = f'int8 failed to run, running fp32: {error}'
-        _log.warning(self.precision_reason)
+        self.int8.log.warning(self.precision_reason)
 
     def _preprocess_image(self, image, channel_order):
         """The network input of a calibration image (uint8 array), as a frame's is made."""
