@@ -307,9 +307,8 @@ def test_depth_node_serves_int8_and_reports_its_accuracy(tmp_path, monkeypatch):
 
 def test_benchmark_prints_fp32_and_int8_per_backend_and_threads(capsys, monkeypatch, tmp_path):
     """`benchmark --precisions fp32,int8`, on the stand-in network (the table, not the speed)."""
-    import midas_ros.models
-    from midas_ros.tools import benchmark
-    monkeypatch.setattr(midas_ros.models, 'create_model', lambda *a, **k: TinyDepthNet())
+    from midas_ros.tools import benchmark, int8_benchmark
+    monkeypatch.setattr(int8_benchmark, 'random_network', lambda name: TinyDepthNet())
     status = benchmark.main(['--precisions', 'fp32,int8', '--backends', 'onnxruntime',
                              '--thread-counts', '1,2', '--width', str(WIDTH), '--height',
                              str(HEIGHT), '--frames', '2', '--warmup', '0',
@@ -341,3 +340,12 @@ def test_node_benchmark_int8_parameters(tmp_path):
     assert len(load_calibration_images(params['inference.calibration'], 10)) == 3
     with pytest.raises(SystemExit):
         benchmark.main(['--node', '--precisions', 'fp32,int8'])
+
+
+def test_benchmark_random_network_has_a_linear_head():
+    from midas_ros.tools.int8_benchmark import random_network
+    model = random_network(SMALL)
+    assert not any(isinstance(layer, torch.nn.ReLU) for layer in model.scratch.output_conv)
+    with torch.inference_mode():
+        output = model(torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
+    assert (output < 0).any() and (output > 0).any()   # not the all-zero ReLU output

@@ -13,9 +13,9 @@ calibration inputs (relative inverse depth after per-frame scale-and-shift align
 and 95th percentile of the relative error, delta1) -- the figures the node logs and gates on.
 
 With random weights (no ``--weights``) the accuracy describes the quantization of a random
-network, not of the official one, and the gate is off (``int8_max_error`` unbounded) so that
-the speed is measured anyway; with a checkpoint the node's default limit applies and a refused
-quantization is a row saying why.
+network (its output head made linear: see ``random_network``), not of the official one, and the
+gate is off (``int8_max_error`` unbounded) so that the speed is measured anyway; with a
+checkpoint the node's default limit applies and a refused quantization is a row saying why.
 """
 import os
 import tempfile
@@ -55,13 +55,35 @@ def write_frames(folder, frames):
     return folder
 
 
+def random_network(model_name):
+    """``model_name`` with seeded random weights and its output head made linear.
+
+    With random weights the head's final ReLUs zero most of the output (all of it for
+    dpt_levit_224), and an all-zero fp32 output leaves nothing to measure int8 against; without
+    them the compute is the same and the output has values to compare.
+    """
+    import torch
+
+    from midas_ros.models import create_model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = create_model(model_name, pretrained=False)
+    head = model.scratch.output_conv
+    for index, layer in enumerate(head):
+        if isinstance(layer, torch.nn.ReLU):
+            head[index] = torch.nn.Identity()
+    return model
+
+
 def measure_row(model_name, backend, threads, args, calibration, frames, max_error):
     """One ``PrecisionRow``: quantize (or load from the cache), then alternate forwards."""
     import torch
 
     from midas_ros.inference import DepthEstimator
+    model = None if args.weights else random_network(model_name)
     estimator = DepthEstimator(model_name, device='cpu', pretrained=args.weights is not None,
                                weights=args.weights, cpu_threads=threads, backend=backend,
+                               model=model,
                                precision='int8', calibration=calibration,
                                calibration_frames=args.calibration_frames,
                                int8_max_error=max_error, int8_background=False,
