@@ -75,6 +75,17 @@ def random_network(model_name):
     return model
 
 
+def benchmark_cache(args):
+    """The artefact cache: ``--cache-dir`` (or the default); with random weights a folder of
+    its own in it, since the linear-head network (``random_network``) has the state_dict, hence
+    the cache key, of the variant with its ReLUs, which the node exports."""
+    from pathlib import Path
+
+    from midas_ros.backends import default_cache_dir
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    return cache if args.weights else cache / 'benchmark-random-linear-head'
+
+
 def measure_row(model_name, backend, threads, args, calibration, frames, max_error):
     """One ``PrecisionRow``: quantize (or load from the cache), then alternate forwards."""
     import torch
@@ -87,7 +98,7 @@ def measure_row(model_name, backend, threads, args, calibration, frames, max_err
                                precision='int8', calibration=calibration,
                                calibration_frames=args.calibration_frames,
                                int8_max_error=max_error, int8_background=False,
-                               cache_dir=args.cache_dir or None)
+                               cache_dir=benchmark_cache(args))
     int8 = estimator.int8
     start, wall_start = time.perf_counter(), time.time()
     estimator.predict(frames[0])    # the folder / recording quantizes at the first frame
