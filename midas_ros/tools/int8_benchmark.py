@@ -13,9 +13,10 @@ calibration inputs (relative inverse depth after per-frame scale-and-shift align
 and 95th percentile of the relative error, delta1) -- the figures the node logs and gates on.
 
 With random weights (no ``--weights``) the accuracy describes the quantization of a random
-network (its output head made linear: see ``random_network``), not of the official one, and the
-gate is off (``int8_max_error`` unbounded) so that the speed is measured anyway; with a
-checkpoint the node's default limit applies and a refused quantization is a row saying why.
+network (its output head made positive and non-zero: ``random_network``), not of the official
+one, and the gate is off (``int8_max_error`` unbounded) so that the speed is measured anyway;
+with a checkpoint the node's default limit applies and a refused quantization is a row saying
+why.
 """
 import os
 import tempfile
@@ -56,11 +57,12 @@ def write_frames(folder, frames):
 
 
 def random_network(model_name):
-    """``model_name`` with seeded random weights and its output head made linear.
+    """``model_name`` with seeded random weights, its output head's ReLUs made linear and
+    the last one a softplus.
 
-    With random weights the head's final ReLUs zero most of the output (all of it for
-    dpt_levit_224), and an all-zero fp32 output leaves nothing to measure int8 against; without
-    them the compute is the same and the output has values to compare.
+    With random weights the head's ReLUs zero most of the output (all of it for dpt_levit_224),
+    and an all-zero fp32 output leaves nothing to measure int8 against; without them the
+    compute is the same, and the softplus keeps the output a positive inverse depth.
     """
     import torch
 
@@ -69,21 +71,21 @@ def random_network(model_name):
         torch.manual_seed(0)
         model = create_model(model_name, pretrained=False)
     head = model.scratch.output_conv
-    for index, layer in enumerate(head):
-        if isinstance(layer, torch.nn.ReLU):
-            head[index] = torch.nn.Identity()
+    relus = [index for index, layer in enumerate(head) if isinstance(layer, torch.nn.ReLU)]
+    for index in relus:
+        head[index] = torch.nn.Softplus() if index == relus[-1] else torch.nn.Identity()
     return model
 
 
 def benchmark_cache(args):
     """The artefact cache: ``--cache-dir`` (or the default); with random weights a folder of
-    its own in it, since the linear-head network (``random_network``) has the state_dict, hence
+    its own in it, since the softplus-head network (``random_network``) has the state_dict, hence
     the cache key, of the variant with its ReLUs, which the node exports."""
     from pathlib import Path
 
     from midas_ros.backends import default_cache_dir
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    return cache if args.weights else cache / 'benchmark-random-linear-head'
+    return cache if args.weights else cache / 'benchmark-random-softplus-head'
 
 
 def measure_row(model_name, backend, threads, args, calibration, frames, max_error):
