@@ -20,6 +20,7 @@ hit. Whether the int8 graph is accurate enough is not decided here (``midas_ros.
 measures it against fp32).
 """
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import Tuple
 
@@ -161,6 +162,11 @@ class OnnxRuntimeInt8Runner(_Int8Mixin, OnnxRuntimeRunner):
         from onnxruntime import quantization as q
         from onnxruntime.quantization.shape_inference import quant_pre_process
         prepared = directory / 'prepared.onnx'
+        # onnxruntime.quantization logs through the root logger, e.g. one warning per rank-1
+        # weight (LeViT's batch norms) that per-channel quantization skips for per-tensor:
+        # hundreds of lines of expected noise in a node's log. Muted while it runs (the
+        # outcome is checked against fp32 afterwards; errors still raise).
+        logging.disable(logging.WARNING)
         try:
             # Shapes inferred and the graph optimized first, as ONNX Runtime recommends, so
             # that quantization sees the fused operators the session will run.
@@ -176,6 +182,7 @@ class OnnxRuntimeInt8Runner(_Int8Mixin, OnnxRuntimeRunner):
                                f'{net_w}x{net_h}: {type(error).__name__}: '
                                f'{(str(error).strip().splitlines() or [""])[0]}') from error
         finally:
+            logging.disable(logging.NOTSET)
             prepared.unlink(missing_ok=True)
 
 
