@@ -46,8 +46,11 @@ DEPTH_NODE_PARAMS = (
           'serves meanwhile', choices=('auto', 'fp32', 'fp16', 'bf16', 'int8'), read_only=True),
     Param('inference.calibration', '', 'int8 calibration images: a folder of images, or an '
           'MCAP recording and its image topic (path.mcap:/topic; path.mcap alone: its only '
-          'image topic); empty: the first inference.calibration_frames frames received. '
-          "They must have the camera's image size", read_only=True),
+          'image topic); empty: the first inference.calibration_frames frames received (with '
+          'several cameras: from every camera, of the first network input size to fill). '
+          "Images must have the camera's aspect ratio (with several sizes: that of "
+          'inference.warmup_size); the int8 graph serves that network input size, cameras of '
+          'another run fp32', read_only=True),
     Param('inference.calibration_frames', 32, 'int8: calibration images used (spread over '
           'a folder or recording); every 4th is held out to measure the int8 error', min=2,
           max=1000, read_only=True),
