@@ -324,6 +324,70 @@ def test_depth_node_serves_int8_and_reports_its_accuracy(tmp_path, monkeypatch):
         process.stop()
 
 
+def test_depth_node_cameras_share_one_int8_network(tmp_path, monkeypatch):
+    """Two cameras (``cameras: [front, rear]``) over real DDS: one calibration at warm-up for
+    the network they share, both served by the int8 graph, each camera's status carrying the
+    network's int8 figures."""
+    pytest.importorskip('onnxruntime')
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image
+    from test_depth_node import _send_until
+    from ros_process import NodeProcess, RosTestNode, unique_namespace
+
+    from midas_ros.ros.conversions import array_to_image
+    from midas_ros.ros.qos import qos_profile
+    monkeypatch.setenv('MIDAS_ROS_CACHE', str(tmp_path / 'cache'))
+    folder = image_folder(tmp_path / 'images', frames(4))
+    namespace = unique_namespace('int8_cameras')
+    cameras = ('front', 'rear')
+    params = {'cameras': '[front,rear]', 'model.pretrained': 'false', 'device': 'cpu',
+              'model.backend': 'onnxruntime', 'inference.precision': 'int8',
+              'inference.calibration': str(folder), 'inference.calibration_frames': '4',
+              'inference.int8_max_error': '1000.0',
+              'inference.warmup_size': f'[{WIDTH}, {HEIGHT}]', 'diagnostics.period': '0.5'}
+    ros_args = ['-r', f'__ns:={namespace}']
+    for name, value in params.items():
+        ros_args += ['-p', f'{name}:={value}']
+    process = NodeProcess('depth_node', ros_args, tmp_path=tmp_path)
+    probe = RosTestNode('int8_cameras_probe')
+    try:
+        depth = {camera: probe.collect(Image, f'{namespace}/{camera}/depth/relative',
+                                       qos_profile('sensor_data')) for camera in cameras}
+        diagnostics = probe.collect(DiagnosticArray, '/diagnostics')
+        publishers = [probe.node.create_publisher(Image, f'{namespace}/{camera}/image',
+                                                  qos_profile('sensor_data'))
+                      for camera in cameras]
+        images = [array_to_image(image, 'rgb8') for image in frames(2)]
+
+        def statuses():
+            latest = {}
+            for msg in diagnostics:
+                for status in msg.status:
+                    for camera in cameras:
+                        if status.name == f'{namespace}/depth_node: depth {camera}':
+                            latest[camera] = {kv.key: kv.value for kv in status.values}
+            return latest
+
+        def served():
+            latest = statuses()
+            return all(depth[c] and latest.get(c, {}).get('precision', '').startswith('int8')
+                       and int(latest[c]['frames processed']) > 0 for c in cameras)
+        assert _send_until(probe, publishers, images, served, 240), \
+            (statuses(), process.output())
+        latest = statuses()
+        for camera in cameras:
+            assert latest[camera]['int8'].startswith(
+                'int8: onnxruntime int8 calibrated on 3 inputs of 256x192'), latest[camera]
+            assert latest[camera]['cameras sharing the network'] == '2'
+        # One network, one measurement: the same figures in both cameras' statuses.
+        keys = ('int8', 'int8 p95 relative error', 'int8 delta1')
+        assert [latest['front'][k] for k in keys] == [latest['rear'][k] for k in keys]
+        assert process.output().count('int8 accepted') == 1
+    finally:
+        probe.close()
+        process.stop()
+
+
 # ----------------------------------------------------------------------------- benchmark
 
 
