@@ -424,6 +424,14 @@ def test_node_benchmark_int8_parameters(tmp_path):
     assert params['inference.precision'] == 'int8'
     assert params['inference.int8_max_error'] == 1000.0   # random weights: speed, no gate
     assert len(load_calibration_images(params['inference.calibration'], 10)) == 3
+    # --cameras N: the node of N cameras and the N single-camera nodes all run int8.
+    settings = benchmark.benchmark_settings(benchmark.synthetic_frames(WIDTH, HEIGHT, 1)[2])
+    for command in (benchmark.node_command('/ns', args, settings, ['cam0', 'cam1'], params),
+                    benchmark.node_command('/ns/cam0', args, settings, extra=params)):
+        assert 'inference.precision:=int8' in command
+        assert f"inference.calibration:={params['inference.calibration']}" in command
+    assert 'cameras:=[cam0,cam1]' in benchmark.node_command('/ns', args, settings,
+                                                            ['cam0', 'cam1'], params)
     with pytest.raises(SystemExit):
         benchmark.main(['--node', '--precisions', 'fp32,int8'])
 
