@@ -21,16 +21,18 @@ import torch
 from midas_ros.backends import BACKENDS, BackendError, create_runner
 from midas_ros.backends.base import run_batch
 from midas_ros.backends.choice import BackendChoice, ParityCheckedRunner, choose_backend
+from midas_ros.backends.quantize import INT8_BACKENDS
 from midas_ros.backends.torch_backend import TorchRunner
 from midas_ros.cpu_budget import CpuBudget, ThreadPlan, configure_pools
 from midas_ros.cpu_budget import parallel_frames as parallel_frames_for
 from midas_ros.models.registry import get_config
 from midas_ros.models.transforms import DevicePreprocessor, check_image, upsample_prediction
+from midas_ros.quantization import Int8Calibrator
 
 __all__ = ['BACKENDS', 'PRECISIONS', 'STAGES', 'BackendError', 'DepthEstimator', 'TorchRunner',
            'choose_precision', 'resolve_device', 'resolve_precision', 'usable_cpu_count']
 
-PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
+PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16', 'int8')
 STAGES = ('upload', 'preprocess', 'inference', 'postprocess', 'download')
 _log = logging.getLogger(__name__)
 
@@ -85,6 +87,9 @@ def choose_precision(precision, device, cfg):
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    if precision == 'int8' and device.type != 'cpu':
+        raise ValueError(f"precision int8 runs on the CPU (backends openvino, onnxruntime), not "
+                         f"on {device}: use fp16/bf16 there")
     if precision != 'auto':
         return precision, 'requested'
     if device.type != 'cuda':
@@ -97,6 +102,23 @@ def choose_precision(precision, device, cfg):
         return 'bf16', f'{cfg.name} overflows fp16; bf16 is native on {capability}'
     return 'fp32', (f'{cfg.name} overflows fp16 and bf16 is only emulated on {capability} '
                     '(native from sm_80)')
+
+
+def int8_backend(backend, device):
+    """The backend that runs ``precision='int8'``: ``backend`` if it can ('openvino',
+    'onnxruntime'), for 'auto' the first of them installed here; ValueError otherwise."""
+    if backend == 'auto':
+        choice = choose_backend(device, 'fp32')
+        if choice.backend in INT8_BACKENDS:
+            return choice.backend
+        raise ValueError(f'precision int8 needs openvino or onnxruntime, and none can run here '
+                         f'({choice.reason})')
+    if backend not in INT8_BACKENDS:
+        raise ValueError(f"precision int8 runs on backends {', '.join(INT8_BACKENDS)}, not "
+                         f"'{backend}': torch has no int8 CPU path for these networks (its "
+                         'post-training quantization does not cover the ViT and Swin blocks), '
+                         'so the exported graph is quantized instead')
+    return backend
 
 
 def usable_cpu_count():
@@ -181,12 +203,25 @@ class DepthEstimator:
     work runs under ``device``'s guard on ``stream``, a stream of the estimator's own.
     ``warmup`` builds, compiles and autotunes for an image size ahead of its first frame.
     Not thread-safe: one estimator serves one stream of frames.
+
+    ``precision='int8'`` (CPU, backend 'openvino', 'onnxruntime' or 'auto', which then picks
+    one of them): the backend's fp32 graph serves until ``int8`` (a
+    ``quantization.Int8Calibrator``, shared with the replicas) has quantized the graph on
+    ``calibration`` (''/folder/'recording.mcap:/topic'; ``calibration_frames`` inputs) and
+    measured it against fp32 on held-out inputs; accepted when the 95th percentile of the
+    relative error is at most ``int8_max_error``. ``precision`` is the one running ('fp32',
+    then 'int8' once swapped in), ``requested_precision`` the one asked for. ``calibration``
+    errors (empty folder, missing topic) raise ``CalibrationError`` here. ``int8_background``:
+    quantize in a background thread while fp32 serves (False: inside the completing frame).
+    ``logger``: where the int8 result is logged (default: this module's ``logging`` logger).
     """
 
     def __init__(self, model_name, device='auto', pretrained=True, weights=None, weights_dir=None,
                  allow_download=False, precision='auto', channels_last=True, compile=False,
                  cpu_threads=0, model=None, backend='torch', backend_fallback=False,
-                 cache_dir=None, interop_threads=0, opencv_threads=0, parallel_frames=1):
+                 cache_dir=None, interop_threads=0, opencv_threads=0, parallel_frames=1,
+                 calibration='', calibration_frames=32, int8_max_error=0.1,
+                 int8_background=True, logger=None, int8_calibrator=None):
         self.config = get_config(model_name)
         # What a replica is built with, and the thread counts every (re-)plan starts from.
         self._options = dict(
@@ -203,6 +238,10 @@ class DepthEstimator:
         self.device = resolve_device(device)
         self.precision, self.precision_reason = choose_precision(precision, self.device,
                                                                  self.config)
+        self.requested_precision = self.precision
+        if self.precision == 'int8':   # fp32 serves until the int8 graph is measured
+            int8_backend(backend, self.device)   # ValueError where int8 cannot run
+            self.precision = 'fp32'
         _log.info('precision %s on %s: %s', self.precision, self.device, self.precision_reason)
         self.stream = None
         if self.device.type == 'cuda':
@@ -210,6 +249,7 @@ class DepthEstimator:
             # Our own stream: TensorRT enqueued on the legacy default stream synchronizes with
             # every other stream (and warns each frame); see ``_on_device``.
             self.stream = torch.cuda.Stream(self.device)
+        random_weights = model is None and not pretrained and weights is None
         if model is None:
             from midas_ros.models import create_model   # imports torch model code on demand
             with torch.random.fork_rng(devices=[]):
@@ -248,6 +288,19 @@ class DepthEstimator:
             self.backend = backend
         except BackendError as error:
             self._fall_back_to_torch(error)
+        self.int8 = None
+        if self.requested_precision == 'int8' and self.backend != 'torch':
+            self.int8 = int8_calibrator or Int8Calibrator(
+                backend, model, self.config, cache_dir, calibration, calibration_frames,
+                int8_max_error, int8_background, logger,
+                random_weights=random_weights)
+            self.int8.register(self)
+            self.precision_reason = self.int8.reason
+        elif self.requested_precision == 'int8':
+            self.precision_reason = (f'int8 needs the {backend} graph, which failed: torch '
+                                     f'fp32 runs ({self.backend_error})')
+        self._fp32_runner = self.runner
+        self._warming_up = False
         # Exported graphs take contiguous NCHW; channels_last would cost them a copy per frame.
         self.preprocessor = DevicePreprocessor(self.config, self.device,
                                                channels_last and self.backend == 'torch')
@@ -270,10 +323,12 @@ class DepthEstimator:
         frames (``parallel_frames``): it shares the torch weights; an exported runtime loads
         a session of its own from the artefact cache. After a fallback to torch, torch."""
         backend = 'torch' if self.backend_error else self.requested_backend
+        int8 = self.int8 is not None
         return DepthEstimator(
-            self.config.name, precision=self.precision, model=self._model, backend=backend,
-            backend_fallback=self.backend_fallback,
-            parallel_frames=self._parallel_frames_requested, **self._options)
+            self.config.name, precision='int8' if int8 else self.precision, model=self._model,
+            backend=backend, backend_fallback=self.backend_fallback,
+            parallel_frames=self._parallel_frames_requested, int8_calibrator=self.int8,
+            **self._options)
 
     def _configure_threads(self, budget, frames):
         """Apply (and return) the ``ThreadPlan`` for ``frames`` in parallel on ``budget``,
@@ -363,12 +418,15 @@ class DepthEstimator:
         (depth_node batches the cameras' frames waiting together); a runner that takes one
         frame at a time (an exported graph built for batch 1) runs them in turn on the same
         stream. ``last_timings`` are the whole batch's. ValueError for images of different
-        sizes."""
+        sizes. int8 (CPU only) runs them one by one, as ``predict``."""
         with self._on_device():
             return self._predict_batch(images, channel_order, outs)
 
     @torch.inference_mode()
     def _predict_batch(self, images, channel_order, outs):
+        if self.int8 is not None:   # int8 (CPU only): calibrated and swapped in frame by frame
+            outs = list(outs) if outs is not None else [None] * len(images)
+            return [self._predict(image, channel_order, out) for image, out in zip(images, outs)]
         images = [np.asarray(image) for image in images]
         shape = images[0].shape
         height, width = shape[:2]
@@ -482,11 +540,19 @@ class DepthEstimator:
     def _infer_and_upsample(self, net_input, height, width, out):
         """Network, then bicubic upsampling to the image size, then the result on the host."""
         clock = self._clock
+        runner = self._runner_for(net_input)
         try:
-            prediction = self.runner(net_input)
+            prediction = runner(net_input)
         except BackendError as error:   # e.g. the export for this input size failed
-            self._fall_back_to_torch(error)
+            fp32_failed = runner is self._fp32_runner
+            if self.precision == 'int8':
+                self._int8_failed(error if not fp32_failed else
+                                  f'the fp32 graph of another input size failed ({error})')
+            if fp32_failed:
+                self._fall_back_to_torch(error)
             prediction = self.runner(net_input)
+        if self.int8 is not None and self.int8.state == 'collecting':
+            self.int8.observe(self, net_input, self._preprocess_image, self._warming_up)
         clock.mark()
         if self.device.type == 'cuda':
             upsampled = upsample_prediction(prediction, height, width, out=self._device_output)
@@ -500,6 +566,40 @@ class DepthEstimator:
             clock.mark()
         clock.mark()
         return result
+
+    def _runner_for(self, net_input):
+        """The runner of ``net_input``: the int8 graph once accepted, for network inputs of
+        the size it was calibrated at; the fp32 graph for other sizes (depth_node's cameras of
+        another aspect ratio: an int8 graph is quantized and measured for one input size)."""
+        if self.int8 is None:
+            return self.runner
+        if self.precision != 'int8':
+            self._take_int8()
+        size = (net_input.shape[3], net_input.shape[2])
+        if self.precision == 'int8' and self.int8.size != size:
+            return self._fp32_runner
+        return self.runner
+
+    def _take_int8(self):
+        """Run the int8 graph from this frame on if the calibrator accepted it."""
+        runner = self.int8.take(self)
+        if runner is not None:
+            self.runner, self.precision = runner, 'int8'
+            self.precision_reason = self.int8.reason
+        elif self.int8.state == 'fp32':
+            self.precision_reason = self.int8.reason
+
+    def _int8_failed(self, error):
+        """The int8 graph (or, running int8, the fp32 graph of another input size) failed to
+        run: back to the fp32 graph for good, with one warning."""
+        self.runner, self.precision = self._fp32_runner, 'fp32'
+        self.int8.state = 'fp32'
+        self.int8.reason = self.precision_reason = f'int8 failed to run, running fp32: {error}'
+        self.int8.log.warning(self.precision_reason)
+
+    def _preprocess_image(self, image, channel_order):
+        """The network input of a calibration image (uint8 array), as a frame's is made."""
+        return self.preprocessor(torch.from_numpy(np.ascontiguousarray(image)), channel_order)
 
     @staticmethod
     def _check_out(out, shape):
@@ -552,8 +652,12 @@ class DepthEstimator:
         image = np.empty((height, width) + channels, dtype=np.uint8)
         image.reshape(height, width, -1)[...] = gradient.astype(np.uint8)[..., None]
         start = time.perf_counter()
-        for _ in range(iterations):
-            self.predict(image, channel_order)
+        self._warming_up = True   # a gradient is no calibration frame
+        try:
+            for _ in range(iterations):
+                self.predict(image, channel_order)
+        finally:
+            self._warming_up = False
         seconds = time.perf_counter() - start
         self.warmed_up[width, height] = seconds
         _log.info('warm-up for %dx%d images: %.2f s (%s, %s%s on %s)', width, height, seconds,

@@ -75,5 +75,9 @@ def test_each_camera_measures_its_own_scene(rig):
     assert received('front', 'obstacles/nearest')[-1].header.frame_id == 'camera_depth_frame'
     assert received('rear', 'obstacles/nearest')[-1].header.frame_id == \
         'rear_camera_depth_frame'
-    statuses = {status.name for array in probe.diagnostics for status in array.status}
-    assert {f'{namespace}/obstacle_node: pairing {camera}' for camera in SCENES} <= statuses
+    # One status per camera, at the node's next diagnostics period (not before).
+    wanted = {f'{namespace}/obstacle_node: pairing {camera}' for camera in SCENES}
+
+    def statuses():
+        return {status.name for array in probe.diagnostics for status in array.status}
+    assert probe.spin_until(lambda: wanted <= statuses(), 10), statuses()

@@ -8,12 +8,16 @@ output stay the same whichever backend runs the network.
 backend        devices     precisions             artefact (cached, built on first frame)
 =============  ==========  =====================  =========================================
 torch          cpu, cuda   fp32, fp16, bf16       none
-onnxruntime    cpu, cuda   fp32                   ONNX graph
-openvino       cpu         fp32, fp16, bf16       OpenVINO IR (+ its compiled blob)
+onnxruntime    cpu, cuda   fp32, int8 (cpu)       ONNX graph (int8: QDQ-quantized graph)
+openvino       cpu         fp32, fp16, bf16, int8 OpenVINO IR (+ its compiled blob)
 tensorrt       cuda        fp32, fp16, bf16 (*)   TensorRT engine for this GPU and version
 =============  ==========  =====================  =========================================
 
 (*) TensorRT 8.6 to 11.x; bf16 needs TensorRT 10 or later.
+
+int8 is post-training quantization of the exported graph on calibration inputs
+(``backends.quantize``), made and accepted by ``midas_ros.quantization`` after measuring it
+against fp32; ``auto`` never chooses it.
 
 Importing this package imports torch only; each runtime is imported when its backend is asked
 for, so a missing one costs nothing until then (and is then one ``BackendError``).

@@ -16,6 +16,8 @@ frame after frame (``DepthEstimator`` then falls back to torch once, or reports 
 """
 import importlib
 
+import torch
+
 from midas_ros.backends.cache import artefact_key
 
 # The pins midas_ros is tested with; the install hint of the error raised when one is missing.
@@ -25,6 +27,7 @@ INSTALL_HINTS = {
     'tensorrt': "pip install tensorrt-cu12 (NVIDIA's wheel matching the CUDA of your torch), "
                 'or use the TensorRT of JetPack on a Jetson',
     'onnx': 'pip install onnx==1.23.2',
+    'nncf': 'pip install nncf==3.4.0 (the release matching openvino 2026.4)',
 }
 
 
@@ -107,6 +110,7 @@ class ExportedRunner:
         self._failures = {}     # (net_w, net_h) -> BackendError: not retried on every frame
         self._size = None       # (net_w, net_h) of the loaded artefact
         self._run = None
+        self.threads = None     # see intra_op_threads
 
     def version(self):
         raise NotImplementedError
@@ -139,17 +143,7 @@ class ExportedRunner:
             raise self._failures[net_w, net_h]
         self._run = self._size = None    # release the previous graph before building another
         try:
-            if self._weights_hash is None:   # once: hashing a large state_dict takes a second
-                self._weights_hash = self.cache.weights_fingerprint(self.model)
-            key = artefact_key(self.cfg.name, self.name, self.version(), self.target(), net_w,
-                               net_h, self.precision, self._weights_hash)
-            try:
-                directory = self.cache.get_or_build(
-                    key, lambda tmp: self.build(tmp, net_w, net_h), what=f'{self.name} graph')
-            except OSError as error:   # read-only home, full disk: say where to point it
-                raise BackendError(
-                    f'cannot write the artefact cache {self.cache.directory} ({error}): set '
-                    '$MIDAS_ROS_CACHE (or cache_dir) to a writable folder') from error
+            directory = self.artefact_directory(net_w, net_h)
             self._run = self.load(directory, net_w, net_h)
         except Exception as error:
             failure = as_backend_error(
@@ -157,6 +151,28 @@ class ExportedRunner:
             self._failures[net_w, net_h] = failure
             raise failure
         self.artefact, self._size = directory, (net_w, net_h)
+
+    def artefact_directory(self, net_w, net_h):
+        """The cached artefact's directory for a ``net_w`` x ``net_h`` input, exported (built)
+        on a miss; nothing is loaded. Raises what the build raises, BackendError for an
+        unwritable cache."""
+        if self._weights_hash is None:   # once: hashing a large state_dict takes a second
+            self._weights_hash = self.cache.weights_fingerprint(self.model)
+        key = artefact_key(self.cfg.name, self.name, self.version(), self.target(), net_w,
+                           net_h, self.precision, self._weights_hash)
+        try:
+            return self.cache.get_or_build(
+                key, lambda tmp: self.build(tmp, net_w, net_h), what=f'{self.name} graph')
+        except OSError as error:   # read-only home, full disk: say where to point it
+            raise BackendError(
+                f'cannot write the artefact cache {self.cache.directory} ({error}): set '
+                '$MIDAS_ROS_CACHE (or cache_dir) to a writable folder') from error
+
+    def intra_op_threads(self):
+        """Threads the loaded session runs on: ``threads`` if set (a session loaded in another
+        thread than the frames', e.g. a background quantization), else torch's intra-op count,
+        which the estimator sized to the usable cores."""
+        return self.threads or torch.get_num_threads()
 
     def __call__(self, net_input):
         self.prepare(net_input.shape[3], net_input.shape[2])

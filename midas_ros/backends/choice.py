@@ -9,7 +9,9 @@ OpenVINO against 12.0-12.6 with ONNX Runtime (equal, 9.1-9.7, with one core busy
 both start in the same time (export and compile of 2 sessions: 2 s, 0.5 s from the cache). So
 OpenVINO comes first, ONNX Runtime next; torch is always there. On a CUDA device the torch GPU
 path runs (cuDNN, fp16/bf16 autocast where the variant allows it); TensorRT only when asked for,
-as its engine build takes minutes on a first start.
+as its engine build takes minutes on a first start. int8 is never chosen here: it needs a
+calibration set and a measured accuracy (``inference.precision: int8``, see
+``midas_ros.quantization``).
 
 "Parity" is checked, not assumed: ``ParityCheckedRunner`` compares the exported graph's output
 with the torch network's on the first input of each size and raises ``BackendError`` (the

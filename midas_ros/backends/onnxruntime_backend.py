@@ -53,7 +53,7 @@ class OnnxRuntimeRunner(ExportedRunner):
         if self.device.type == 'cpu':
             # The estimator sized torch's pool to the usable cores; ORT's own default may count
             # cores the process cannot run on (containers) and oversubscribe them.
-            options.intra_op_num_threads = torch.get_num_threads()
+            options.intra_op_num_threads = self.intra_op_threads()
             options.inter_op_num_threads = 1   # one chain of operators: no parallel branches
             # Spinning threads burn the core another process (the camera driver...) needs.
             options.add_session_config_entry('session.intra_op.allow_spinning', '0')

@@ -49,11 +49,15 @@ class OpenVinoRunner(ExportedRunner):
         finally:
             onnx_path.unlink(missing_ok=True)   # the IR is the artefact; the ONNX was a step
 
+    def inference_hint(self):
+        """OpenVINO's ``INFERENCE_PRECISION_HINT`` for this runner's precision."""
+        return _HINTS[self.precision]
+
     def load(self, directory, net_w, net_h):
         config = {
-            'INFERENCE_PRECISION_HINT': _HINTS[self.precision],
+            'INFERENCE_PRECISION_HINT': self.inference_hint(),
             'PERFORMANCE_HINT': 'LATENCY',   # one frame at a time, every core on it
-            'INFERENCE_NUM_THREADS': torch.get_num_threads(),
+            'INFERENCE_NUM_THREADS': self.intra_op_threads(),
             'NUM_STREAMS': 1,
             # Pinned threads cannot move off a core another process is busy on.
             'ENABLE_CPU_PINNING': False,

@@ -5,7 +5,8 @@ module holds how each is built (``BUILDERS``) and its message class (``MESSAGE_T
 node publishes what this builds; the benchmark times the same code. Only the topics asked for
 are built (a robot that only uses the cloud pays nothing for the images).
 """
-from rosidl_runtime_py.utilities import get_message
+import importlib
+
 from std_msgs.msg import Header
 
 from midas_ros.depth_outputs import DEPTH_OUTPUTS, DEPTH_TOPICS
@@ -54,8 +55,17 @@ BUILDERS = {
     'depth/points': _points,
     'depth/scan': _scan,
 }
+
+
+def message_class(name):
+    """The class of message type ``name`` ('sensor_msgs/msg/Image'). Imported here rather than
+    with rosidl_runtime_py, which not every ROS install (the robot-dependencies env) has."""
+    package, kind, message = name.split('/')
+    return getattr(importlib.import_module(f'{package}.{kind}'), message)
+
+
 # topic -> message class
-MESSAGE_TYPES = {output.topic: get_message(output.message) for output in DEPTH_OUTPUTS}
+MESSAGE_TYPES = {output.topic: message_class(output.message) for output in DEPTH_OUTPUTS}
 
 
 def products_for(topics):

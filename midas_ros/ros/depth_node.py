@@ -216,7 +216,10 @@ class DepthNode(ManagedNode):
             compile=values['inference.compile'], cpu_threads=values['inference.cpu_threads'],
             interop_threads=values['inference.interop_threads'],
             opencv_threads=values['inference.opencv_threads'],
-            backend=values['model.backend'], backend_fallback=values['model.backend_fallback'])
+            backend=values['model.backend'], backend_fallback=values['model.backend_fallback'],
+            calibration=values['inference.calibration'],
+            calibration_frames=values['inference.calibration_frames'],
+            int8_max_error=values['inference.int8_max_error'], logger=self.get_logger())
 
     def _apply_parameters(self, candidate):
         """Check what the candidate values need for every camera they change; swap it in only
@@ -396,7 +399,8 @@ class DepthNode(ManagedNode):
     def network_status(self):
         """(level or None, message, values) of the network every camera shares: level set
         when it decides the cameras' status (backend failed, warming up); a message alone
-        when it is a warning the camera's own state may override."""
+        when it is a warning the camera's own state may override (a backend fallback, int8
+        refused)."""
         estimator = self.network.estimator
         reason, threads = self._runtime()
         values = {
@@ -414,6 +418,11 @@ class DepthNode(ManagedNode):
                                      in list(estimator.warmed_up.items())),
             'cameras sharing the network': len(self.cameras),
         }
+        # inference.precision int8: one calibration and one decision for every camera and lane.
+        int8 = getattr(estimator, 'int8', None)
+        if int8 is not None:
+            values.update(int8.diagnostics())
+        refused = 'int8 refused, running fp32' if int8 is not None and int8.state == 'fp32' else ''
         if estimator.backend_error and estimator.backend == estimator.requested_backend:
             return (DiagnosticStatus.ERROR,
                     f'backend {estimator.backend} failed: {estimator.backend_error}', values)
@@ -422,8 +431,9 @@ class DepthNode(ManagedNode):
                     values)
         if estimator.backend_error:
             return (None, f'backend {estimator.requested_backend} failed, running '
-                          f'{estimator.backend}: {estimator.backend_error}', values)
-        return None, '', values
+                          f'{estimator.backend}: {estimator.backend_error}'
+                          + (f'; {refused}' if refused else ''), values)
+        return None, refused, values
 
     def _publish_diagnostics(self):
         shared = self.network_status()

@@ -40,7 +40,24 @@ DEPTH_NODE_PARAMS = (
           '(the current GPU) or cuda:N (GPU N)', pattern=DEVICE_PATTERN, read_only=True),
     Param('inference.precision', 'auto', 'auto: by the device (CPU: fp32; CUDA: fp16 for '
           'variants safe in it, else bf16 on sm_80 and later, else fp32); the choice and why '
-          'are logged at start', choices=('auto', 'fp32', 'fp16', 'bf16'), read_only=True),
+          'are logged at start. int8 (CPU, backend openvino, onnxruntime or auto; never chosen '
+          'by auto): the graph quantized after training on inference.calibration, used only '
+          'once its error against fp32 is measured within inference.int8_max_error; fp32 '
+          'serves meanwhile', choices=('auto', 'fp32', 'fp16', 'bf16', 'int8'), read_only=True),
+    Param('inference.calibration', '', 'int8 calibration images: a folder of images, or an '
+          'MCAP recording and its image topic (path.mcap:/topic; path.mcap alone: its only '
+          'image topic); empty: the first inference.calibration_frames frames received (with '
+          'several cameras: from every camera, of the first network input size to fill). '
+          "Images must have the camera's aspect ratio (with several sizes: that of "
+          'inference.warmup_size); the int8 graph serves that network input size, cameras of '
+          'another run fp32', read_only=True),
+    Param('inference.calibration_frames', 32, 'int8: calibration images used (spread over '
+          'a folder or recording); every 4th is held out to measure the int8 error', min=2,
+          max=1000, read_only=True),
+    Param('inference.int8_max_error', 0.1, 'int8: the largest accepted 95th percentile of '
+          "the relative error of int8's relative inverse depth against fp32 (each frame "
+          'aligned by scale and shift) on the held-out calibration frames; above it fp32 '
+          'stays, with one warning', min=0.0, max=1000.0, read_only=True),
     Param('inference.channels_last', True, 'channels-last memory format on CUDA',
           read_only=True),
     Param('inference.compile', False, 'torch.compile the network (slow first frame)',

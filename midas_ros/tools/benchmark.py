@@ -32,11 +32,18 @@ Examples::
     python -m midas_ros benchmark --node --duration 600
     python -m midas_ros benchmark --node --rate 30 --load 1
     python -m midas_ros benchmark --node --cameras 3 --rate 30
+    python -m midas_ros benchmark --precisions fp32,int8 --models midas_v21_small_256
+    python -m midas_ros benchmark --node --rate 30 --precision int8
 
 ``--node --cameras N --rate HZ``: N cameras (cam0..) streaming at HZ, served first by one
 depth_node (``cameras: [cam0, ...]``, one network), then by N single-camera depth_node
 processes, in the same run: frames/s and image -> depth/image latency (p50, p90, p99) per
 camera, the total, each way's CPU use and RSS (the official path is not run then).
+
+``--precisions fp32,int8``: fp32 against int8 forwards per backend and thread count, with int8's
+accuracy against fp32 (``midas_ros.tools.int8_benchmark``). ``--node --precision int8``: the node
+calibrated on the benchmark's frames (or ``--calibration``) at warm-up, so every measured frame
+runs int8; the node's int8 result line is printed after the table.
 """
 import argparse
 import json
@@ -56,6 +63,9 @@ import numpy as np
 
 from midas_ros.cpu_budget import prefer_passive_waiting
 from midas_ros.depth_outputs import CAMERA_INFO_TOPIC, IMAGE_TOPIC, OUTPUT_TOPICS, camera_topic
+from midas_ros.tools.int8_benchmark import add_arguments as add_int8_arguments
+from midas_ros.tools.int8_benchmark import (check_precisions, int8_log_lines, node_parameters,
+                                            run_precisions)
 
 # The user's own OpenMP wait policy, before this process sets its own: the official pipeline runs
 # as run.py would, with OpenMP's defaults.
@@ -575,9 +585,10 @@ class NodeProbe:
         self._rclpy.shutdown(context=self.context)
 
 
-def node_command(namespace, args, settings, cameras=()):
+def node_command(namespace, args, settings, cameras=(), extra=None):
     """The depth_node command line, configured like the in-process benchmark; ``cameras``:
-    its ``cameras`` parameter (none: one unnamed camera)."""
+    its ``cameras`` parameter (none: one unnamed camera); ``extra``: more parameters (int8:
+    ``int8_benchmark.node_parameters``)."""
     params = {'model.name': args.models, 'device': args.device,
               'model.pretrained': 'false' if args.weights is None else 'true',
               'inference.cpu_threads': args.threads,
@@ -591,6 +602,7 @@ def node_command(namespace, args, settings, cameras=()):
         params['model.backend'] = args.backend
     if cameras:
         params['cameras'] = '[' + ','.join(cameras) + ']'
+    params.update(extra or {})
     command = [sys.executable, '-m', 'midas_ros', 'depth_node', '--ros-args',
                '-r', f'__ns:={namespace}']
     for name, value in params.items():
@@ -627,14 +639,19 @@ def run_node(args):
     if args.cameras > 1:
         bound = args.startup_timeout * 2 + 2 * (args.duration + 30.0) + 60.0
     load = BusyLoad(args.load, bound)
+    # --precision int8: every node calibrated on the same images (written here).
+    calibration = tempfile.TemporaryDirectory(prefix='midas_benchmark_int8_')
     if args.cameras > 1:
         try:
             results = run_cameras(args, namespace, frames, intrinsics, settings, outputs,
-                                  log.name)
+                                  log.name, node_parameters(args, calibration.name))
         finally:
             load.stop()
             log.close()
+            calibration.cleanup()
         print_cameras_result(results, args, log.name, os.environ['ROS_DOMAIN_ID'])
+        for line in int8_log_lines(log.name):
+            print(f'Node: {line}')
         return
     probe = sampler = process = None
     try:
@@ -643,7 +660,9 @@ def run_node(args):
         official = None
         if args.official_duration > 0:
             official = measure_official(args, camera)
-        process = subprocess.Popen(node_command(namespace, args, settings), stdout=log,
+        extra = node_parameters(args, calibration.name)
+        process = subprocess.Popen(node_command(namespace, args, settings, extra=extra),
+                                   stdout=log,
                                    stderr=subprocess.STDOUT, env=dict(os.environ))
         sampler = RssSampler(process.pid)
         sampler.start()
@@ -659,7 +678,10 @@ def run_node(args):
         if process is not None:
             stop_process(process)
         log.close()
+        calibration.cleanup()
     print_node_result(result, args, log.name, os.environ['ROS_DOMAIN_ID'])
+    for line in int8_log_lines(log.name):
+        print(f'Node: {line}')
 
 
 class CameraFeed:
@@ -966,17 +988,19 @@ def stream_cameras(feeds, done, seconds):
                                     end - time.perf_counter())))
 
 
-def run_cameras(args, namespace, frames, intrinsics, settings, outputs, log_path):
+def run_cameras(args, namespace, frames, intrinsics, settings, outputs, log_path, extra=None):
     """``--cameras N``: the same N cameras at ``--rate`` served by one depth_node with
     ``cameras: [cam0, ...]``, then by N single-camera depth_node processes (each in the
-    namespace of its camera, so the topics are the same); a CamerasResult for each."""
+    namespace of its camera, so the topics are the same); a CamerasResult for each.
+    ``extra``: more parameters of every node (``--precision``)."""
     names = [f'cam{index}' for index in range(args.cameras)]
     probe = NodeProbe(namespace, outputs, names)
     feeds = [CameraFeed(probe, frames, intrinsics, args.rate, name) for name in names]
     ways = ((f'one depth_node, {len(names)} cameras',
-             [node_command(namespace, args, settings, names)]),
+             [node_command(namespace, args, settings, names, extra)]),
             (f'{len(names)} single-camera depth_node processes',
-             [node_command(f'{namespace}/{name}', args, settings) for name in names]))
+             [node_command(f'{namespace}/{name}', args, settings, extra=extra)
+              for name in names]))
     results = []
     try:
         with open(log_path, 'ab') as log:
@@ -1140,6 +1164,7 @@ def build_parser():
     parser.add_argument('--startup-timeout', type=float, default=180.0,
                         help='--node: seconds to wait for the first output')
     parser.add_argument('--json', action='store_true', help=argparse.SUPPRESS)
+    add_int8_arguments(parser)
     return parser
 
 
@@ -1157,6 +1182,9 @@ def main(argv=None):
     if unknown or not args.outputs:
         parser.error(f"--outputs: {', '.join(sorted(unknown)) or 'none given'}; choose from "
                      f"{', '.join(NODE_OUTPUTS)}")
+    int8_error = check_precisions(args)
+    if int8_error:
+        parser.error(int8_error)
     if args.official_child:
         official_child(args)
         return 0
@@ -1166,6 +1194,8 @@ def main(argv=None):
             run_camera_source(args)
         elif args.node:
             run_node(args)
+        elif args.precisions:
+            run_precisions(args)
         else:
             run_in_process(args, argv)
     except (BenchmarkError, ValueError) as error:

@@ -51,7 +51,10 @@ def build_parser():
     parser.add_argument('--allow-download', action='store_true',
                         help='download the official checkpoint if it is found nowhere')
     parser.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N')
-    parser.add_argument('--precision', default='auto', choices=PRECISIONS)
+    # int8 needs a calibration set and an accuracy check first: depth_node and
+    # `benchmark --precisions fp32,int8` run it.
+    parser.add_argument('--precision', default='auto',
+                        choices=[p for p in PRECISIONS if p != 'int8'])
     parser.add_argument('--backend', default='torch', choices=BACKENDS,
                         help='runtime of the network (default: %(default)s); the others export '
                              'it on first use into the artefact cache')
