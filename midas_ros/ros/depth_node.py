@@ -53,12 +53,14 @@ from midas_ros.ros.depth_messages import (DEPTH_TOPICS, DepthMessageBuilder, pro
                                           skipped_topics)
 from midas_ros.ros.depth_node_params import DEPTH_NODE_PARAMS
 from midas_ros.ros.lifecycle import ManagedNode
+from midas_ros.ros.navigation_outputs import NAVIGATION_TOPICS, NavigationOutputs
 from midas_ros.ros.node_main import run_node
 from midas_ros.ros.parameters import declare_parameters, on_set_parameters
 from midas_ros.ros.qos import qos_profile, subscribe, unsubscribe
 from midas_ros.ros.tf_frames import FrameTransforms, TransformUnavailable
 from midas_ros.ros.throttled_log import ThrottledLog
 from midas_ros.ros.time_jumps import on_time_jump_back
+from midas_ros.navigation import scale_confidence
 from midas_ros.scale import FloorPlane
 
 THROTTLE_S = 5.0
@@ -140,6 +142,8 @@ class DepthNode(ManagedNode):
         # Where the last frame's scale geometry came from (TF or parameters), for diagnostics.
         self.geometry = {}
         self.anchor_transform = anchor_transform(self.values)
+        # depth/points, depth/scan, depth/obstacle_points, depth/confidence (edge-filtered).
+        self.navigation = NavigationOutputs(self)
         self.pipeline = None        # built by configure, freed by cleanup
         self.outputs = {}
         self.pub_diagnostics = None
@@ -198,7 +202,8 @@ class DepthNode(ManagedNode):
         output_qos = qos_profile(values['output.qos'])
         self.outputs = {topic: self.create_lifecycle_publisher(OUTPUT_TYPES[topic], topic,
                                                                output_qos)
-                        for topic in DEPTH_TOPICS}
+                        for topic in DEPTH_TOPICS if topic not in NAVIGATION_TOPICS}
+        self.navigation.configure(output_qos)
         self.pub_diagnostics = self.create_lifecycle_publisher(DiagnosticArray, '/diagnostics',
                                                                10)
         self.messages = DepthMessageBuilder()
@@ -261,6 +266,7 @@ class DepthNode(ManagedNode):
             for publisher in [*self.outputs.values(), self.pub_diagnostics]:
                 if publisher is not None:
                     self.destroy_lifecycle_publisher(publisher)
+            self.navigation.cleanup()
             self.outputs, self.pub_diagnostics, self.messages = {}, None, None
             device = self.pipeline.estimator.device if self.pipeline is not None else None
             self.pipeline = None
@@ -302,6 +308,9 @@ class DepthNode(ManagedNode):
                     self.pipeline.configure(settings, intrinsics)
         except ValueError as error:
             return str(error)
+        reason = self.navigation.check(candidate)
+        if reason is not None:
+            return reason
         self.anchor_transform = transform
         self.values = candidate
         return None
@@ -547,7 +556,7 @@ class DepthNode(ManagedNode):
         # Like depth_image_proc, work only for outputs someone listens to: nothing at all
         # (not even the network) while no one does.
         wanted = [topic for topic, publisher in self.outputs.items()
-                  if publisher.get_subscription_count() > 0]
+                  if publisher.get_subscription_count() > 0] + self.navigation.wanted()
         if not wanted:
             self.stats['idle'] += 1
             return
@@ -582,6 +591,8 @@ class DepthNode(ManagedNode):
                        start):
         header = msg.header
         stamp = header.stamp
+        navigation = [topic for topic in wanted if topic in NAVIGATION_TOPICS]
+        wanted = [topic for topic in wanted if topic not in NAVIGATION_TOPICS]
         with self._pipeline_lock:
             frame = self.pipeline.finish(inference, pixels, order, intrinsics,
                                          stamp.sec + stamp.nanosec * 1e-9, anchors,
@@ -595,6 +606,10 @@ class DepthNode(ManagedNode):
                                            self.values['scan.frame_id'], wanted)
             frame.timings['messages'] = time.perf_counter() - tick
             self._report_skipped(wanted, skipped_topics(frame, wanted, self.messages.problems))
+            self.navigation.publish(
+                frame.depth, intrinsics, header, navigation,
+                scale_confidence(frame.scale, frame.calibrated, self.values['scale.max_residual']),
+                pixels, order)
         tick = time.perf_counter()
         for topic, message in messages.items():
             self.outputs[topic].publish(message)

@@ -3,6 +3,7 @@ documents (test_parameters.py keeps them in step)."""
 from midas_ros.models.registry import list_models
 from midas_ros.scale import MODES as SCALE_MODES
 from midas_ros.ros.lifecycle import AUTOSTART
+from midas_ros.ros.navigation_outputs import NAVIGATION_PARAMS
 from midas_ros.ros.parameters import Param
 from midas_ros.ros.qos import QOS_NAMES, SUBSCRIPTION_QOS_NAMES
 
@@ -123,6 +124,8 @@ DEPTH_NODE_PARAMS = (
           max=10000.0),
     Param('scan.frame_id', 'camera_depth_frame', 'frame of depth/scan: origin at the camera, '
           'x forward, z up (as depthimage_to_laserscan\'s output_frame)'),
+    # Edge filter, obstacle cloud, height-band scan (shared with depth_cloud_node).
+    *NAVIGATION_PARAMS,
     Param('diagnostics.period', 1.0, 'seconds between /diagnostics messages', min=0.1,
           max=60.0),
 )
