@@ -13,8 +13,12 @@ from its own by more than ``rtol`` times its own depth:
 using the spread is MoGe's choice and costs one max and one min filter). Only finite depths
 take part as neighbours, and the infinities (REP 118: beyond the maximum, too near), which mark
 their finite neighbours as edges: a pixel next to "far away" or "too near" is a boundary. NaN
-(no reading) neighbours are ignored. The window extremes are OpenCV's separable dilate / erode, about 1 ms for 640x480 on
-one core (``python -m midas_ros benchmark --filters``).
+(no reading) neighbours are ignored. The window extremes are OpenCV's separable dilate /
+erode: about 1 ms for 640x480 on one core (``python -m midas_ros benchmark --filters``).
+
+Defaults (radius 1, rtol 0.08) measured on test/navigation_scene.py (network output 2.5x
+smaller than the image, as 256 px -> 640 px): points farther than 10 cm from every true
+surface 4.8 % -> 0.3 %, 96 % of the points on true surfaces kept.
 """
 import math
 
@@ -56,7 +60,8 @@ class DepthEdgeFilter:
     def spread(self, depth):
         """Window spread relative to the depth, ``(max - min) / depth`` (HxW float32, a reused
         buffer): >= ``rtol`` exactly on edges; NaN where the pixel itself has no finite depth
-        (or its window holds nothing finite); +inf next to an infinite (beyond or below the range) pixel."""
+        (or its window holds nothing finite); +inf next to an infinite (beyond or below the
+        range) pixel."""
         depth = np.asarray(depth, dtype=np.float32)
         shape = depth.shape
         high = self._buffer('high', shape, np.float32)

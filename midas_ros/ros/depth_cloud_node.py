@@ -29,8 +29,8 @@ from midas_ros.ros.navigation_outputs import (NAVIGATION_PARAMS, SHARED_PARAM_NA
                                               NavigationOutputs)
 from midas_ros.ros.node_main import run_node
 from midas_ros.ros.parameters import Param, declare_parameters, on_set_parameters
-from midas_ros.ros.qos import (AUTO_QOS, QOS_NAMES, SUBSCRIPTION_QOS_NAMES, qos_profile,
-                               subscribe, unsubscribe)
+from midas_ros.ros.qos import (AUTO_QOS, SUBSCRIPTION_QOS_NAMES, qos_profile, subscribe,
+                               unsubscribe)
 from midas_ros.ros.tf_frames import FrameTransforms
 from midas_ros.ros.throttled_log import ThrottledLog
 from midas_ros.ros.time_jumps import on_time_jump_back
