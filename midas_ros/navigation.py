@@ -54,9 +54,9 @@ class NavigationSettings:
     scan_height: int = 1
     scan_range_min: float = 0.1
     scan_range_max: float = 10.0
-    scan_min_height: float = 0.05
+    scan_min_height: float = 0.1
     scan_max_height: float = 1.0
-    obstacle_min_height: float = 0.05
+    obstacle_min_height: float = 0.1
     obstacle_max_height: float = 2.0
     obstacle_max_range: float = 5.0
     obstacle_voxel_size: float = 0.05

@@ -22,8 +22,8 @@ ROOM = (8.0, 6.0, 2.8)
 CAMERA_X = -3.0                                   # looking along +x, room centred on 0
 BOXES = (SceneObject('box_a', 'box', (-1.5, 0.45), (0.5, 0.5, 0.6)),
          SceneObject('box_b', 'box', (-0.4, -0.8), (0.6, 0.5, 0.9)),
-         SceneObject('box_c', 'box', (0.8, 0.7), (0.7, 0.6, 0.5)))
-POLES = (SceneObject('pole_a', 'pole', (-1.0, -0.25), (0.05, 0.05, 1.5)),
+         SceneObject('box_c', 'box', (0.9, -0.2), (0.7, 0.6, 0.5)))
+POLES = (SceneObject('pole_a', 'pole', (-1.6, -0.55), (0.05, 0.05, 1.5)),
          SceneObject('pole_b', 'pole', (0.2, 0.2), (0.04, 0.04, 1.2)))
 FLOOR = FloorPlane.from_height_pitch_roll(CAMERA_HEIGHT, math.radians(PITCH_DEG), 0.0)
 
@@ -106,3 +106,38 @@ def true_scan_ranges(angles):
             hit = (t > 0) & (t < ranges)
             ranges[hit], names[hit] = t[hit], 'wall'
     return ranges, names
+
+
+def flying_and_kept(scene, points):
+    """(fraction of the published points farther than 10 cm from every true surface, fraction
+    of the network-like points on true surfaces that were published) of an organized cloud."""
+    raw = surface_distance(scene.to_world(scene.points(scene.depth))) <= 0.10
+    valid = np.isfinite(points[..., 2])
+    flying = surface_distance(scene.to_world(points[valid])) > 0.10
+    return float(flying.mean()), float((valid & raw).sum() / raw.sum())
+
+
+def scan_errors(ranges, angle_min, angle_increment, margin=2):
+    """{box: (nearest scan range / true nearest range - 1, median relative error of its rays)}
+    for each box, over the rays whose bearing hits it with ``margin`` neighbours on each side
+    hitting it too (the rays at a silhouette see the edge filter's gap)."""
+    ranges = np.asarray(ranges, np.float64)
+    angles = angle_min + angle_increment * np.arange(len(ranges))
+    truth, names = true_scan_ranges(angles)
+    result = {}
+    for box in BOXES:
+        inner = names == box.object_id
+        for shift in range(1, margin + 1):
+            inner &= (np.roll(names, shift) == box.object_id) & \
+                (np.roll(names, -shift) == box.object_id)
+        assert inner.sum() >= 3, box.object_id
+        errors = np.abs(ranges[inner] / truth[inner] - 1)
+        result[box.object_id] = (float(np.nanmin(ranges[inner]) / truth[inner].min() - 1),
+                                 float(np.median(errors)))
+    return result
+
+
+def obstacle_distances(scene, optical_points):
+    """Distance of each obstacle point (optical frame) to the nearest true surface other than the
+    floor: a floor point in the obstacle cloud is far from all of them."""
+    return surface_distance(scene.to_world(optical_points), include_floor=False)
