@@ -69,7 +69,7 @@ def _check(scene, outputs):
 
 def test_depth_cloud_node_from_a_depth_camera(scene, tmp_path):
     namespace = unique_namespace('nav_cloud')
-    ros_args = ['-r', f'__ns:={namespace}']
+    ros_args = ['-r', f'__ns:={namespace}', '-p', 'input_qos:=sensor_data']
     for name, value in FLOOR_PARAMETERS.items():
         ros_args += ['-p', f'{name}:={str(value).lower() if isinstance(value, bool) else value}']
     process = NodeProcess('depth_cloud_node', ros_args, tmp_path=tmp_path)
