@@ -271,22 +271,35 @@ class NavigationFrame:
     obstacle_points: Optional[np.ndarray] = None    # N x 3 float32 in the output frame
     confidence: Optional[np.ndarray] = None     # HxW float32 in [0, 1]
     timings: dict = field(default_factory=dict)     # seconds per stage
+    # Products asked for that this camera and these settings cannot give: {product: reason}.
+    skipped: dict = field(default_factory=dict)
 
 
 class _Camera:
-    """What depends on (settings, intrinsics)."""
+    """What depends on (settings, intrinsics). A product this camera cannot give (a scan band
+    outside the image...) is left out with its reason in ``problems`` ({product: reason}):
+    it costs only itself."""
 
     def __init__(self, settings, intrinsics):
         self.intrinsics = intrinsics
-        self.backprojector = Backprojector(intrinsics, settings.cloud_decimation)
-        self.rows_scan = self.band_scan = None
-        if settings.scan_mode == 'rows':
-            self.rows_scan = DepthToScan(intrinsics, settings.scan_height,
-                                         settings.scan_range_min, settings.scan_range_max)
-        else:
-            self.band_scan = HeightBandScan(self.backprojector.intrinsics,
-                                            settings.scan_range_min, settings.scan_range_max,
-                                            settings.scan_min_height, settings.scan_max_height)
+        self.problems = {}
+        self.backprojector = self.rows_scan = self.band_scan = None
+        try:
+            self.backprojector = Backprojector(intrinsics, settings.cloud_decimation)
+        except ValueError as error:
+            for product in ('points', 'obstacle_points', 'scan'):
+                self.problems[product] = f'cloud.decimation for this camera: {error}'
+            return
+        try:
+            if settings.scan_mode == 'rows':
+                self.rows_scan = DepthToScan(intrinsics, settings.scan_height,
+                                             settings.scan_range_min, settings.scan_range_max)
+            else:
+                self.band_scan = HeightBandScan(
+                    self.backprojector.intrinsics, settings.scan_range_min,
+                    settings.scan_range_max, settings.scan_min_height, settings.scan_max_height)
+        except ValueError as error:
+            self.problems['scan'] = f'scan.height / range for this camera: {error}'
 
 
 class NavigationDepth:
@@ -331,17 +344,21 @@ class NavigationDepth:
         height-band scan); ``scan_from_optical`` / ``obstacles_from_optical``: 4x4 transforms
         into the scan's / obstacle cloud's frame (None: the level frame of the floor / the
         optical frame); ``scale``: :func:`scale_confidence`. ValueError when the intrinsics do
-        not fit the depth or an output cannot be made for this camera.
+        not fit the depth; a product this camera cannot give is left out, its reason in the
+        frame's ``skipped``.
         """
         settings = self.settings
         frame = NavigationFrame()
         timings = frame.timings
         tick = time.perf_counter()
-        camera = self._camera_for(intrinsics.validate())
         depth = np.asarray(depth, dtype=np.float32)
         if depth.shape != (intrinsics.height, intrinsics.width):
             raise ValueError(f'depth of shape {depth.shape} does not fit the intrinsics '
                              f'({intrinsics.width}x{intrinsics.height})')
+        camera = self._camera_for(intrinsics.validate())
+        frame.skipped = {product: reason for product, reason in camera.problems.items()
+                         if product in products}
+        products = set(products) - set(frame.skipped)
         spread = None
         if self.edge_filter.enabled:
             spread = self.edge_filter.spread(depth)

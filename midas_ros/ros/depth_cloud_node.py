@@ -20,6 +20,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import CameraInfo, Image
 
+from midas_ros.depth_pipeline import SkippedOutputs
 from midas_ros.geometry import Intrinsics
 from midas_ros.ros.conversions import (ConversionError, camera_info_to_intrinsics,
                                        depth_to_metres)
@@ -73,6 +74,7 @@ class DepthCloudNode(ManagedNode):
         self._diagnostics_pub = None
         self.stats = {'received': 0, 'processed': 0, 'idle': 0, 'skipped': 0}
         self.last_size = None
+        self.skipped_outputs = SkippedOutputs()
         self._time_jumps = on_time_jump_back(self, self._forget_the_past)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -167,19 +169,30 @@ class DepthCloudNode(ManagedNode):
                 self.get_logger().warning(f"depth images have no frame_id: using "
                                           f"'{DEFAULT_FRAME}'", once=True)
                 header.frame_id = DEFAULT_FRAME
-            self.navigation.publish(depth, self._intrinsics_for(width, height), header, wanted)
+            skipped = self.navigation.publish(depth, self._intrinsics_for(width, height),
+                                              header, wanted)
         except (ConversionError, ValueError) as error:
             self.stats['skipped'] += 1
             self.throttled.warning(f'depth/image skipped: {error}')
             return
         self.stats['processed'] += 1
+        # An output this camera cannot give costs only itself: one warning per change.
+        started, recovered = self.skipped_outputs.update(wanted, skipped)
+        for topic, reason in started.items():
+            self.get_logger().warning(f'{topic} skipped: {reason}; the other outputs continue')
+        for topic in recovered:
+            self.get_logger().info(f'{topic} published again')
 
     def _publish_diagnostics(self):
         values = {f'frames {key}': str(count) for key, count in self.stats.items()}
         values.update(self.navigation.geometry)
+        skipped = dict(self.skipped_outputs.reasons)
+        values.update({f'output {topic}': f'skipped: {reason}'
+                       for topic, reason in skipped.items()})
         values.update({f'time {stage} (ms)': f'{seconds * 1e3:.2f}'
                        for stage, seconds in list(self.navigation.stage_times.items())})
-        ok = self.stats['processed'] > 0 or self.stats['received'] == self.stats['idle']
+        ok = (self.stats['processed'] > 0 or self.stats['received'] == self.stats['idle']) \
+            and not skipped
         status = DiagnosticStatus(
             name=f'{self.get_fully_qualified_name()}: depth cloud',
             level=DiagnosticStatus.OK if ok else DiagnosticStatus.WARN,

@@ -605,11 +605,12 @@ class DepthNode(ManagedNode):
             messages = self.messages.build(frame, intrinsics, header,
                                            self.values['scan.frame_id'], wanted)
             frame.timings['messages'] = time.perf_counter() - tick
-            self._report_skipped(wanted, skipped_topics(frame, wanted, self.messages.problems))
-            self.navigation.publish(
+            skipped = skipped_topics(frame, wanted, self.messages.problems)
+            skipped.update(self.navigation.publish(
                 frame.depth, intrinsics, header, navigation,
                 scale_confidence(frame.scale, frame.calibrated, self.values['scale.max_residual']),
-                pixels, order)
+                pixels, order))
+            self._report_skipped(wanted + navigation, skipped)
         tick = time.perf_counter()
         for topic, message in messages.items():
             self.outputs[topic].publish(message)
@@ -720,6 +721,7 @@ class DepthNode(ManagedNode):
                 'fit inlier ratio': f'{fit.inlier_ratio:.3f}',
                 'fit residual': f'{fit.residual:.4f}'})
         values.update(self.geometry)
+        values.update(self.navigation.geometry)
         skipped = dict(self.skipped_outputs.reasons)    # a snapshot (processing thread)
         values.update({f'output {topic}': f'skipped: {reason}'
                        for topic, reason in skipped.items()})
@@ -728,8 +730,8 @@ class DepthNode(ManagedNode):
         if skipped:
             status.message += f"; skipped: {', '.join(sorted(skipped))}"
         # A snapshot: the processing thread adds stages while this runs in the callback one.
-        values.update({f'time {stage} (ms)': f'{seconds * 1e3:.2f}'
-                       for stage, seconds in list(self.stage_times.items())})
+        values.update({f'time {stage} (ms)': f'{seconds * 1e3:.2f}' for stage, seconds
+                       in [*self.stage_times.items(), *self.navigation.stage_times.items()]})
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()

@@ -180,12 +180,13 @@ class NavigationOutputs:
         ``depth``: HxW float32 metres (REP 118) in ``header.frame_id`` (the optical frame);
         ``intrinsics``: for its size; ``scale``: ``navigation.scale_confidence`` of the frame
         (1 for a depth sensor); ``pixels`` / ``channel_order``: the camera image for the rgb
-        field of depth/points (``cloud.color``), None for none. ValueError when the frame
-        cannot be used; outputs that cannot be made for this camera and these settings are
-        skipped with a rate-limited warning.
+        field of depth/points (``cloud.color``), None for none. Returns ``{topic: reason}``
+        of the wanted topics this camera and these settings cannot give (the others are
+        published; the node reports them, e.g. with ``SkippedOutputs``). ValueError when the
+        depth does not fit the intrinsics.
         """
         if not wanted:
-            return
+            return {}
         if self._pending is not None:
             self.core.configure(self._pending)
             self._pending = None
@@ -203,12 +204,8 @@ class NavigationOutputs:
             else:
                 obstacles_header, obstacles_from_optical = placed
         tick = time.perf_counter()
-        try:
-            frame = self.core.process(depth, intrinsics, floor, products, scan_from_optical,
-                                      obstacles_from_optical, scale)
-        except ValueError as error:     # this camera and these settings: costs only these
-            self.node.throttled.warning(f"{', '.join(wanted)} skipped: {error}")
-            return
+        frame = self.core.process(depth, intrinsics, floor, products, scan_from_optical,
+                                  obstacles_from_optical, scale)
         timings = dict(frame.timings)
         timings['navigation_total'] = time.perf_counter() - tick
         messages = {}
@@ -232,6 +229,8 @@ class NavigationOutputs:
         for stage, seconds in timings.items():
             previous = self.stage_times.get(stage, seconds)
             self.stage_times[stage] = previous + 0.1 * (seconds - previous)
+        return {topic: frame.skipped[_PRODUCT_OF[topic]] for topic in wanted
+                if _PRODUCT_OF[topic] in frame.skipped}
 
     def _sampled_colors(self, pixels, channel_order):
         sampled = self.core.sample(rgb_view(pixels, channel_order))
