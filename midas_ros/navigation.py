@@ -167,51 +167,112 @@ def confidence_image(depth, spread, rtol, scale, out):
     return out
 
 
-class HeightBandScan:
-    """A LaserScan from points, as pointcloud_to_laserscan makes it: per bearing, the nearest
-    point whose height above the floor is in [``min_height``, ``max_height``].
+class GridRays:
+    """The optical rays (x/z, y/z, 1) of an organized grid (``Backprojector.intrinsics``), with
+    tables per floor / rotation cached for the last one (constant for a fixed mount), so that
+    per frame heights, ranges and bearings are one multiplication per pixel."""
 
-    Built for one organized grid (``grid_intrinsics``: ``Backprojector.intrinsics``): one ray
-    per grid column, covering the camera's horizontal field of view as depthimage_to_laserscan
-    does (index 0 looks right, angles positive left). Bearings and ranges are in the scan frame
-    (x forward, y left, z up), given per frame as the transform ``scan_from_optical``; range is
-    sqrt(x^2 + y^2) there. Per ray (REP 117, as the ``rows`` scan): the nearest range within
-    [range_min, range_max]; else -inf when a band point (or a too-near pixel) was nearer than
-    range_min; else +inf when anything was seen at that bearing (a point at any height, a point
-    beyond range_max, a pixel beyond the depth range); else NaN (no reading: every pixel NaN or
-    a depth edge).
+    def __init__(self, grid_intrinsics):
+        intr = grid_intrinsics.validate()
+        self.intrinsics = intr
+        self.x_per_z = ((np.arange(intr.width, dtype=np.float32) - np.float32(intr.cx))
+                        / np.float32(intr.fx))[None, :]
+        self.y_per_z = ((np.arange(intr.height, dtype=np.float32) - np.float32(intr.cy))
+                        / np.float32(intr.fy))[:, None]
+        self.shape = (intr.height, intr.width)
+        # Squared distance from the optical centre per unit depth.
+        self.range2_per_depth2 = (1.0 + self.x_per_z ** 2 + self.y_per_z ** 2).astype(
+            np.float32)
+        self._cache = {}
+
+    def _cached(self, name, key, make):
+        entry = self._cache.get(name)
+        if entry is None or entry[0] != key:
+            entry = self._cache[name] = (key, make())
+        return entry[1]
+
+    def down_per_depth(self, floor):
+        """``down . ray`` per pixel (H' x W'): a pixel's height above the floor is
+        ``floor.height - depth * down_per_depth``."""
+        down = tuple(float(c) for c in floor.down)
+        return self._cached('down', down, lambda: (
+            np.float32(down[0]) * self.x_per_z + np.float32(down[1]) * self.y_per_z
+            + np.float32(down[2])).astype(np.float32))
+
+    def heights(self, depth, floor, out):
+        """Height above ``floor`` (m) of every grid pixel of ``depth`` (H' x W', into ``out``);
+        NaN or +-inf where the depth is not a reading."""
+        with np.errstate(invalid='ignore'):
+            np.multiply(depth, self.down_per_depth(floor), out=out)
+        np.subtract(np.float32(floor.height), out, out=out)
+        return out
+
+    def planar(self, rotation):
+        """(horizontal range per unit depth, bearing) of every pixel's ray in a frame rotated
+        by ``rotation`` (3x3, frame_from_optical): sqrt(x^2 + y^2) and atan2(y, x) there."""
+        rotation = np.asarray(rotation, dtype=np.float32)
+
+        def make():
+            x = rotation[0, 0] * self.x_per_z + rotation[0, 1] * self.y_per_z + rotation[0, 2]
+            y = rotation[1, 0] * self.x_per_z + rotation[1, 1] * self.y_per_z + rotation[1, 2]
+            return np.hypot(x, y).astype(np.float32), np.arctan2(y, x)
+        return self._cached('planar', rotation.tobytes(), make)
+
+    def points(self, depth, mask, stride=1):
+        """(N, 3) float32 optical points of the grid pixels in ``mask``; with ``stride``,
+        ``depth`` and ``mask`` are the grid's ``[::stride, ::stride]`` views."""
+        rows, cols = np.nonzero(mask)
+        z = depth[rows, cols]
+        return np.stack([z * self.x_per_z[0, cols * stride],
+                         z * self.y_per_z[rows * stride, 0], z], axis=-1)
+
+    def stride_for(self, voxel_size, max_range):
+        """The grid step that still puts about 2 x 2 samples in every voxel within
+        ``max_range`` (a pixel covers depth / f metres): voxels are all that is published, so
+        denser samples only cost time."""
+        if voxel_size <= 0:
+            return 1
+        focal = min(self.intrinsics.fx, self.intrinsics.fy)
+        return max(1, int(voxel_size * focal / (2.0 * max_range)))
+
+
+class HeightBandScan:
+    """A LaserScan from depth, as pointcloud_to_laserscan makes it from a cloud: per bearing,
+    the nearest point whose height above the floor is in [``min_height``, ``max_height``].
+
+    Built for one organized grid (``GridRays``): one ray per grid column, covering the camera's
+    horizontal field of view as depthimage_to_laserscan does (index 0 looks right, angles
+    positive left). Bearings and ranges are in the scan frame (x forward, y left, z up), given
+    per frame as the transform ``scan_from_optical``; range is sqrt(x^2 + y^2) there. Per ray
+    (REP 117, as the ``rows`` scan): the nearest range within [range_min, range_max]; else -inf
+    when a band point (or a too-near pixel) was nearer than range_min; else +inf when anything
+    was seen at that bearing (a point at any height, a point beyond range_max, a pixel beyond
+    the depth range); else NaN (no reading: every pixel NaN or a depth edge).
     """
 
-    def __init__(self, grid_intrinsics, range_min=0.1, range_max=10.0, min_height=0.05,
-                 max_height=1.0):
-        grid_intrinsics.validate()
-        if grid_intrinsics.width < 2:
+    def __init__(self, grid, range_min=0.1, range_max=10.0, min_height=0.1, max_height=1.0):
+        intrinsics = grid.intrinsics
+        if intrinsics.width < 2:
             raise ValueError('a scan needs an image at least 2 pixels wide')
         if not 0.0 <= range_min < range_max:
             raise ValueError(f'need 0 <= range_min < range_max, got {range_min}, {range_max}')
         if not min_height < max_height:
             raise ValueError(f'need min_height < max_height, got {min_height}, {max_height}')
-        self.intrinsics = intrinsics = grid_intrinsics
+        self.grid = grid
         self.range_min, self.range_max = float(range_min), float(range_max)
         self.min_height, self.max_height = float(min_height), float(max_height)
         count = intrinsics.width
         self.angle_max = math.atan2(intrinsics.cx, intrinsics.fx)
         self.angle_min = -math.atan2(count - 1 - intrinsics.cx, intrinsics.fx)
         self.angle_increment = (self.angle_max - self.angle_min) / (count - 1)
-        u = np.arange(intrinsics.width, dtype=np.float32)
-        v = np.arange(intrinsics.height, dtype=np.float32)
-        # Optical ray (x/z, y/z, 1) of every grid pixel, for pixels without a point.
-        self._rays = np.stack(np.broadcast_arrays(
-            ((u - intrinsics.cx) / intrinsics.fx)[None, :],
-            ((v - intrinsics.cy) / intrinsics.fy)[:, None],
-            np.ones((1, 1), np.float32)), axis=-1)
         self.scan = LaserScanData(self.angle_min, self.angle_max, self.angle_increment,
                                   self.range_min, self.range_max,
                                   np.empty(count, dtype=np.float32))
+        self._band = np.empty(grid.shape, bool)
+        self._flags = np.empty(grid.shape, bool)
 
-    def _rays_of(self, directions):
-        """Ray index of scan-frame directions (N, >= 2), -1 outside the field of view."""
-        bearings = np.arctan2(directions[:, 1], directions[:, 0])
+    def _ray_index(self, bearings):
+        """Ray index of bearings (rad), -1 outside the field of view."""
         index = np.rint((bearings - self.angle_min) / self.angle_increment).astype(np.intp)
         index[(index < 0) | (index >= len(self.scan.ranges))] = -1
         return index
@@ -219,45 +280,53 @@ class HeightBandScan:
     def _any(self, index):
         return np.bincount(index[index >= 0], minlength=len(self.scan.ranges)) > 0
 
-    def _pixel_rays(self, rotation):
-        """Ray index of every grid pixel's viewing direction (H' x W'), cached for the last
-        rotation (constant while the floor comes from parameters or a fixed mount)."""
-        key = rotation.tobytes()
-        if getattr(self, '_pixel_rays_key', None) != key:
-            self._pixel_rays_key = key
-            self._pixel_rays_cache = self._rays_of(
-                self._rays.reshape(-1, 3) @ rotation[:2].T).reshape(self._rays.shape[:2])
-        return self._pixel_rays_cache
-
-    def convert(self, points, heights, grid_depth, scan_from_optical):
+    def convert(self, depth, heights, scan_from_optical):
         """The scan (``LaserScanData``; ``ranges`` is a buffer reused every call).
 
-        ``points``: (N, 3) optical-frame points (finite); ``heights``: (N,) their heights above
-        the floor; ``grid_depth``: the grid's depth (H' x W', REP 118, NaN where there is no
-        reading) whose pixels give each bearing something was seen at; ``scan_from_optical``:
-        4x4. Bearings of band points are their own; "seen" and "too near" for rays without a
-        band point use the pixels' viewing directions (exact for a scan frame at the camera).
+        ``depth``: the grid's depth (H' x W', REP 118); ``heights``: its heights above the
+        floor (``GridRays.heights``); ``scan_from_optical``: 4x4. A scan frame whose origin is
+        the optical centre (the level frame) uses per-pixel tables; one elsewhere (base_link
+        through TF) moves the band's points. "Seen" and "too near" for rays without a band
+        point use the pixels' viewing directions.
         """
-        transform = np.asarray(scan_from_optical, dtype=np.float32)
+        transform = np.asarray(scan_from_optical, dtype=np.float64)
         rotation, translation = transform[:3, :3], transform[:3, 3]
-        in_band = (heights >= self.min_height) & (heights <= self.max_height)
-        band = points[in_band] @ rotation[:2].T + translation[:2]
-        ranges = np.hypot(band[:, 0], band[:, 1])
-        ray = self._rays_of(band)
+        range_per_depth, bearings = self.grid.planar(rotation)
+        pixel_rays = self._cached_rays(rotation, bearings)
+        band = self._band
+        with np.errstate(invalid='ignore'):
+            np.greater_equal(heights, self.min_height, out=band)
+            np.less_equal(heights, self.max_height, out=self._flags)
+        band &= self._flags
+        if np.abs(translation).max() < 1e-6:
+            ranges = depth[band] * range_per_depth[band]
+            ray = pixel_rays[band]
+        else:
+            points = self.grid.points(depth, band) @ rotation[:2].T.astype(np.float32) \
+                + translation[:2].astype(np.float32)
+            ranges = np.hypot(points[:, 0], points[:, 1])
+            ray = self._ray_index(np.arctan2(points[:, 1], points[:, 0]))
         nearest = np.full(len(self.scan.ranges), np.inf, np.float32)
         hit = (ranges >= self.range_min) & (ranges <= self.range_max) & (ray >= 0)
         np.minimum.at(nearest, ray[hit], ranges[hit])
         too_near = self._any(np.where(ranges < self.range_min, ray, -1))
-        pixel_rays = self._pixel_rays(rotation)
-        seen = self._any(pixel_rays[~np.isnan(grid_depth)])
+        np.isnan(depth, out=self._flags)
+        np.logical_not(self._flags, out=self._flags)
+        seen = self._any(pixel_rays[self._flags])
         # Pixels below the depth range (-inf): too near at their bearing, whatever the height.
-        below = grid_depth == TOO_NEAR
-        if below.any():
-            too_near |= self._any(pixel_rays[below])
+        np.equal(depth, TOO_NEAR, out=self._flags)
+        if self._flags.any():
+            too_near |= self._any(pixel_rays[self._flags])
         out = self.scan.ranges
         out[...] = np.where(too_near, TOO_NEAR, np.where(seen, TOO_FAR, np.nan))
         np.copyto(out, nearest, where=np.isfinite(nearest))
         return self.scan
+
+    def _cached_rays(self, rotation, bearings):
+        key = rotation.astype(np.float32).tobytes()
+        if getattr(self, '_rays_key', None) != key:
+            self._rays_key, self._rays = key, self._ray_index(bearings)
+        return self._rays
 
 
 @dataclass
@@ -290,14 +359,15 @@ class _Camera:
             for product in ('points', 'obstacle_points', 'scan'):
                 self.problems[product] = f'cloud.decimation for this camera: {error}'
             return
+        self.grid = GridRays(self.backprojector.intrinsics)
         try:
             if settings.scan_mode == 'rows':
                 self.rows_scan = DepthToScan(intrinsics, settings.scan_height,
                                              settings.scan_range_min, settings.scan_range_max)
             else:
                 self.band_scan = HeightBandScan(
-                    self.backprojector.intrinsics, settings.scan_range_min,
-                    settings.scan_range_max, settings.scan_min_height, settings.scan_max_height)
+                    self.grid, settings.scan_range_min, settings.scan_range_max,
+                    settings.scan_min_height, settings.scan_max_height)
         except ValueError as error:
             self.problems['scan'] = f'scan.height / range for this camera: {error}'
 
@@ -377,9 +447,7 @@ class NavigationDepth:
                 depth, spread, settings.edge_rtol, scale,
                 self._buffer('confidence', depth.shape, np.float32))
             timings['confidence'] = time.perf_counter() - tick
-        needs_points = {'points', 'obstacle_points'} & set(products) or (
-            'scan' in products and camera.band_scan is not None)
-        if needs_points:
+        if 'points' in products:
             tick = time.perf_counter()
             backprojector = camera.backprojector
             frame.points = backprojector.points(
@@ -393,34 +461,43 @@ class NavigationDepth:
         band_scan = 'scan' in products and camera.band_scan is not None
         if band_scan or 'obstacle_points' in products:
             tick = time.perf_counter()
-            flat = frame.points.reshape(-1, 3)
-            points = flat[np.isfinite(flat[:, 2])]
-            heights = heights_above_floor(points, floor)
+            grid_depth = camera.backprojector.sample(filtered)
+            heights = camera.grid.heights(grid_depth, floor, self._buffer(
+                'heights', camera.grid.shape, np.float32))
             timings['heights'] = time.perf_counter() - tick
             if band_scan:
                 tick = time.perf_counter()
                 to_scan = level_frame(floor) if scan_from_optical is None else scan_from_optical
-                frame.scan = camera.band_scan.convert(
-                    points, heights, camera.backprojector.sample(filtered), to_scan)
+                frame.scan = camera.band_scan.convert(grid_depth, heights, to_scan)
                 timings['scan'] = time.perf_counter() - tick
             if 'obstacle_points' in products:
                 tick = time.perf_counter()
-                frame.obstacle_points = self.obstacle_points(points, heights,
-                                                             obstacles_from_optical)
+                frame.obstacle_points = self._obstacle_points(
+                    camera.grid, grid_depth, heights, obstacles_from_optical)
                 timings['obstacle_points'] = time.perf_counter() - tick
         return frame
 
-    def obstacle_points(self, points, heights, target_from_optical=None):
-        """(M, 3) float32: the optical-frame ``points`` between the obstacle heights and within
+    def _obstacle_points(self, grid, depth, heights, target_from_optical=None):
+        """(M, 3) float32: the grid points between the obstacle heights and within
         ``obstacle_max_range`` (distance from the optical centre), moved by
         ``target_from_optical`` (4x4) when given, one per ``obstacle_voxel_size`` voxel of
-        that frame."""
+        that frame (the grid sampled at ``GridRays.stride_for``)."""
         settings = self.settings
-        keep = (heights >= settings.obstacle_min_height) & \
-            (heights <= settings.obstacle_max_height)
-        keep &= np.einsum('ij,ij->i', points, points) <= np.float32(
-            settings.obstacle_max_range ** 2)
-        kept = points[keep]
+        step = grid.stride_for(settings.obstacle_voxel_size, settings.obstacle_max_range)
+        depth, heights = depth[::step, ::step], heights[::step, ::step]
+        keep = self._buffer('keep', depth.shape, bool)
+        scratch = self._buffer('keep2', depth.shape, bool)
+        range2 = self._buffer('range2', depth.shape, np.float32)
+        with np.errstate(invalid='ignore'):
+            np.greater_equal(heights, settings.obstacle_min_height, out=keep)
+            np.less_equal(heights, settings.obstacle_max_height, out=scratch)
+            keep &= scratch
+            # depth^2 (1 + (x/z)^2 + (y/z)^2) <= max_range^2.
+            np.multiply(depth, depth, out=range2)
+            range2 *= grid.range2_per_depth2[::step, ::step]
+            np.less_equal(range2, np.float32(settings.obstacle_max_range ** 2), out=scratch)
+        keep &= scratch
+        kept = grid.points(depth, keep, step)
         if target_from_optical is not None:
             transform = np.asarray(target_from_optical, dtype=np.float32)
             kept = kept @ transform[:3, :3].T + transform[:3, 3]
