@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, Image, LaserScan, PointCloud2
 
-from exact_depth import InProcessDepthNode, encoded_image
+from exact_depth import InProcessDepthNode, encoded_image, level_from_optical, transform_msg
+from midas_ros.geometry import quaternion_from_rotation
 from midas_ros.ros.conversions import (array_to_image, cloud_to_xyz, image_to_array,
                                        intrinsics_to_camera_info)
 from midas_ros.ros.qos import qos_profile
-from navigation_scene import (CAMERA_HEIGHT, PITCH_DEG, Scene, flying_and_kept,
-                              obstacle_distances, scan_errors)
+from navigation_scene import (CAMERA_HEIGHT, CAMERA_X, PITCH_DEG, Scene, flying_and_kept,
+                              obstacle_distances, scan_errors, surface_distance)
 from ros_process import NodeProcess, RosTestNode, unique_namespace
 
 FRAME = 'nav_cam_optical_frame'
@@ -98,6 +99,23 @@ def test_depth_cloud_node_from_a_depth_camera(scene, tmp_path):
         a, b = cloud_to_xyz(outputs['depth/points']), cloud_to_xyz(again['depth/points'])
         both = np.isfinite(a[..., 2]) & np.isfinite(b[..., 2])
         assert both.mean() > 0.9 and np.abs(a[both] - b[both]).max() < 2e-3
+        # The floor from TF (base_footprint below the camera): the obstacle cloud comes in
+        # that frame, z being the height above the floor.
+        import tf2_ros
+        static = tf2_ros.StaticTransformBroadcaster(probe.node)
+        static.sendTransform(transform_msg(
+            'base_footprint', FRAME, (0.0, 0.0, CAMERA_HEIGHT),
+            quaternion_from_rotation(level_from_optical(math.radians(PITCH_DEG)))))
+        assert probe.set_parameters_atomically(f'{namespace}/depth_cloud_node', {
+            'scale.ground_frame': 'base_footprint'}).successful
+        depth.header.stamp.sec = 52
+        placed = _outputs(probe, namespace, [info_pub, depth_pub], [info, depth],
+                          depth.header.stamp)['depth/obstacle_points']
+        assert placed.header.frame_id == 'base_footprint'
+        xyz = cloud_to_xyz(placed).reshape(-1, 3).astype(np.float64)
+        assert len(xyz) > 100 and xyz[:, 2].min() >= 0.1 - 0.05 and xyz[:, 2].max() <= 2.05
+        world = xyz + [CAMERA_X, 0.0, 0.0]
+        assert surface_distance(world, include_floor=False).max() < 0.1 + 0.05 * math.sqrt(3)
         assert process.alive() and 'Traceback' not in process.output()
     finally:
         probe.close()
