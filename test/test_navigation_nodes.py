@@ -142,3 +142,49 @@ def test_depth_node_publishes_the_same_outputs(scene):
     finally:
         probe.close()
         node.close()
+
+
+def test_depth_cloud_node_lifecycle_and_parameters():
+    """Managed like the other nodes: no publishers before configure, inputs only while active;
+    a parameter change that cannot work is refused whole."""
+    import rclpy
+    from lifecycle_msgs.msg import State
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from midas_ros.ros.depth_cloud_node import DepthCloudNode
+    context = rclpy.Context()
+    namespace = unique_namespace('nav_life')
+    rclpy.init(context=context, args=['--ros-args', '-p', 'autostart:=false',
+                                      '-p', 'input_qos:=sensor_data', '-r', f'__ns:={namespace}'])
+    node = DepthCloudNode(context=context)
+    try:
+        node.start()
+
+        def topics():
+            name = node.get_name()
+            published = {t for t, _ in node.get_publisher_names_and_types_by_node(
+                name, namespace) if t.startswith(f'{namespace}/depth/')}
+            subscribed = {t for t, _ in node.get_subscriber_names_and_types_by_node(
+                name, namespace) if t.startswith(f'{namespace}/depth/')}
+            return published, subscribed
+        outputs = {f'{namespace}/{topic}' for topic in TOPICS}
+        inputs = {f'{namespace}/depth/image', f'{namespace}/depth/camera_info'}
+        assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
+        assert topics() == (set(), set())
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert topics() == (outputs, set())
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert topics() == (outputs, inputs)
+        refused = node.set_parameters_atomically([
+            Parameter('scan.min_height', value=2.0), Parameter('filter.edge_radius', value=3)])
+        assert not refused.successful and 'scan.min_height' in refused.reason
+        assert node.values['filter.edge_radius'] == 1 and node.values['scan.min_height'] == 0.1
+        assert node.set_parameters([Parameter('scan.mode', value='height_band')])[0].successful
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert topics() == (outputs, set())
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        assert topics() == (set(), set())
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
