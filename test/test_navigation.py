@@ -109,3 +109,15 @@ def test_voxels_and_level_frame():
     # The optical axis of a camera pitched 15 deg down points 15 deg below the level x axis.
     axis = transform[:3, :3] @ [0.0, 0.0, 1.0]
     assert axis == pytest.approx([math.cos(math.radians(15)), 0.0, -math.sin(math.radians(15))])
+
+
+def test_filters_benchmark_times_every_stage():
+    from midas_ros.tools.filters_benchmark import format_filters, measure_filters
+    results = measure_filters(96, 72, (40, 30), frames=2, warmup=0)
+    assert set(results['edge filter']) == {'edges'}
+    for mode in ('rows', 'height_band'):
+        stages = results[f'all outputs, scan.mode {mode}']
+        assert {'edges', 'points', 'scan', 'obstacle_points', 'confidence', 'total'} <= \
+            set(stages)
+        assert all(len(times) == 2 and min(times) >= 0 for times in stages.values())
+    assert 'edges' in format_filters(results, 96, 72, (40, 30))

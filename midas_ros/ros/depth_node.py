@@ -297,6 +297,9 @@ class DepthNode(ManagedNode):
 
     def _apply_parameters(self, candidate):
         """Build everything the candidate values need; swap it in only if all of it works."""
+        reason = self.navigation.check(candidate)
+        if reason is not None:
+            return reason
         try:
             transform = anchor_transform(candidate)
             settings = settings_from_parameters(candidate)
@@ -308,9 +311,6 @@ class DepthNode(ManagedNode):
                     self.pipeline.configure(settings, intrinsics)
         except ValueError as error:
             return str(error)
-        reason = self.navigation.check(candidate)
-        if reason is not None:
-            return reason
         self.anchor_transform = transform
         self.values = candidate
         return None

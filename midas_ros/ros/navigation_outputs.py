@@ -144,7 +144,6 @@ class NavigationOutputs:
                         True: OrganizedCloudBuilder(color=True)}
         self._obstacles = UnorganizedCloudBuilder()
         self._colors = None
-        self._pending = None        # settings accepted by check(), applied before next frame
 
     def configure(self, qos):
         self.publishers = {topic: self.node.create_lifecycle_publisher(msg_type, topic, qos)
@@ -155,11 +154,12 @@ class NavigationOutputs:
             self.node.destroy_lifecycle_publisher(publisher)
         self.publishers = {}
 
-    def check(self, values):
-        """The reason the candidate parameter ``values`` cannot work, or None (then they apply
-        from the next frame on)."""
+    @staticmethod
+    def check(values):
+        """The reason the candidate parameter ``values`` cannot work, or None. Changes nothing:
+        once the node has swapped the values in, the next frame uses them."""
         try:
-            self._pending = settings_from_parameters(values).check()
+            settings_from_parameters(values).check()
             floor_from_parameters(values)
         except ValueError as error:
             return str(error)
@@ -187,10 +187,10 @@ class NavigationOutputs:
         """
         if not wanted:
             return {}
-        if self._pending is not None:
-            self.core.configure(self._pending)
-            self._pending = None
         values = self.node.values
+        settings = settings_from_parameters(values)
+        if settings != self.core.settings:      # parameters changed (checked when set)
+            self.core.configure(settings)
         products = {_PRODUCT_OF[topic] for topic in wanted}
         floor, ground = self._floor(header)
         scan_from_optical = None
