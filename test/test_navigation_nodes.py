@@ -90,6 +90,19 @@ def test_depth_cloud_node_from_a_depth_camera(scene, tmp_path):
         outputs = _outputs(probe, namespace, [info_pub, depth_pub], [info, depth],
                            depth.header.stamp)
         _check(scene, outputs)
+        # A colour image on depth/image: one clear warning, the node keeps running.
+        wrong = array_to_image(scene.rgb, 'rgb8', depth.header)
+        probe.spin_until(lambda: 'depth/image skipped' in process.output(), 10,
+                         lambda: depth_pub.publish(wrong))
+        assert "'rgb8'" in process.output() and process.alive()
+        # Half the size with the full-size CameraInfo: the intrinsics are scaled.
+        half = array_to_image(np.ascontiguousarray(scene.depth[::2, ::2]), '32FC1',
+                              depth.header)
+        half.header.stamp.sec = 49
+        small = _outputs(probe, namespace, [info_pub, depth_pub], [info, half],
+                         half.header.stamp)
+        assert small['depth/points'].width == scene.intrinsics.width // 2
+        assert 'scaling the intrinsics' in process.output()
         # Millimetres (16UC1, 0 = no reading) give the same cloud within a millimetre.
         millimetres = np.rint(np.nan_to_num(scene.depth, posinf=0) * 1000).astype(np.uint16)
         depth16 = array_to_image(millimetres, '16UC1', depth.header)

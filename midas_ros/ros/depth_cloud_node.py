@@ -12,10 +12,13 @@ downsampled) and ``depth/confidence`` (32FC1 in [0, 1]).
 The floor comes from ``scale.ground_frame`` through TF at each image's stamp, else from
 ``scale.camera_height`` / ``scale.camera_pitch_deg`` / ``scale.camera_roll_deg`` (the names
 depth_node uses). Bad encodings and sizes are skipped with a rate-limited warning; without a
-usable CameraInfo the intrinsics come from ``camera.hfov_deg`` (as depth_node); a CameraInfo of
+usable CameraInfo the intrinsics come from ``camera.hfov_deg`` (as depth_node, after waiting
+``FIRST_CAMERA_INFO_WAIT_S`` for the first one); a CameraInfo of
 another size than the image is scaled when the aspect ratio matches; ROS time going back clears
 the transforms. A managed (lifecycle) node like depth_node (``autostart``).
 """
+import time
+
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import CameraInfo, Image
@@ -37,6 +40,9 @@ from midas_ros.ros.throttled_log import ThrottledLog
 from midas_ros.ros.time_jumps import on_time_jump_back
 
 THROTTLE_S = 5.0
+# Depth frames arriving this soon after activation wait for the first CameraInfo (dropped)
+# rather than being measured with the camera.hfov_deg guess (as depth_node waits for it).
+FIRST_CAMERA_INFO_WAIT_S = 0.5
 DEFAULT_FRAME = 'camera_optical_frame'
 _DEPTH_NODE_ROWS = {param.name: param for param in DEPTH_NODE_PARAMS}
 
@@ -72,7 +78,9 @@ class DepthCloudNode(ManagedNode):
         self._metres = None          # reused float32 buffer for 16UC1 frames
         self._inputs = []
         self._diagnostics_pub = None
-        self.stats = {'received': 0, 'processed': 0, 'idle': 0, 'skipped': 0}
+        self.stats = {'received': 0, 'processed': 0, 'idle': 0, 'skipped': 0,
+                      'waiting for camera_info': 0}
+        self._activated = 0.0
         self.last_size = None
         self.skipped_outputs = SkippedOutputs()
         self._time_jumps = on_time_jump_back(self, self._forget_the_past)
@@ -85,6 +93,7 @@ class DepthCloudNode(ManagedNode):
 
     def activate(self):
         qos = self.values['input_qos']
+        self._activated = time.monotonic()
         self._inputs = [
             subscribe(self, Image, 'depth/image', self._on_depth, qos, 1),
             subscribe(self, CameraInfo, 'depth/camera_info', self._on_camera_info, qos, 5)]
@@ -154,6 +163,10 @@ class DepthCloudNode(ManagedNode):
         wanted = self.navigation.wanted()
         if not wanted:
             self.stats['idle'] += 1
+            return
+        if self.camera_info is None and \
+                time.monotonic() - self._activated < FIRST_CAMERA_INFO_WAIT_S:
+            self.stats['waiting for camera_info'] += 1
             return
         try:
             depth = self._metric(msg)
