@@ -96,14 +96,6 @@ def level_frame(floor):
     return transform
 
 
-def heights_above_floor(points, floor, out=None):
-    """Height (m) above ``floor`` of optical-frame ``points`` (..., 3): ``height - down . p``."""
-    down = np.asarray(floor.down, dtype=np.float32)
-    out = np.dot(points, down, out=out)
-    np.subtract(np.float32(floor.height), out, out=out)
-    return out
-
-
 def voxel_downsample(points, voxel_size):
     """One point per occupied cube of ``voxel_size`` metres (the centroid of the points in it),
     (M, 3) float32; ``voxel_size`` 0 returns ``points`` unchanged."""

@@ -7,8 +7,8 @@ import pytest
 
 from midas_ros.depth_edges import DepthEdgeFilter
 from midas_ros.navigation import (HELD_SCALE_CONFIDENCE, UNCALIBRATED_CONFIDENCE,
-                                  NavigationDepth, NavigationSettings, heights_above_floor,
-                                  level_frame, scale_confidence, voxel_downsample)
+                                  NavigationDepth, NavigationSettings, level_frame,
+                                  scale_confidence, voxel_downsample)
 from midas_ros.scale import ScaleFit, ScaleState
 from navigation_scene import (FLOOR, Scene, flying_and_kept, obstacle_distances, scan_errors)
 
@@ -44,7 +44,8 @@ def test_floor_pixels_never_reach_the_obstacle_cloud(scene):
     frame = core.process(scene.depth, scene.intrinsics, FLOOR, {'points', 'obstacle_points'})
     floor = scene.floor_pixels() & np.isfinite(frame.points[..., 2])
     assert floor.sum() > 0.3 * floor.size
-    heights = heights_above_floor(frame.points[floor], FLOOR)
+    # Height above the floor plane down . p = h, written out here.
+    heights = FLOOR.height - frame.points[floor].astype(np.float64) @ np.asarray(FLOOR.down)
     assert heights.max() < core.settings.obstacle_min_height
     # Every obstacle point is on a box, pole or wall (within 10 cm plus half a voxel diagonal).
     assert len(frame.obstacle_points) > 100

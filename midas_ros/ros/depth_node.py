@@ -46,6 +46,7 @@ from midas_ros.geometry import (BODY_FROM_OPTICAL, Intrinsics, laser_scan_points
                                 project_points, transform_from_xyz_rpy)
 from midas_ros.handoff import Handoff
 from midas_ros.intake import LatestFrame
+from midas_ros.navigation import scale_confidence
 from midas_ros.ros.conversions import (ConversionError, camera_info_to_intrinsics, cloud_to_xyz,
                                        compressed_to_array, depth_to_metres, image_to_array,
                                        projection_is_set)
@@ -60,7 +61,6 @@ from midas_ros.ros.qos import qos_profile, subscribe, unsubscribe
 from midas_ros.ros.tf_frames import FrameTransforms, TransformUnavailable
 from midas_ros.ros.throttled_log import ThrottledLog
 from midas_ros.ros.time_jumps import on_time_jump_back
-from midas_ros.navigation import scale_confidence
 from midas_ros.scale import FloorPlane
 
 THROTTLE_S = 5.0
