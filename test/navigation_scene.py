@@ -16,7 +16,7 @@ from midas_ros.models.transforms import upsample_prediction
 from midas_ros.scale import FloorPlane
 from midas_ros.synthetic import CameraPose, SceneConfig, SceneObject, SyntheticScene
 
-WIDTH, HEIGHT, NETWORK = 320, 240, (128, 96)      # network output 2.5x smaller, as 256 -> 640
+WIDTH, HEIGHT, NETWORK = 640, 480, (256, 192)     # a 256 px network on a VGA camera
 CAMERA_HEIGHT, PITCH_DEG = 0.8, 15.0
 ROOM = (8.0, 6.0, 2.8)
 CAMERA_X = -3.0                                   # looking along +x, room centred on 0
@@ -117,7 +117,7 @@ def flying_and_kept(scene, points):
     return float(flying.mean()), float((valid & raw).sum() / raw.sum())
 
 
-def scan_errors(ranges, angle_min, angle_increment, margin=2):
+def scan_errors(ranges, angle_min, angle_increment, margin=4):
     """{box: (nearest scan range / true nearest range - 1, median relative error of its rays)}
     for each box, over the rays whose bearing hits it with ``margin`` neighbours on each side
     hitting it too (the rays at a silhouette see the edge filter's gap)."""

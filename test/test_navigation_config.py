@@ -27,7 +27,7 @@ def _sources(tree):
 
 def test_nav2_sources_use_published_topics_and_types():
     sources = list(_sources(yaml.safe_load((CONFIG / 'nav2_costmap.yaml').read_text())))
-    assert len(sources) == 4
+    assert len(sources) == 6
     for source in sources:
         assert source['topic'] in PUBLISHED, source['topic']
         assert source['data_type'] == TYPES[source['topic']]

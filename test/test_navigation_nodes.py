@@ -61,7 +61,7 @@ def _check(scene, outputs):
     scan = outputs['depth/scan']
     for box, (nearest, median) in scan_errors(scan.ranges, scan.angle_min,
                                               scan.angle_increment).items():
-        assert median < 0.02 and abs(nearest) < 0.03, (box, nearest, median)
+        assert median < 0.02 and abs(nearest) < 0.02, (box, nearest, median)
     confidence, encoding = image_to_array(outputs['depth/confidence'])
     assert encoding == '32FC1' and confidence.shape == scene.depth.shape
     assert confidence.min() >= 0.0 and confidence.max() <= 1.0
@@ -192,7 +192,7 @@ def test_depth_cloud_node_lifecycle_and_parameters():
         refused = node.set_parameters_atomically([
             Parameter('scan.min_height', value=2.0), Parameter('filter.edge_radius', value=3)])
         assert not refused.successful and 'scan.min_height' in refused.reason
-        assert node.values['filter.edge_radius'] == 1 and node.values['scan.min_height'] == 0.1
+        assert node.values['filter.edge_radius'] == 2 and node.values['scan.min_height'] == 0.1
         assert node.set_parameters([Parameter('scan.mode', value='height_band')])[0].successful
         assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
         assert topics() == (outputs, set())
