@@ -5,7 +5,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from midas_ros.ros.conversions import OrganizedCloudBuilder
 from midas_ros.ros.depth_messages import DEPTH_TOPICS
+from midas_ros.ros.depth_node import DEFAULT_FRAME
 from midas_ros.ros.navigation_outputs import NAVIGATION_TOPICS, UnorganizedCloudBuilder
 from std_msgs.msg import Header
 
@@ -56,3 +58,16 @@ def test_rviz_shows_published_topics():
     # Frames: base_footprint is the ground frame (REP 105) depth/obstacle_points is published in
     # with scale.ground_frame: base_footprint; camera_source publishes it on /tf_static.
     assert manager['Global Options']['Fixed Frame'] == 'base_footprint'
+    axes = [d for d in manager['Displays'] if d['Class'] == 'rviz_default_plugins/Axes']
+    assert [d['Reference Frame'] for d in axes] == [DEFAULT_FRAME]
+    # Fields the cloud displays colour by: rgb of depth/points (cloud.color, default on) and
+    # the z of depth/obstacle_points.
+    colored = OrganizedCloudBuilder(color=True).build(np.zeros((2, 2, 3), np.float32),
+                                                      Header(), np.zeros((2, 2, 3), np.uint8))
+    fields = {'/depth/points': {f.name for f in colored.fields}, '/depth/obstacle_points':
+              {'x', 'y', 'z'}}
+    for display in manager['Displays']:
+        topic = display.get('Topic', {}).get('Value')
+        if display['Class'] == 'rviz_default_plugins/PointCloud2':
+            needed = {'RGB8': {'rgb'}, 'AxisColor': {display.get('Axis', 'Z').lower()}}
+            assert needed[display['Color Transformer']] <= fields[topic], display['Name']
