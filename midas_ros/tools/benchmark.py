@@ -32,6 +32,7 @@ Examples::
     python -m midas_ros benchmark --node --duration 600
     python -m midas_ros benchmark --node --rate 30 --load 1
     python -m midas_ros benchmark --node --cameras 3 --rate 30
+    python -m midas_ros benchmark --filters --frames 50
 
 ``--node --cameras N --rate HZ``: N cameras (cam0..) streaming at HZ, served first by one
 depth_node (``cameras: [cam0, ...]``, one network), then by N single-camera depth_node
@@ -1107,6 +1108,9 @@ def build_parser():
                              '(keeps --models all feasible on a CPU; default %(default)s)')
     parser.add_argument('--node', action='store_true',
                         help='measure depth_node as its own process over DDS')
+    parser.add_argument('--filters', action='store_true',
+                        help='measure the navigation outputs (edge filter, obstacle cloud, '
+                        'scans, confidence) per frame on one core, without a network')
     parser.add_argument('--duration', type=float, default=30.0,
                         help='--node: seconds of measurement after warm-up')
     parser.add_argument('--rate', type=float, default=0.0,
@@ -1158,7 +1162,10 @@ def main(argv=None):
         return 0
     prefer_passive_waiting()   # as depth_node does, before torch is imported
     try:
-        if args.camera_source:
+        if args.filters:
+            from midas_ros.tools.filters_benchmark import run_filters
+            run_filters(args)
+        elif args.camera_source:
             run_camera_source(args)
         elif args.node:
             run_node(args)
