@@ -231,7 +231,11 @@ class DepthCamera:
         """Make the depth stage and the (lifecycle) publishers of every output (the depth
         stage's here, the navigation stage's in ``navigation``); ``output_qos``: {QoS parameter
         name: profile} (``depth_outputs.Output.qos``)."""
-        self.depth = CameraDepth(settings_from_parameters(self.values))
+        try:
+            self.depth = CameraDepth(settings_from_parameters(self.values))
+        except ValueError as error:     # values that pass one by one but not together
+            raise ValueError(f'camera {self.name}: {error}' if self.name else str(error)) \
+                from None
         if self.values['scale.mode'] == 'uncalibrated':
             self.log.warning(
                 "scale.mode is 'uncalibrated': depth is only relative (the median pixel of each "

@@ -507,6 +507,7 @@ class NodeProbe:
             for camera in self.cameras}
         self.sent = {}       # (camera, stamp) key -> perf_counter at publish
         self.arrivals = {}   # (camera, stamp) key -> {output: perf_counter}
+        self.complete_cameras = set()   # cameras with a frame whose every output arrived
         self.node_processing_ms = []
         self.dropped_by_status = {}   # the nodes' own counts (diagnostics), since they started
         self.node_backend = ''
@@ -525,7 +526,10 @@ class NodeProbe:
 
     def _arrived(self, camera, topic, data):
         key = (camera,) + struct.unpack_from('<iI' if data[1] & 1 else '>iI', data, 4)
-        self.arrivals.setdefault(key, {})[topic] = time.perf_counter()
+        arrived = self.arrivals.setdefault(key, {})
+        arrived[topic] = time.perf_counter()
+        if len(arrived) == len(self.outputs):
+            self.complete_cameras.add(camera)
 
     def _diagnostics(self, msg):
         for status in msg.status:
@@ -1003,10 +1007,10 @@ def _drive_cameras(probe, feeds, processes, samplers, args, label, log_path):
         return any(process.poll() is not None for process in processes)
 
     def every_camera_complete():
-        done = {key[0] for key in probe.sent if probe.complete(key)}
-        return done >= {feed.camera for feed in feeds}
+        return probe.complete_cameras >= {feed.camera for feed in feeds}
     probe.sent.clear()
     probe.arrivals.clear()
+    probe.complete_cameras.clear()
     # Start-up: models load while the cameras stream; a complete frame of each ends it.
     stream_cameras(feeds, lambda: exited() or every_camera_complete(), args.startup_timeout)
     if exited() or not every_camera_complete():
