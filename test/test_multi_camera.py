@@ -304,8 +304,8 @@ def test_a_navigation_override_takes_effect_on_one_camera_only(rig):
             intrinsics.height, intrinsics.width, 3)[..., 2]
         confidence = image_to_array(latest(camera, 'depth/confidence'))[0]
         middle = intrinsics.width // 2
-        at_step, away = slice(middle - 1, middle + 1), np.r_[0:middle - 3, middle + 3:
-                                                              intrinsics.width]
+        at_step = slice(middle - 1, middle + 1)
+        away = np.r_[0:middle - 3, middle + 3:intrinsics.width]
         np.testing.assert_allclose(z[:, away], expected[:, away], rtol=1e-4, err_msg=camera)
         assert (confidence[:, away] > 0).all(), camera
         if filtered:
