@@ -188,7 +188,9 @@ class ModelResult:
 class MessageStage:
     """What depth_node does after the pipeline: its output messages (built by the node's own
     ``DepthMessageBuilder``), then their serialization, which rclpy's ``publish`` does before
-    handing them to the middleware."""
+    handing them to the middleware. depth/points and depth/scan are built here from the
+    DepthFrame's own (unfiltered) products; the node makes them, edge-filtered, with the
+    navigation outputs, whose extra cost ``--filters`` measures."""
 
     def __init__(self):
         from rclpy.serialization import serialize_message
