@@ -76,7 +76,7 @@ def test_obstacle_node_keeps_the_depth_frame_with_one_info_line(no_tf2, capfd):
                             (0.3, 0.4, 0.2))
         header = Header(frame_id='camera_optical_frame')
         for _ in range(3):
-            placed = node._in_target_frame(header, [obstacle])
+            placed = node._in_target_frame(node.streams[0], header, [obstacle])
             assert placed[0].frame_id == 'camera_optical_frame'
             assert np.allclose(placed[1], [(0.1, 0.2, 2.0)])
         node.destroy_node()
