@@ -86,7 +86,12 @@ def test_depth_cloud_node_from_a_depth_camera(scene, tmp_path):
         info = intrinsics_to_camera_info(scene.intrinsics, depth.header)
         # The calibration first (the node assumes camera.hfov_deg until one arrives).
         probe.collect(TOPICS['depth/points'], f'{namespace}/depth/points')
-        probe.spin_until(lambda: False, 3.0, lambda: info_pub.publish(info))
+        # Once the node is up (its publishers exist from configure, its subscriptions right
+        # after): a node starting slower than the calibration is sent would measure the first
+        # depth image with the guess.
+        assert probe.spin_until(
+            lambda: probe.node.count_publishers(f'{namespace}/depth/points') > 0, 60)
+        probe.spin_until(lambda: False, 2.0, lambda: info_pub.publish(info))
         outputs = _outputs(probe, namespace, [info_pub, depth_pub], [info, depth],
                            depth.header.stamp)
         _check(scene, outputs)
