@@ -27,6 +27,7 @@ setup(
         'console_scripts': [
             'depth_node = midas_ros.ros.depth_node:main',
             'obstacle_node = midas_ros.ros.obstacle_node:main',
+            'depth_cloud_node = midas_ros.ros.depth_cloud_node:main',
             'camera_source = midas_ros.ros.camera_source:main',
             'synthetic_detector = midas_ros.ros.synthetic_detector:main',
             'recorder = midas_ros.ros.recorder:main',

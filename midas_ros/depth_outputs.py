@@ -6,8 +6,14 @@ benchmark and the pipeline runner (which topics to subscribe / record), diagnost
 names). Every row is per camera: with ``cameras: [front]`` the topic is ``front/<topic>``
 (``camera_topic``).
 
-Adding an output: one row here, its builder in ``ros/depth_messages.BUILDERS`` and, if it needs
-a new ``DepthFrame`` product, that product in ``depth_pipeline``.
+Two stages make them (``Output.stage``): ``depth`` rows are built from the camera's
+``DepthFrame`` by ``ros/depth_messages``; ``navigation`` rows from the metric depth image by
+``ros/navigation_outputs`` (edge-filtered points and scan, obstacle cloud, confidence), the one
+module depth_node's cameras and depth_cloud_node share.
+
+Adding an output: one row here and its builder: in ``ros/depth_messages.BUILDERS`` (and, if it
+needs a new ``DepthFrame`` product, that product in ``depth_pipeline``) for the depth stage, in
+``navigation`` / ``ros/navigation_outputs`` for the navigation stage.
 """
 from dataclasses import dataclass
 from typing import Optional
@@ -22,6 +28,7 @@ class Output:
     product: Optional[str]      # the DepthFrame product it needs; None: every frame has it
     when: str                   # when it is published (documentation, benchmark)
     qos: str = 'output.qos'     # the depth_node parameter naming its QoS profile
+    stage: str = 'depth'        # who makes it: 'depth' (depth_messages) or 'navigation'
 
 
 DEPTH_OUTPUTS = (
@@ -34,13 +41,27 @@ DEPTH_OUTPUTS = (
     Output('depth/camera_info', 'sensor_msgs/msg/CameraInfo', None,
            'every frame: the intrinsics used'),
     Output('depth/points', 'sensor_msgs/msg/PointCloud2', 'cloud',
-           'with cloud.enabled: organized xyz (+rgb with cloud.color)'),
+           'with cloud.enabled: organized xyz (+rgb with cloud.color), depth edges NaN',
+           stage='navigation'),
     Output('depth/scan', 'sensor_msgs/msg/LaserScan', 'scan',
-           'with scan.enabled, in scan.frame_id'),
+           'with scan.enabled, in scan.frame_id (scan.mode rows or height_band), depth '
+           'edges excluded', stage='navigation'),
+    Output('depth/obstacle_points', 'sensor_msgs/msg/PointCloud2', None,
+           'when subscribed: unorganized xyz between obstacle_points.min_height and '
+           'max_height above the floor, voxel-downsampled', stage='navigation'),
+    Output('depth/confidence', 'sensor_msgs/msg/Image', None,
+           'when subscribed: 32FC1 in [0, 1] (low on depth edges, out of range, uncertain '
+           'scale)', stage='navigation'),
 )
 OUTPUT_TOPICS = tuple(output.topic for output in DEPTH_OUTPUTS)
-# topic -> the DepthFrame product it needs (None: always available).
-DEPTH_TOPICS = {output.topic: output.product for output in DEPTH_OUTPUTS}
+# The rows the navigation stage makes (depth_node's cameras and depth_cloud_node).
+NAVIGATION_OUTPUTS = tuple(output for output in DEPTH_OUTPUTS if output.stage == 'navigation')
+# topic -> the DepthFrame product it needs (None: always available), for the topics a
+# DepthFrame can give (``ros/depth_messages.BUILDERS``): the depth stage's, and depth/points
+# and depth/scan unfiltered from the frame's own products (the benchmark times those; the
+# node publishes the navigation stage's edge-filtered ones).
+DEPTH_TOPICS = {output.topic: output.product for output in DEPTH_OUTPUTS
+                if output.stage == 'depth' or output.product is not None}
 # What each camera subscribes (relative to the camera; compressed images: see
 # ``qos.transport_topic``).
 IMAGE_TOPIC, CAMERA_INFO_TOPIC = 'image', 'camera_info'

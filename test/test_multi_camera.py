@@ -244,3 +244,72 @@ def test_a_camera_whose_time_goes_back_starts_afresh_alone(rig):
     assert cameras['rear']._last_stamp == pytest.approx(2.0)
     assert cameras['front'].stats['processed'] > front_before
     assert cameras['front']._last_stamp == pytest.approx(40.0)
+
+
+def test_a_navigation_override_takes_effect_on_one_camera_only(rig):
+    """``front.filter.edge_radius: 0`` set at run time: front's cloud and confidence keep the
+    pixels at a depth step, rear (the node's edge filter) leaves them out (NaN points,
+    confidence 0); a bad navigation value for rear is refused naming the camera."""
+    namespace, node, probe = rig
+    depth_node = node.node
+    cameras = {camera.name: camera for camera in depth_node.cameras}
+    rear_before = dict(cameras['rear'].values)
+    results = depth_node.set_parameters_atomically([
+        Parameter('front.filter.edge_radius', value=0),
+        Parameter('rear.obstacle_points.min_height', value=5.0)])   # above max_height
+    assert not results.successful
+    assert 'camera rear' in results.reason and 'obstacle_points.min_height' in results.reason
+    assert cameras['rear'].values == rear_before
+    assert cameras['front'].values['filter.edge_radius'] == 2
+    assert depth_node.set_parameters([Parameter('front.filter.edge_radius', value=0)])[0] \
+        .successful
+    assert cameras['front'].values['filter.edge_radius'] == 0
+    assert cameras['rear'].values['filter.edge_radius'] == 2
+    assert depth_node.get_parameter('filter.edge_radius').value == 2
+
+    sensor = qos_profile('sensor_data', depth=50)
+    for camera in ('front', 'rear'):
+        probe.collect(Image, f'{namespace}/{camera}/depth/confidence', sensor)
+    when = stamp(60.0)
+    frames = {}
+    for camera in ('front', 'rear'):
+        intrinsics, frame_id = CAMERAS[camera]
+        step = np.full((intrinsics.height, intrinsics.width), 1.5)
+        step[:, intrinsics.width // 2:] = 3.0      # a wall 1.5 m behind a near half
+        image = encoded_image(1.0 / step, when, frame_id)
+        info = intrinsics_to_camera_info(intrinsics)
+        info.header = image.header
+        frames[camera] = image, info, step
+
+    def latest(camera, topic):
+        found = [m for m in received(probe, namespace, camera, topic) if m.header.stamp == when]
+        return found[-1] if found else None
+
+    def arrived():
+        return all(latest(camera, topic) is not None for camera in frames
+                   for topic in ('depth/points', 'depth/confidence'))
+    state = {'next': 0.0}
+
+    def step():
+        if time.monotonic() >= state['next']:
+            for camera, (image, info, _) in frames.items():
+                publish(probe, camera, image, info)
+            state['next'] = time.monotonic() + 0.2
+    assert probe.spin_until(arrived, 30, step), 'no points or confidence from both cameras'
+
+    for camera, filtered in (('front', False), ('rear', True)):
+        intrinsics = CAMERAS[camera][0]
+        expected = frames[camera][2] / cameras[camera].values['scale.a']
+        z = cloud_to_xyz(latest(camera, 'depth/points')).reshape(
+            intrinsics.height, intrinsics.width, 3)[..., 2]
+        confidence = image_to_array(latest(camera, 'depth/confidence'))[0]
+        middle = intrinsics.width // 2
+        at_step = slice(middle - 1, middle + 1)
+        away = np.r_[0:middle - 3, middle + 3:intrinsics.width]
+        np.testing.assert_allclose(z[:, away], expected[:, away], rtol=1e-4, err_msg=camera)
+        assert (confidence[:, away] > 0).all(), camera
+        if filtered:
+            assert np.isnan(z[:, at_step]).all() and (confidence[:, at_step] == 0).all()
+        else:
+            np.testing.assert_allclose(z[:, at_step], expected[:, at_step], rtol=1e-4)
+            np.testing.assert_allclose(confidence[:, at_step], confidence[:, away].max())

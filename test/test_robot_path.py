@@ -425,7 +425,7 @@ def test_pipeline_with_camera_source_delivers_obstacles(pipeline_launch, probe):
 def _rviz_displays():
     config = yaml.safe_load((REPO / 'config' / 'midas.rviz').read_text())
     manager = config['Visualization Manager']
-    displays = [d for d in manager['Displays'] if 'Topic' in d]
+    displays = [d for d in manager['Displays'] if 'Topic' in d and d.get('Enabled', True)]
     return manager['Global Options']['Fixed Frame'], displays
 
 

@@ -4,10 +4,13 @@ depth_node serves one or more cameras with one network (``DepthNetwork``). Every
 belongs to a single camera lives in a ``DepthCamera``: its parameter values (the node's, with
 its own ``<camera>.<name>`` overrides), subscriptions, CameraInfo and intrinsics, anchors, TF
 frames, ``CameraDepth`` (scale mode and smoother, camera model, buffers), publishers and message
-builder, frame counts, rate and latency, skipped outputs and its own DiagnosticStatus. A frame
-travels as one ``CameraFrame`` from intake (``intake``) through the shared network to its
-camera's outputs (``publish``). Bad input (an encoding, a size change, no CameraInfo, a clock
-jump) is logged naming the camera, rate-limited, and costs only that camera.
+builder, navigation outputs (``NavigationOutputs``: depth/points, depth/scan,
+depth/obstacle_points, depth/confidence under the camera's prefix, with its own filter.*,
+obstacle_points.* and scan.* values), frame counts, rate and latency, skipped outputs and its
+own DiagnosticStatus. A frame travels as one ``CameraFrame`` from intake (``intake``) through
+the shared network to its camera's outputs (``publish``). Bad input (an encoding, a size
+change, no CameraInfo, a clock jump) is logged naming the camera, rate-limited, and costs only
+that camera.
 """
 import math
 import threading
@@ -28,9 +31,11 @@ from midas_ros.ros.conversions import (ConversionError, camera_info_to_intrinsic
                                        compressed_to_array, depth_to_metres, image_to_array,
                                        projection_is_set, stamp_ns)
 from midas_ros.depth_outputs import (CAMERA_INFO_TOPIC, DEPTH_OUTPUTS, IMAGE_TOPIC,
-                                     camera_topic)
+                                     NAVIGATION_OUTPUTS, camera_topic)
+from midas_ros.navigation import scale_confidence
 from midas_ros.ros.depth_messages import (MESSAGE_TYPES, DepthMessageBuilder, products_for,
                                           skipped_topics)
+from midas_ros.ros.navigation_outputs import NAVIGATION_TOPICS, NavigationOutputs
 from midas_ros.ros.qos import qos_profile, subscribe, transport_topic, unsubscribe
 from midas_ros.ros.tf_frames import TransformUnavailable
 from midas_ros.ros.throttled_log import ThrottledLog
@@ -49,6 +54,8 @@ RATE_WINDOW_S = 5.0
 # A camera's image stamps going back by more than this (its driver restarted, a bag of it
 # looping) is a new time line for that camera alone.
 STAMP_JUMP_S = 1.0
+# The QoS parameter of the navigation stage's outputs (one profile for all of them).
+NAVIGATION_QOS, = {output.qos for output in NAVIGATION_OUTPUTS}
 
 
 def settings_from_parameters(values):
@@ -153,6 +160,13 @@ class DepthCamera:
         self.throttled = ThrottledLog(self.log, THROTTLE_S)
         self.values = values
         self.anchor_transform = anchor_transform(values)
+        reason = NavigationOutputs.check(values)
+        if reason is not None:
+            raise ValueError(f'camera {name}: {reason}' if name else reason)
+        # depth/points, depth/scan, depth/obstacle_points, depth/confidence (edge-filtered),
+        # made from this camera's metric depth with this camera's values.
+        self.navigation = NavigationOutputs(node, values=lambda: self.values, prefix=name,
+                                            log=self.log, throttled=self.throttled)
         self.image_type = CompressedImage if values['image.transport'] == 'compressed' \
             else Image
         self.depth = None           # CameraDepth: configure makes it, cleanup frees it
@@ -193,6 +207,9 @@ class DepthCamera:
         try:
             transform = anchor_transform(values)
             settings = settings_from_parameters(values)
+            reason = NavigationOutputs.check(values)
+            if reason is not None:
+                raise ValueError(reason)
             intrinsics = self.last_frame[1] if self.last_frame else None
             checked = CameraDepth.check(settings, intrinsics) if self.depth is not None \
                 else check_settings(settings)
@@ -212,8 +229,9 @@ class DepthCamera:
 
     # ---------------------------------------------------------------- lifecycle
     def configure(self, output_qos):
-        """Make the depth stage and the (lifecycle) publishers of every output; ``output_qos``:
-        {QoS parameter name: profile} (``depth_outputs.Output.qos``)."""
+        """Make the depth stage and the (lifecycle) publishers of every output (the depth
+        stage's here, the navigation stage's in ``navigation``); ``output_qos``: {QoS parameter
+        name: profile} (``depth_outputs.Output.qos``)."""
         try:
             self.depth = CameraDepth(settings_from_parameters(self.values))
         except ValueError as error:     # values that pass one by one but not together
@@ -228,7 +246,8 @@ class DepthCamera:
         self.publishers = {
             output.topic: self.node.create_lifecycle_publisher(
                 MESSAGE_TYPES[output.topic], self.topic(output.topic), output_qos[output.qos])
-            for output in DEPTH_OUTPUTS}
+            for output in DEPTH_OUTPUTS if output.stage == 'depth'}
+        self.navigation.configure(output_qos[NAVIGATION_QOS])
         self.messages = DepthMessageBuilder()
 
     def subscribe(self, put):
@@ -258,6 +277,7 @@ class DepthCamera:
         """Free the publishers and the depth stage."""
         for publisher in self.publishers.values():
             self.node.destroy_lifecycle_publisher(publisher)
+        self.navigation.cleanup()
         self.publishers, self.messages, self.depth = {}, None, None
 
     # ---------------------------------------------------------------- inputs
@@ -297,7 +317,8 @@ class DepthCamera:
         self.last_frame = ((width, height), intrinsics)
         # Like depth_image_proc, work only for outputs someone listens to.
         wanted = tuple(topic for topic, publisher in self.publishers.items()
-                       if publisher.get_subscription_count() > 0)
+                       if publisher.get_subscription_count() > 0) + \
+            tuple(self.navigation.wanted())
         if not wanted:      # still worth its size's warm-up: the first listener waits less
             self.stats['idle'] += 1
             return CameraFrame(self, waiting.number, start, msg, pixels, order, intrinsics, ())
@@ -467,20 +488,28 @@ class DepthCamera:
         """Second stage (the outputs thread): metric depth, products, messages, publishing."""
         header = frame.message.header
         stamp = header.stamp
+        navigation = [topic for topic in frame.wanted if topic in NAVIGATION_TOPICS]
+        wanted = [topic for topic in frame.wanted if topic not in NAVIGATION_TOPICS]
         with self.lock:
             result = self.depth.finish(frame.inference, frame.pixels, frame.order,
                                        frame.intrinsics, stamp.sec + stamp.nanosec * 1e-9,
-                                       frame.anchors, products_for(frame.wanted), frame.floor)
+                                       frame.anchors, products_for(wanted), frame.floor)
             self.last_scale = result.scale, result.calibrated
             if result.scale_problem:
                 self.throttled.warning(f'{result.scale_problem}; publishing uncalibrated depth')
             # Built inside the lock: the result's arrays are buffers the next frame reuses.
             tick = time.perf_counter()
             messages = self.messages.build(result, frame.intrinsics, header,
-                                           self.values['scan.frame_id'], frame.wanted)
+                                           self.values['scan.frame_id'], wanted)
             result.timings['messages'] = time.perf_counter() - tick
-            self._report_skipped(frame.wanted,
-                                 skipped_topics(result, frame.wanted, self.messages.problems))
+            skipped = skipped_topics(result, wanted, self.messages.problems)
+            # The navigation outputs publish themselves (their own builders and buffers).
+            skipped.update(self.navigation.publish(
+                result.depth, frame.intrinsics, header, navigation,
+                scale_confidence(result.scale, result.calibrated,
+                                 self.values['scale.max_residual']),
+                frame.pixels, frame.order))
+            self._report_skipped(frame.wanted, skipped)
         tick = time.perf_counter()
         for topic, message in messages.items():
             self.publishers[topic].publish(message)
@@ -547,9 +576,10 @@ class DepthCamera:
         values.update({
             'camera': self.name or '(default)',
             'image topic': node.resolve_topic_name(self.image_topic),
-            'outputs subscribed': ', '.join(topic for topic, publisher in
-                                            list(self.publishers.items())
-                                            if publisher.get_subscription_count()),
+            'outputs subscribed': ', '.join(
+                topic for topic, publisher in [*self.publishers.items(),
+                                               *self.navigation.publishers.items()]
+                if publisher.get_subscription_count()),
             'max rate (Hz)': f"{self.values['max_rate']:g}",
             'scale mode': self.values['scale.mode'],
             'depth metric': str(metric),
@@ -584,6 +614,7 @@ class DepthCamera:
                 'fit inlier ratio': f'{fit.inlier_ratio:.3f}',
                 'fit residual': f'{fit.residual:.4f}'})
         values.update(self.geometry)
+        values.update(self.navigation.geometry)
         skipped = dict(self.skipped_outputs.reasons)    # a snapshot (outputs thread)
         values.update({f'output {topic}': f'skipped: {reason}'
                        for topic, reason in skipped.items()})
@@ -592,7 +623,7 @@ class DepthCamera:
         if skipped:
             status.message += f"; skipped: {', '.join(sorted(skipped))}"
         # A snapshot: the outputs thread adds stages while this runs in the callback one.
-        values.update({f'time {stage} (ms)': f'{seconds * 1e3:.2f}'
-                       for stage, seconds in list(self.stage_times.items())})
+        values.update({f'time {stage} (ms)': f'{seconds * 1e3:.2f}' for stage, seconds
+                       in [*self.stage_times.items(), *self.navigation.stage_times.items()]})
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         return status

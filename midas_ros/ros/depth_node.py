@@ -7,8 +7,11 @@ names, so ``__ns`` and remaps work; ``<cam>/`` is empty with ``cameras: []``):
   (LaserScan | Range | PointCloud2 | Image, see ``scale.anchor_type``).
   published (``midas_ros.depth_outputs.DEPTH_OUTPUTS``, each with the input image's header):
   ``<cam>/depth/image`` (32FC1 metres, NaN = no reading), ``depth/relative``, ``depth/colormap``
-  (bgr8), ``depth/camera_info``, ``depth/points`` (organized PointCloud2), ``depth/scan``
-  (LaserScan, when ``scan.enabled``); and one DiagnosticStatus per camera on /diagnostics.
+  (bgr8), ``depth/camera_info``, ``depth/points`` (organized PointCloud2, depth edges NaN),
+  ``depth/scan`` (LaserScan, when ``scan.enabled``; ``scan.mode`` rows or height_band),
+  ``depth/obstacle_points`` (the obstacle cloud without the floor), ``depth/confidence``
+  (32FC1 in [0, 1]); the last four from ``ros/navigation_outputs.py``, the module
+  depth_cloud_node shares; and one DiagnosticStatus per camera on /diagnostics.
 Every per-stream parameter (``depth_node_params.STREAM_GROUPS``) may be set per camera as
 ``<cam>.<name>``; it defaults to (and, until set, follows) the node's value.
 TF (``ros/tf_frames.py``, when tf2_ros is installed): with ``scale.ground_frame`` set, the

@@ -5,6 +5,7 @@ from dataclasses import replace
 from midas_ros.models.registry import list_models
 from midas_ros.scale import MODES as SCALE_MODES
 from midas_ros.ros.lifecycle import AUTOSTART
+from midas_ros.ros.navigation_outputs import NAVIGATION_PARAMS
 from midas_ros.ros.parameters import Param, camera_names  # noqa: F401 (re-exported)
 from midas_ros.ros.qos import QOS_NAMES, SUBSCRIPTION_QOS_NAMES
 
@@ -16,8 +17,9 @@ DEPTH_NODE_PARAMS = (
     Param('cameras', [], 'names of the cameras this node serves with one network: camera '
           "'front' reads front/image and front/camera_info and publishes front/depth/*; each "
           'has every per-camera parameter (camera.*, frame_id, max_rate, image.*, scale.*, '
-          'depth.*, colormap.*, cloud.*, scan.*) as front.<parameter>, defaulting to the '
-          "node's own; empty: one camera on image, camera_info -> depth/*",
+          'depth.*, colormap.*, cloud.*, scan.*, filter.*, obstacle_points.*) as '
+          "front.<parameter>, defaulting to the node's own; empty: one camera on image, "
+          'camera_info -> depth/*',
           read_only=True),
     # Model and inference (read at start; change needs a restart).
     Param('model.name', 'midas_v21_small_256', 'MiDaS variant', choices=tuple(list_models()),
@@ -107,13 +109,15 @@ DEPTH_NODE_PARAMS = (
     Param('scale.b', 0.0, 'fixed mode: offset in inverse metres', min=-1e9, max=1e9),
     Param('scale.uncalibrated_median_depth', 3.0, 'uncalibrated mode: metres assigned to the '
           'median pixel of each frame', min=0.01, max=1000.0),
-    Param('scale.camera_height', 1.0, 'ground_plane mode: optical centre height above the '
-          'floor (m)', min=0.01, max=100.0),
-    Param('scale.camera_pitch_deg', 0.0, 'ground_plane mode: camera pitch, positive looking '
-          'down', min=-89.0, max=89.0),
-    Param('scale.camera_roll_deg', 0.0, 'ground_plane mode: camera roll, positive clockwise '
-          'as seen from behind the camera', min=-89.0, max=89.0),
-    Param('scale.ground_frame', '', 'ground_plane mode: frame whose z = 0 plane is the floor '
+    # The floor: the ground_plane scale and the navigation outputs (depth/obstacle_points,
+    # the height_band scan) in every scale.mode.
+    Param('scale.camera_height', 1.0, 'floor (ground_plane mode, obstacle_points, height_band '
+          'scan): optical centre height above the floor (m)', min=0.01, max=100.0),
+    Param('scale.camera_pitch_deg', 0.0, 'floor: camera pitch, positive looking down',
+          min=-89.0, max=89.0),
+    Param('scale.camera_roll_deg', 0.0, 'floor: camera roll, positive clockwise as seen from '
+          'behind the camera', min=-89.0, max=89.0),
+    Param('scale.ground_frame', '', 'floor: frame whose z = 0 plane is the floor '
           '(e.g. base_footprint); the camera height, pitch and roll then come from TF at each '
           "image's stamp (ground_frame -> image frame), the three parameters above only when "
           'TF cannot give them; empty: the parameters'),
@@ -154,7 +158,11 @@ DEPTH_NODE_PARAMS = (
     Param('scan.range_max', 10.0, 'longer ranges are reported as +inf (m)', min=0.01,
           max=10000.0),
     Param('scan.frame_id', 'camera_depth_frame', 'frame of depth/scan: origin at the camera, '
-          'x forward, z up (as depthimage_to_laserscan\'s output_frame)'),
+          'x forward, z up (as depthimage_to_laserscan\'s output_frame); height_band: bearings '
+          'and ranges in this frame through TF (e.g. a level base_link), else in the camera\'s '
+          'level frame (x: the optical axis along the floor, z up)'),
+    # Edge filter, obstacle cloud, height-band scan (shared with depth_cloud_node).
+    *NAVIGATION_PARAMS,
     Param('diagnostics.period', 1.0, 'seconds between /diagnostics messages', min=0.1,
           max=60.0),
 )
@@ -164,7 +172,7 @@ DEPTH_NODE_PARAMS = (
 # prefix before '.'), defaulting to the node's value; the rest (model, inference, output QoS,
 # diagnostics) is shared. A new per-stream group is one entry here.
 STREAM_GROUPS = ('camera', 'frame_id', 'max_rate', 'image', 'scale', 'depth', 'colormap',
-                 'cloud', 'scan')
+                 'cloud', 'scan', 'filter', 'obstacle_points')
 
 
 def is_stream_param(name):

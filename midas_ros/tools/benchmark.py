@@ -34,6 +34,7 @@ Examples::
     python -m midas_ros benchmark --node --cameras 3 --rate 30
     python -m midas_ros benchmark --precisions fp32,int8 --models midas_v21_small_256
     python -m midas_ros benchmark --node --rate 30 --precision int8
+    python -m midas_ros benchmark --filters --frames 50
 
 ``--node --cameras N --rate HZ``: N cameras (cam0..) streaming at HZ, served first by one
 depth_node (``cameras: [cam0, ...]``, one network), then by N single-camera depth_node
@@ -197,7 +198,9 @@ class ModelResult:
 class MessageStage:
     """What depth_node does after the pipeline: its output messages (built by the node's own
     ``DepthMessageBuilder``), then their serialization, which rclpy's ``publish`` does before
-    handing them to the middleware."""
+    handing them to the middleware. depth/points and depth/scan are built here from the
+    DepthFrame's own (unfiltered) products; the node makes them, edge-filtered, with the
+    navigation outputs, whose extra cost ``--filters`` measures."""
 
     def __init__(self):
         from rclpy.serialization import serialize_message
@@ -1135,6 +1138,9 @@ def build_parser():
                              '(keeps --models all feasible on a CPU; default %(default)s)')
     parser.add_argument('--node', action='store_true',
                         help='measure depth_node as its own process over DDS')
+    parser.add_argument('--filters', action='store_true',
+                        help='measure the navigation outputs (edge filter, obstacle cloud, '
+                        'scans, confidence) per frame on one core, without a network')
     parser.add_argument('--duration', type=float, default=30.0,
                         help='--node: seconds of measurement after warm-up')
     parser.add_argument('--rate', type=float, default=0.0,
@@ -1190,7 +1196,10 @@ def main(argv=None):
         return 0
     prefer_passive_waiting()   # as depth_node does, before torch is imported
     try:
-        if args.camera_source:
+        if args.filters:
+            from midas_ros.tools.filters_benchmark import run_filters
+            run_filters(args)
+        elif args.camera_source:
             run_camera_source(args)
         elif args.node:
             run_node(args)
