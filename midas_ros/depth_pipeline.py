@@ -1,7 +1,10 @@
 """One camera frame in, every depth product out: the per-frame work of depth_node, without ROS.
 
-    image -> DepthEstimator (relative inverse depth) -> scale fit + smoothing -> metric depth
-          -> colour map, organized point cloud, laser scan
+    image -> DepthEstimator (relative inverse depth, or a metric network's metres)
+          -> scale fit + smoothing -> metric depth -> colour map, organized point cloud, scan
+
+A metric network's metres z_net enter the scale model as inverse metres 1 / z_net (see
+``midas_ros.scale``): ``metric`` mode keeps them, ``ground_plane`` / ``sparse`` fit one factor.
 
 The node turns messages into the arguments of :meth:`DepthPipeline.process` and the returned
 :class:`DepthFrame` back into messages; the benchmark and the demo call the same code. Everything
@@ -17,8 +20,8 @@ import numpy as np
 
 from midas_ros.colormap import DepthColorizer
 from midas_ros.geometry import Backprojector, DepthToScan, Intrinsics
-from midas_ros.scale import (ScaleSmoother, ScaleState, UncalibratedScale, create_estimator,
-                             inverse_depth_to_metric)
+from midas_ros.scale import (MetricScale, ScaleSmoother, ScaleState, UncalibratedScale,
+                             create_estimator, inverse_depth_to_metric, resolve_mode)
 
 
 @dataclass(frozen=True)
@@ -26,9 +29,11 @@ class DepthSettings:
     """Everything about turning relative depth into products that may change at run time.
 
     Field names follow depth_node's parameters (``scale.camera_height`` -> ``camera_height``).
+    ``metric_network`` is not a parameter: ``DepthPipeline.configure`` sets it from the model
+    (and resolves ``scale_mode`` 'auto').
     """
 
-    scale_mode: str = 'uncalibrated'
+    scale_mode: str = 'auto'
     scale_a: float = 1.0
     scale_b: float = 0.0
     uncalibrated_median_depth: float = 3.0
@@ -49,6 +54,7 @@ class DepthSettings:
     scan_height: int = 1
     scan_range_min: float = 0.1
     scan_range_max: float = 10.0
+    metric_network: bool = False
 
     def scale_options(self):
         """Keyword arguments of ``scale.create_estimator`` for ``scale_mode``."""
@@ -61,15 +67,32 @@ class DepthSettings:
                     'pitch': math.radians(self.camera_pitch_deg),
                     'roll': math.radians(self.camera_roll_deg),
                     'floor_rows': self.floor_rows,
-                    'max_floor_distance': self.max_depth}
+                    'max_floor_distance': self.max_depth,
+                    'scale_only': self.metric_network}
+        if self.scale_mode == 'sparse':
+            return {'scale_only': self.metric_network}
         return {}
+
+    def scale_fit_kind(self):
+        """What the scale mode does to the network output, in words (for diagnostics)."""
+        if self.scale_mode == 'metric':
+            return "the network's metres, unscaled"
+        if self.scale_mode == 'uncalibrated':
+            return f'not metric: the median pixel put at {self.uncalibrated_median_depth} m'
+        if self.scale_mode == 'fixed':
+            return 'fixed a, b: depth = 1 / (a * output + b)' if not self.metric_network else \
+                "fixed a, b on the network's inverse metres: depth = 1 / (a / z + b)"
+        if self.metric_network:
+            return f"one factor fitted ({self.scale_mode}) to the network's metres: depth = z / a"
+        return f'affine fit ({self.scale_mode}) of relative inverse depth: 1 / (a * r + b)'
 
 
 @dataclass
 class DepthFrame:
     """The products of one frame. Arrays are buffers the pipeline reuses on the next call."""
 
-    relative: np.ndarray            # HxW float32, network output (relative inverse depth)
+    relative: np.ndarray            # HxW float32, network output (relative inverse depth, or
+    #                                 a metric network's metres)
     depth: np.ndarray               # HxW float32 metres, NaN where invalid (REP 118)
     scale: ScaleState               # the (a, b) used and how it was obtained
     calibrated: bool                # False: distances are not metric (uncalibrated fallback)
@@ -92,7 +115,7 @@ PRODUCTS = frozenset({'colormap', 'cloud', 'scan'})
 class Inference:
     """The network's result for one frame (``DepthPipeline.infer``)."""
 
-    relative: np.ndarray    # HxW float32 relative inverse depth (a buffer used every 2nd frame)
+    relative: np.ndarray    # HxW float32 network output (a buffer used every 2nd frame)
     timings: dict           # seconds per estimator stage, and 'inference_total'
 
 
@@ -200,6 +223,8 @@ class DepthPipeline:
         self.estimators = [estimator] + [estimator.replica() for _ in range(lanes - 1)]
         self._settings = None
         self._camera = None
+        config = getattr(estimator, 'config', None)   # None for an estimator-like object
+        self.metric_network = getattr(config, 'output', 'relative') == 'metric'
         # Per lane, which of its two relative-depth buffers ``infer`` fills next.
         self._slots = [0] * len(self.estimators)
         self.configure(settings)
@@ -229,9 +254,13 @@ class DepthPipeline:
 
         With ``intrinsics`` (e.g. the camera's current ones) the camera-dependent parts are
         built now, so that a geometry that cannot work (horizon below the image...) is refused
-        here rather than failing on every frame.
+        here rather than failing on every frame. ``settings.scale_mode`` 'auto' becomes 'metric'
+        for a metric network, else 'uncalibrated' ('metric' with a relative network: refused);
+        ``settings`` then holds the resolved mode.
         """
         check_settings(settings)
+        settings = replace(settings, metric_network=self.metric_network,
+                           scale_mode=resolve_mode(settings.scale_mode, self.metric_network))
         camera = None
         if intrinsics is not None:
             camera = _CameraModel(settings, intrinsics, strict=True)
@@ -243,11 +272,25 @@ class DepthPipeline:
         if previous is None or _scale_fields(previous) != _scale_fields(settings):
             self._smoother = ScaleSmoother(settings.time_constant, settings.min_inlier_ratio,
                                            settings.max_residual)
-        self._fallback_scale = UncalibratedScale(settings.uncalibrated_median_depth)
+        # Until a fit is accepted: a metric network's own metres, else a nominal scale.
+        self._fallback_scale = MetricScale() if self.metric_network else \
+            UncalibratedScale(settings.uncalibrated_median_depth)
         max_depth = settings.colormap_max_depth
         self._colorizer = DepthColorizer((settings.min_depth, max_depth) if max_depth > 0
                                          else None)
         self._buffers = {}
+
+    def scale_diagnostics(self, state=None):
+        """Diagnostic key/values of the scale: the mode run (after 'auto'), what it does to the
+        network output, and for a metric network the factor applied to its metres (1 / a of
+        ``state``, the last frame's ``ScaleState``)."""
+        settings = self._settings
+        values = {'scale mode': settings.scale_mode, 'scale fit': settings.scale_fit_kind(),
+                  'network output': 'metres' if self.metric_network
+                  else 'relative inverse depth'}
+        if self.metric_network and state is not None and state.a > 0:
+            values['metric scale factor'] = f'{1.0 / state.a:.4g}'
+        return values
 
     def reset_time(self):
         """Forget what depends on the time line (the scale smoothing): time went back."""
@@ -315,15 +358,21 @@ class DepthPipeline:
         camera = self._camera_for(intrinsics)
         relative, timings = inference.relative, dict(inference.timings)
         tick = time.perf_counter()
+        if self.metric_network:   # metres -> inverse metres, the scale model's input
+            with np.errstate(divide='ignore'):   # a sigmoid output never reaches 0
+                relative = np.divide(1.0, relative, dtype=np.float32,
+                                     out=self._buffer('inverse', (height, width), np.float32))
         fit = camera.scale_estimator.fit(relative, anchors, floor)
         state = self._smoother.update(fit, stamp_s)
         calibrated = state.calibrated and camera.scale_estimator.metric
         if not math.isfinite(state.a):
-            # No good fit yet (or ever): an uncalibrated scale keeps every output alive.
+            # No good fit yet (or ever): an uncalibrated scale (a metric network's own
+            # metres) keeps every output alive.
             fallback = self._fallback_scale.fit(relative)
             if not fallback.ok:
                 fallback = replace(fallback, a=1.0, b=0.0)
             state = replace(state, a=fallback.a, b=fallback.b)
+            calibrated = self.metric_network
         depth = inverse_depth_to_metric(relative, state.a, state.b,
                                         out=self._buffer('depth', (height, width), np.float32),
                                         min_depth=settings.min_depth,
@@ -331,7 +380,7 @@ class DepthPipeline:
                                         mask=self._buffer('depth_mask', (height, width), bool))
         timings['scale'] = time.perf_counter() - tick
 
-        frame = DepthFrame(relative, depth, state, calibrated, camera.scale_problem,
+        frame = DepthFrame(inference.relative, depth, state, calibrated, camera.scale_problem,
                            timings=timings)
         if 'colormap' in products:
             self._make(frame, 'colormap', self._colormap, depth)

@@ -117,12 +117,12 @@ class ExactDepthNode(DepthNode):
 class InProcessDepthNode:
     """depth_node as in ``depth_node.main``: callbacks in one thread, frames in another."""
 
-    def __init__(self, namespace, parameters):
+    def __init__(self, namespace, parameters, node_class=ExactDepthNode):
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         overrides = [Parameter(name, value=value) for name, value in parameters.items()]
-        self.node = ExactDepthNode(context=self.context, namespace=namespace,
-                                   parameter_overrides=overrides)
+        self.node = node_class(context=self.context, namespace=namespace,
+                               parameter_overrides=overrides)
         start = getattr(self.node, 'start', None)
         if start is not None:   # a lifecycle depth_node: configure and activate, as run_node
             start()

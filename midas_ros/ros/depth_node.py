@@ -189,7 +189,7 @@ class DepthNode(ManagedNode):
         values = self.values
         estimator = self._create_estimator(values)
         self.pipeline = DepthPipeline(estimator, settings_from_parameters(values))
-        if values['scale.mode'] == 'uncalibrated':
+        if self.pipeline.settings.scale_mode == 'uncalibrated':   # 'auto' resolved
             self.get_logger().warning(
                 "scale.mode is 'uncalibrated': depth is only relative (the median pixel of each "
                 f"frame is put at {values['scale.uncalibrated_median_depth']} m). Configure "
@@ -287,7 +287,8 @@ class DepthNode(ManagedNode):
             compile=values['inference.compile'], cpu_threads=values['inference.cpu_threads'],
             interop_threads=values['inference.interop_threads'],
             opencv_threads=values['inference.opencv_threads'],
-            backend=values['model.backend'], backend_fallback=values['model.backend_fallback'])
+            backend=values['model.backend'], backend_fallback=values['model.backend_fallback'],
+            input_size=values['model.input_size'], max_depth=values['model.max_depth'])
 
     def _apply_parameters(self, candidate):
         """Build everything the candidate values need; swap it in only if all of it works."""
@@ -665,7 +666,7 @@ class DepthNode(ManagedNode):
             'precision': f'{estimator.precision} ({estimator.precision_reason})',
             'warm-up (s)': ', '.join(f'{w}x{h}: {seconds:.2f}' for (w, h), seconds
                                      in list(estimator.warmed_up.items())),
-            'scale mode': self.values['scale.mode'],
+            **self.pipeline.scale_diagnostics(scale),   # mode (after 'auto'), fit kind
             'depth metric': str(metric),
             'frames received': self.frames.received,
             'frames processed': self.stats['processed'],
