@@ -11,15 +11,21 @@ both metric sets at reduced input sizes, a max_depth override); ``MIDAS_SLOW_TES
 every checkpoint at 518.
 """
 import json
+import logging
 import os
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from midas_ros.models import create_model, get_config, list_models, resolve_config
+from fake_gpu import FakeCuda, fake_tensorrt
+from midas_ros.models import create_model, get_config, list_models, registry, resolve_config
+from midas_ros.models.depth_anything_v2 import bicubic_matrix
 from midas_ros.models.factory import build_model
 from midas_ros.models.transforms import network_input_size
 from midas_ros.models.weights import check_state_dict
@@ -60,14 +66,50 @@ def test_official_layout_loads_strictly(name):
     assert sum(p.numel() for p in model.parameters()) == MANIFESTS[name]['num_parameters']
 
 
-def test_a_checkpoint_of_another_size_is_refused(tmp_path):
-    path = tmp_path / 'depth_anything_v2_vits.pth'
-    torch.save(synthesized_weights('depth_anything_v2_metric_hypersim_vits'), path)
-    model = create_model('depth_anything_v2_metric_hypersim_vits', weights=path)
-    assert model.weights_path == path
+@pytest.fixture(scope='module')
+def small_checkpoint(tmp_path_factory):
+    """A synthesized depth_anything_v2_metric_hypersim_vits.pth (99 MB), made once."""
+    name = 'depth_anything_v2_metric_hypersim_vits'
+    path = tmp_path_factory.mktemp('weights') / get_config(name).file
+    torch.save(synthesized_weights(name), path)
+    return path
+
+
+def test_a_checkpoint_of_another_size_is_refused(small_checkpoint):
     from midas_ros.models import WeightsMismatchError
     with pytest.raises(WeightsMismatchError, match='depth_anything_v2_vitb'):
-        create_model('depth_anything_v2_vitb', weights=path)
+        create_model('depth_anything_v2_vitb', weights=small_checkpoint)
+
+
+def test_download_from_the_registry_url_into_the_hub_cache(small_checkpoint, tmp_path,
+                                                           monkeypatch):
+    """The download path, with the registry's URL replaced by a local file URL."""
+    name = 'depth_anything_v2_metric_hypersim_vits'
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    monkeypatch.setattr(torch.hub, '_hub_dir', None)
+    monkeypatch.delenv('MIDAS_WEIGHTS_DIR', raising=False)
+    local = replace(get_config(name), url=small_checkpoint.as_uri())
+    monkeypatch.setattr(registry, 'get_config', lambda requested: local)
+    from midas_ros.models import WeightsNotFoundError
+    with pytest.raises(WeightsNotFoundError, match='huggingface.co|file:'):
+        create_model(name)      # not found, and no download unless allowed
+    model = create_model(name, allow_download=True)
+    cached = tmp_path / 'torch_home' / 'hub' / 'checkpoints' / local.file
+    assert model.weights_path == cached and cached.stat().st_size == \
+        small_checkpoint.stat().st_size
+    assert create_model(name).weights_path == cached     # found there from now on
+
+
+def test_non_commercial_licence_is_logged_once_per_variant(caplog):
+    from midas_ros.models import _licences_logged, log_licence
+    _licences_logged.discard('depth_anything_v2_metric_vkitti_vitl')
+    with caplog.at_level(logging.INFO, logger='midas_ros.models'):
+        log_licence(get_config('depth_anything_v2_vits'))                    # Apache-2.0
+        for _ in range(2):
+            log_licence(get_config('depth_anything_v2_metric_vkitti_vitl'))
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["weights of 'depth_anything_v2_metric_vkitti_vitl' are licensed "
+                     'CC-BY-NC-4.0 by their authors: non-commercial use only']
 
 
 @pytest.mark.parametrize('size, expected', [((400, 600), (784, 518)), ((300, 451), (784, 518)),
@@ -177,3 +219,67 @@ def test_infer_matches_the_official_pipeline(tmp_path, name, input_size, max_dep
     if get_config(name).output == 'metric':     # metres, within (0, max_depth)
         top = max_depth or get_config(name).max_depth
         assert 0 < depth.min() and depth.max() < top
+
+
+@pytest.mark.parametrize('grid', [(5, 7), (37, 49), (66, 37)])
+def test_position_embedding_resize_is_the_official_bicubic_scale_factor_resize(grid):
+    """The matrix form equals F.interpolate(scale_factor=(g + 0.1) / 37, bicubic) exactly
+    (float64); the official code runs it in float32, within 3e-6 of the range."""
+    table = torch.randn(1, 8, 37, 37, dtype=torch.float64)
+    factors = tuple((g + 0.1) / 37 for g in grid)
+    expected = F.interpolate(table, scale_factor=factors, mode='bicubic', antialias=False)
+    rows, columns = (bicubic_matrix(g, 37, f) for g, f in zip(grid, factors))
+    torch.testing.assert_close(rows @ table @ columns.T, expected, rtol=0, atol=1e-12)
+
+
+@pytest.fixture(scope='module')
+def metric_small_12m():
+    """depth_anything_v2_metric_hypersim_vits with random weights and max_depth 12 m, and its
+    torch output for a 64x48 image at model.input_size 70."""
+    from midas_ros.inference import DepthEstimator
+    name = 'depth_anything_v2_metric_hypersim_vits'
+    model = create_model(name, pretrained=False, max_depth=12.0)
+    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    expected = DepthEstimator(name, device='cpu', model=model, input_size=70,
+                              max_depth=12.0).predict(image)
+    return name, model, image, expected
+
+
+@pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
+def test_exported_backends_run_at_the_configured_input_size(backend, metric_small_12m,
+                                                            tmp_path):
+    """Exported at model.input_size (70: a 70x98 network input for a 64x48 image), with the
+    metric head's max_depth in the graph and in the cache key, and equal to torch."""
+    pytest.importorskip(backend)
+    from midas_ros.inference import DepthEstimator
+    name, model, image, expected = metric_small_12m
+    estimator = DepthEstimator(name, device='cpu', model=model, input_size=70,
+                               max_depth=12.0, backend=backend, cache_dir=tmp_path)
+    depth = estimator.predict(image)
+    assert estimator.backend == backend and estimator.backend_error is None
+    assert [p.name.split('-')[:3] for p in tmp_path.iterdir()] == [[name, 'max12m', '98x70']]
+    assert np.all((depth > 0) & (depth < 12.0))
+    assert np.abs(depth - expected).max() < 1e-3 * np.ptp(expected)
+
+
+def test_tensorrt_builds_the_typed_fp16_graph_on_a_fake_gpu(monkeypatch, tmp_path):
+    """The GPU path (fake CUDA and TensorRT 11, see fake_gpu): auto precision is fp16 as for
+    the other ViTs, and the real Depth Anything V2 graph exports typed fp16 at input_size."""
+    from midas_ros.backends import create_runner
+    from midas_ros.inference import choose_precision
+    cuda = FakeCuda(monkeypatch)
+    trt = fake_tensorrt('11.1.0', cuda)
+    monkeypatch.setitem(sys.modules, 'tensorrt', trt)
+    name = 'depth_anything_v2_metric_vkitti_vits'
+    cfg = resolve_config(name, input_size=70)
+    gpu = torch.device('cuda', 1)
+    precision, reason = choose_precision('auto', gpu, cfg)
+    assert precision == 'fp16' and 'safe in fp16' in reason
+    runner = create_runner('tensorrt', create_model(name, pretrained=False), cfg, gpu,
+                           precision, tmp_path)
+    output = runner(torch.randn(1, 3, 70, 98))
+    assert output.shape == (1, 70, 98)
+    # Weights in fp16; the position-embedding resize stays float32, as the official code
+    # computes it (pos_embed.float()) whatever the network's precision.
+    assert len(trt.log['parsed']) == 1 and 'FLOAT16' in trt.log['parsed'][0]
+    assert f'{name}-max80m-98x70-fp16-tensorrt-11.1.0-' in runner.artefact.name

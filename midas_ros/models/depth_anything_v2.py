@@ -17,6 +17,8 @@ Output (``forward``): (N, H, W) at the network input size (H, W multiples of 14)
 The pipeline upsamples it to the image size with bilinear ``align_corners=True``, as the
 official ``infer_image`` does (``ModelConfig.upsampling``).
 """
+import functools
+import math
 from typing import List, Sequence
 
 import torch
@@ -123,21 +125,22 @@ class DinoV2Encoder(nn.Module):
 
         As the official ``interpolate_pos_encoding``: the 37x37 table is resized bicubically
         (no antialiasing) by a *scale factor* ((grid + 0.1) / 37 per axis), not to a target size:
-        the sampling positions follow that factor. Kept as is for the 37x37 grid.
+        the sampling positions follow that factor. Kept as is for the 37x37 grid. Bicubic
+        resizing is linear and separable, so it is done as ``Wh @ table @ Ww^T`` with the
+        interpolation matrices of :func:`bicubic_matrix`: plain matrix products that every
+        exporter and runtime handles (ONNX's Resize has no scale-factor bicubic that matches).
         """
         pos_embed = self.pos_embed
         if grid_h == grid_w == PRETRAIN_GRID:
             return pos_embed
         dim = pos_embed.shape[-1]
-        table = pos_embed[:, 1:].float().reshape(1, PRETRAIN_GRID, PRETRAIN_GRID, dim)
-        scale = ((grid_h + INTERPOLATE_OFFSET) / PRETRAIN_GRID,
-                 (grid_w + INTERPOLATE_OFFSET) / PRETRAIN_GRID)
-        table = F.interpolate(table.permute(0, 3, 1, 2), scale_factor=scale, mode='bicubic',
-                              antialias=False)
-        if tuple(table.shape[-2:]) != (grid_h, grid_w):   # what the official code asserts
-            raise ValueError(f'position embedding resized to {tuple(table.shape[-2:])}, '
-                             f'expected {(grid_h, grid_w)}')
-        table = table.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, dim)
+        table = pos_embed[:, 1:].float().reshape(PRETRAIN_GRID, PRETRAIN_GRID, dim)
+        rows = bicubic_matrix(grid_h, PRETRAIN_GRID, (grid_h + INTERPOLATE_OFFSET)
+                              / PRETRAIN_GRID).to(table)
+        columns = bicubic_matrix(grid_w, PRETRAIN_GRID, (grid_w + INTERPOLATE_OFFSET)
+                                 / PRETRAIN_GRID).to(table)
+        table = rows @ table.permute(2, 0, 1) @ columns.T          # (C, grid_h, grid_w)
+        table = table.permute(1, 2, 0).reshape(1, grid_h * grid_w, dim)
         return torch.cat((pos_embed[:, :1].float(), table), dim=1).to(pos_embed.dtype)
 
     def forward(self, x: torch.Tensor, taps: Sequence[int]) -> List[torch.Tensor]:
@@ -152,6 +155,32 @@ class DinoV2Encoder(nn.Module):
             if index in taps:
                 outputs.append(self.norm(tokens)[:, 1:])
         return outputs
+
+
+@functools.lru_cache(maxsize=32)
+def bicubic_matrix(out_size: int, in_size: int, scale_factor: float) -> torch.Tensor:
+    """(out_size, in_size) float64 matrix of ``F.interpolate(mode='bicubic',
+    align_corners=False, antialias=False, scale_factor=scale_factor)`` along one axis.
+
+    PyTorch's kernel: source position ``(o + 0.5) / scale_factor - 0.5`` (the given factor, not
+    in / out), cubic convolution with a = -0.75 on the four neighbours, indices clamped to the
+    border. Computed in float64, it equals PyTorch's float64 kernel to 1e-13; PyTorch's float32
+    kernel (the official code's) rounds the source positions to float32, a difference of up
+    to 3e-6 of the table's range. Cached per size (a few hundred floats).
+    """
+    a = -0.75
+    matrix = torch.zeros(out_size, in_size, dtype=torch.float64)
+    for out in range(out_size):
+        source = (out + 0.5) / scale_factor - 0.5
+        index = math.floor(source)
+        t = source - index
+        weights = (((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,
+                   ((a + 2) * t - (a + 3)) * t * t + 1,
+                   ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1,
+                   ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a)
+        for offset, weight in enumerate(weights):
+            matrix[out, min(max(index - 1 + offset, 0), in_size - 1)] += weight
+    return matrix
 
 
 class DPTHead(nn.Module):
