@@ -216,7 +216,8 @@ class DepthNode(ManagedNode):
             compile=values['inference.compile'], cpu_threads=values['inference.cpu_threads'],
             interop_threads=values['inference.interop_threads'],
             opencv_threads=values['inference.opencv_threads'],
-            backend=values['model.backend'], backend_fallback=values['model.backend_fallback'])
+            backend=values['model.backend'], backend_fallback=values['model.backend_fallback'],
+            input_size=values['model.input_size'], max_depth=values['model.max_depth'])
 
     def _apply_parameters(self, candidate):
         """Check what the candidate values need for every camera they change; swap it in only
