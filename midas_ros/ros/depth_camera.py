@@ -280,8 +280,9 @@ class DepthCamera:
 
     def intake(self, waiting):
         """The ``CameraFrame`` of a scheduler ``Waiting`` (deserialized, decoded, intrinsics,
-        anchors, floor), or None when no one listens to any output (nothing, not even the
-        network, is done then). Raises ConversionError / ValueError for a bad frame."""
+        anchors, floor); with no one listening to any output its ``wanted`` is empty (nothing
+        more, not even the network, is done then). Raises ConversionError / ValueError for a
+        bad frame."""
         start = time.perf_counter()
         msg = deserialize_message(waiting.payload, self.image_type)
         deserialized = time.perf_counter()
@@ -297,9 +298,9 @@ class DepthCamera:
         # Like depth_image_proc, work only for outputs someone listens to.
         wanted = tuple(topic for topic, publisher in self.publishers.items()
                        if publisher.get_subscription_count() > 0)
-        if not wanted:
+        if not wanted:      # still worth its size's warm-up: the first listener waits less
             self.stats['idle'] += 1
-            return None
+            return CameraFrame(self, waiting.number, start, msg, pixels, order, intrinsics, ())
         check_intrinsics(intrinsics, pixels)
         header = msg.header
         self._follow_stamps(header.stamp.sec + header.stamp.nanosec * 1e-9)

@@ -331,6 +331,9 @@ class DepthNode(ManagedNode):
         for (size, order), frames in groups.items():
             if size not in self.network.estimators[lane].warmed_up:
                 self._warm_up(*size, order, lane)
+            frames = [frame for frame in frames if frame.wanted]
+            if not frames:
+                continue    # no one listens: like depth_image_proc, no work at all
             try:
                 inferences = self.network.infer_batch([frame.pixels for frame in frames],
                                                       order, lane)
