@@ -45,7 +45,9 @@ ROBOT_VENV = REPO / '.venv-robot'
 ROBOT_REQUIREMENTS = REPO / 'requirements-robot.txt'
 ROBOT_TESTS = ('test/test_imports.py', 'test/test_model_zoo.py', 'test/test_transforms.py',
                'test/test_weights.py', 'test/test_infer.py', 'test/test_robot_parity.py',
-               'test/test_depth_node.py::test_every_output_matches_the_input')
+               'test/test_depth_node.py::test_every_output_matches_the_input',
+               'test/test_depth_anything_v2.py::test_official_layout_loads_strictly',
+               'test/test_depth_anything_v2.py::test_infer_matches_the_official_pipeline')
 
 
 def _run(cmd, **kwargs):

@@ -1,8 +1,12 @@
 """One camera frame in, every depth product out: the per-frame work of depth_node, without ROS.
 
-    image -> DepthNetwork (relative inverse depth; shared by every camera)
+    image -> DepthNetwork (relative inverse depth, or a metric network's metres; shared by
+             every camera)
           -> CameraDepth (one per camera): scale fit + smoothing -> metric depth
           -> colour map, organized point cloud, laser scan
+
+A metric network's metres z_net enter the scale model as inverse metres 1 / z_net (see
+``midas_ros.scale``): ``metric`` mode keeps them, ``ground_plane`` / ``sparse`` fit one factor.
 
 ``DepthNetwork`` holds what every camera shares (the estimator and its lanes, batching);
 ``CameraDepth`` what belongs to one camera (settings, scale smoother, camera model, buffers).
@@ -20,8 +24,8 @@ import numpy as np
 
 from midas_ros.colormap import DepthColorizer
 from midas_ros.geometry import Backprojector, DepthToScan, Intrinsics
-from midas_ros.scale import (ScaleSmoother, ScaleState, UncalibratedScale, create_estimator,
-                             inverse_depth_to_metric)
+from midas_ros.scale import (MetricScale, ScaleSmoother, ScaleState, UncalibratedScale,
+                             create_estimator, inverse_depth_to_metric, resolve_mode)
 
 
 @dataclass(frozen=True)
@@ -29,9 +33,11 @@ class DepthSettings:
     """Everything about turning relative depth into products that may change at run time.
 
     Field names follow depth_node's parameters (``scale.camera_height`` -> ``camera_height``).
+    ``metric_network`` is not a parameter: ``CameraDepth.configure`` sets it from the shared
+    network (and resolves ``scale_mode`` 'auto').
     """
 
-    scale_mode: str = 'uncalibrated'
+    scale_mode: str = 'auto'
     scale_a: float = 1.0
     scale_b: float = 0.0
     uncalibrated_median_depth: float = 3.0
@@ -52,6 +58,7 @@ class DepthSettings:
     scan_height: int = 1
     scan_range_min: float = 0.1
     scan_range_max: float = 10.0
+    metric_network: bool = False
 
     def scale_options(self):
         """Keyword arguments of ``scale.create_estimator`` for ``scale_mode``."""
@@ -64,15 +71,32 @@ class DepthSettings:
                     'pitch': math.radians(self.camera_pitch_deg),
                     'roll': math.radians(self.camera_roll_deg),
                     'floor_rows': self.floor_rows,
-                    'max_floor_distance': self.max_depth}
+                    'max_floor_distance': self.max_depth,
+                    'scale_only': self.metric_network}
+        if self.scale_mode == 'sparse':
+            return {'scale_only': self.metric_network}
         return {}
+
+    def scale_fit_kind(self):
+        """What the scale mode does to the network output, in words (for diagnostics)."""
+        if self.scale_mode == 'metric':
+            return "the network's metres, unscaled"
+        if self.scale_mode == 'uncalibrated':
+            return f'not metric: the median pixel put at {self.uncalibrated_median_depth} m'
+        if self.scale_mode == 'fixed':
+            return 'fixed a, b: depth = 1 / (a * output + b)' if not self.metric_network else \
+                "fixed a, b on the network's inverse metres: depth = 1 / (a / z + b)"
+        if self.metric_network:
+            return f"one factor fitted ({self.scale_mode}) to the network's metres: depth = z / a"
+        return f'affine fit ({self.scale_mode}) of relative inverse depth: 1 / (a * r + b)'
 
 
 @dataclass
 class DepthFrame:
     """The products of one frame. Arrays are buffers the pipeline reuses on the next call."""
 
-    relative: np.ndarray            # HxW float32, network output (relative inverse depth)
+    relative: np.ndarray            # HxW float32, network output (relative inverse depth, or
+    #                                 a metric network's metres)
     depth: np.ndarray               # HxW float32 metres, NaN where invalid (REP 118)
     scale: ScaleState               # the (a, b) used and how it was obtained
     calibrated: bool                # False: distances are not metric (uncalibrated fallback)
@@ -95,7 +119,7 @@ PRODUCTS = frozenset({'colormap', 'cloud', 'scan'})
 class Inference:
     """The network's result for one frame (``DepthPipeline.infer``)."""
 
-    relative: np.ndarray    # HxW float32 relative inverse depth (a buffer used every 2nd frame)
+    relative: np.ndarray    # HxW float32 network output (a buffer used every 2nd frame)
     timings: dict           # seconds per estimator stage, and 'inference_total'
 
 
@@ -218,6 +242,10 @@ class DepthNetwork:
         lanes = getattr(estimator, 'parallel_frames', 1)   # 1 for an estimator-like object
         self.estimators = [estimator] + [estimator.replica() for _ in range(lanes - 1)]
         self.max_batch = max(1, int(max_batch))
+        config = getattr(estimator, 'config', None)   # None for an estimator-like object
+        # True: the network outputs metres (e.g. Depth Anything V2 metric), not relative
+        # inverse depth. Every camera's 'auto' scale mode resolves against this.
+        self.metric_network = getattr(config, 'output', 'relative') == 'metric'
         # Per lane, which of its two sets of relative-depth buffers ``infer`` fills next.
         self._slots = [0] * len(self.estimators)
         self._buffers = BufferPool()
@@ -290,12 +318,14 @@ class CameraDepth:
     """Relative depth -> metric products for the frames of ONE camera: its settings, scale
     fit and smoothing, camera model (ray tables, floor, scan bins) and output buffers.
 
-    One per camera; the network that made the relative depth is shared (``DepthNetwork``).
+    One per camera; the network that made the relative depth is shared (``DepthNetwork``);
+    ``metric_network``: that network's ``metric_network`` (its output is metres).
     ``finish`` and ``configure`` are not thread-safe with each other: the caller serializes
     them (depth_node: one outputs thread, parameter changes under the camera's lock).
     """
 
-    def __init__(self, settings=DepthSettings()):
+    def __init__(self, settings=DepthSettings(), metric_network=False):
+        self.metric_network = bool(metric_network)
         self._settings = None
         self._camera = None
         self.configure(settings)
@@ -304,12 +334,19 @@ class CameraDepth:
     def settings(self):
         return self._settings
 
-    @staticmethod
-    def check(settings, intrinsics=None):
+    def resolved(self, settings):
+        """``settings`` for this camera's network: ``scale_mode`` 'auto' becomes 'metric' for a
+        metric network, else 'uncalibrated' ('metric' with a relative network: ValueError),
+        and ``metric_network`` is set."""
+        return replace(settings, metric_network=self.metric_network,
+                       scale_mode=resolve_mode(settings.scale_mode, self.metric_network))
+
+    def check(self, settings, intrinsics=None):
         """Raise ValueError with the reason when ``settings`` cannot work (with
         ``intrinsics``, for this camera too: a horizon below the image...); nothing changes.
         Returns what ``configure`` can reuse."""
         check_settings(settings)
+        settings = self.resolved(settings)
         return _CameraModel(settings, intrinsics, strict=True) if intrinsics is not None \
             else None
 
@@ -319,9 +356,11 @@ class CameraDepth:
         With ``intrinsics`` (e.g. the camera's current ones) the camera-dependent parts are
         built now, so that a geometry that cannot work (horizon below the image...) is refused
         here rather than failing on every frame. ``checked``: what ``check`` returned for the
-        same arguments (not built twice).
+        same arguments (not built twice). ``settings`` then holds the resolved scale mode
+        (``resolved``).
         """
         camera = checked if checked is not None else self.check(settings, intrinsics)
+        settings = self.resolved(settings)
         previous = self._settings
         self._settings = settings
         self._camera = camera
@@ -330,11 +369,25 @@ class CameraDepth:
         if previous is None or _scale_fields(previous) != _scale_fields(settings):
             self._smoother = ScaleSmoother(settings.time_constant, settings.min_inlier_ratio,
                                            settings.max_residual)
-        self._fallback_scale = UncalibratedScale(settings.uncalibrated_median_depth)
+        # Until a fit is accepted: a metric network's own metres, else a nominal scale.
+        self._fallback_scale = MetricScale() if self.metric_network else \
+            UncalibratedScale(settings.uncalibrated_median_depth)
         max_depth = settings.colormap_max_depth
         self._colorizer = DepthColorizer((settings.min_depth, max_depth) if max_depth > 0
                                          else None)
         self._buffers = BufferPool()
+
+    def scale_diagnostics(self, state=None):
+        """Diagnostic key/values of the scale: the mode run (after 'auto'), what it does to the
+        network output, and for a metric network the factor applied to its metres (1 / a of
+        ``state``, the last frame's ``ScaleState``)."""
+        settings = self._settings
+        values = {'scale mode': settings.scale_mode, 'scale fit': settings.scale_fit_kind(),
+                  'network output': 'metres' if self.metric_network
+                  else 'relative inverse depth'}
+        if self.metric_network and state is not None and state.a > 0:
+            values['metric scale factor'] = f'{1.0 / state.a:.4g}'
+        return values
 
     def reset_time(self):
         """Forget what depends on the time line (the scale smoothing): time went back."""
@@ -362,15 +415,21 @@ class CameraDepth:
         camera = self._camera_for(intrinsics)
         relative, timings = inference.relative, dict(inference.timings)
         tick = time.perf_counter()
+        if self.metric_network:   # metres -> inverse metres, the scale model's input
+            with np.errstate(divide='ignore'):   # a sigmoid output never reaches 0
+                relative = np.divide(1.0, relative, dtype=np.float32,
+                                     out=self._buffer('inverse', (height, width), np.float32))
         fit = camera.scale_estimator.fit(relative, anchors, floor)
         state = self._smoother.update(fit, stamp_s)
         calibrated = state.calibrated and camera.scale_estimator.metric
         if not math.isfinite(state.a):
-            # No good fit yet (or ever): an uncalibrated scale keeps every output alive.
+            # No good fit yet (or ever): an uncalibrated scale (a metric network's own
+            # metres) keeps every output alive.
             fallback = self._fallback_scale.fit(relative)
             if not fallback.ok:
                 fallback = replace(fallback, a=1.0, b=0.0)
             state = replace(state, a=fallback.a, b=fallback.b)
+            calibrated = self.metric_network
         depth = inverse_depth_to_metric(relative, state.a, state.b,
                                         out=self._buffer('depth', (height, width), np.float32),
                                         min_depth=settings.min_depth,
@@ -378,7 +437,7 @@ class CameraDepth:
                                         mask=self._buffer('depth_mask', (height, width), bool))
         timings['scale'] = time.perf_counter() - tick
 
-        frame = DepthFrame(relative, depth, state, calibrated, camera.scale_problem,
+        frame = DepthFrame(inference.relative, depth, state, calibrated, camera.scale_problem,
                            timings=timings)
         if 'colormap' in products:
             self._make(frame, 'colormap', self._colormap, depth)
@@ -441,7 +500,7 @@ class DepthPipeline:
 
     def __init__(self, estimator, settings=DepthSettings()):
         self.network = DepthNetwork(estimator)
-        self.camera = CameraDepth(settings)
+        self.camera = CameraDepth(settings, self.network.metric_network)
 
     @property
     def estimator(self):
@@ -459,6 +518,10 @@ class DepthPipeline:
     def settings(self):
         return self.camera.settings
 
+    @property
+    def metric_network(self):
+        return self.network.metric_network
+
     def warmup(self, width, height, channel_order='rgb'):
         """``DepthNetwork.warmup``."""
         return self.network.warmup(width, height, channel_order)
@@ -469,6 +532,10 @@ class DepthPipeline:
 
     def reset_time(self):
         self.camera.reset_time()
+
+    def scale_diagnostics(self, state=None):
+        """``CameraDepth.scale_diagnostics``."""
+        return self.camera.scale_diagnostics(state)
 
     def process(self, image, channel_order, intrinsics, stamp_s, anchors=None,
                 products=PRODUCTS, floor=None):

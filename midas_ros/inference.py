@@ -25,7 +25,7 @@ from midas_ros.backends.quantize import INT8_BACKENDS
 from midas_ros.backends.torch_backend import TorchRunner
 from midas_ros.cpu_budget import CpuBudget, ThreadPlan, configure_pools
 from midas_ros.cpu_budget import parallel_frames as parallel_frames_for
-from midas_ros.models.registry import get_config
+from midas_ros.models.registry import resolve_config
 from midas_ros.models.transforms import DevicePreprocessor, check_image, upsample_prediction
 from midas_ros.quantization import Int8Calibrator
 
@@ -170,7 +170,12 @@ class _StageClock:
 
 
 class DepthEstimator:
-    """MiDaS ``model_name`` on ``device``: ``predict(image)`` -> relative inverse depth (HxW).
+    """Model ``model_name`` on ``device``: ``predict(image)`` -> the network's depth (HxW):
+    relative inverse depth, or metres for a metric model (``config.output``).
+
+    ``config`` is the variant's ``ModelConfig`` with ``input_size`` (network input size of
+    Depth Anything V2; 0: its own, 518) and ``max_depth`` (metric models; 0: the checkpoint's)
+    applied (``registry.resolve_config``: ValueError when invalid).
 
     Weights come from ``midas_ros.models.create_model`` (``pretrained``, ``weights``,
     ``weights_dir``, ``allow_download`` are passed through); ``model`` may instead be an already
@@ -221,8 +226,10 @@ class DepthEstimator:
                  cpu_threads=0, model=None, backend='torch', backend_fallback=False,
                  cache_dir=None, interop_threads=0, opencv_threads=0, parallel_frames=1,
                  calibration='', calibration_frames=32, int8_max_error=0.1,
-                 int8_background=True, logger=None, int8_calibrator=None):
-        self.config = get_config(model_name)
+                 int8_background=True, logger=None, int8_calibrator=None, input_size=0,
+                 max_depth=0.0):
+        self.config = resolve_config(model_name, input_size, max_depth)
+        self._input_size, self._max_depth = input_size, max_depth   # for replicas
         # What a replica is built with, and the thread counts every (re-)plan starts from.
         self._options = dict(
             device=str(device), channels_last=channels_last, compile=compile,
@@ -257,7 +264,8 @@ class DepthEstimator:
                 # exported graphs are found in the artefact cache instead of exported anew.
                 torch.manual_seed(0)
                 model = create_model(model_name, pretrained=pretrained, weights=weights,
-                                     weights_dir=weights_dir, allow_download=allow_download)
+                                     weights_dir=weights_dir, allow_download=allow_download,
+                                     max_depth=max_depth)
         self.requested_backend = backend
         self.backend_choice = None
         if backend == 'auto':
@@ -327,6 +335,7 @@ class DepthEstimator:
         return DepthEstimator(
             self.config.name, precision='int8' if int8 else self.precision, model=self._model,
             backend=backend, backend_fallback=self.backend_fallback,
+            input_size=self._input_size, max_depth=self._max_depth,
             parallel_frames=self._parallel_frames_requested, int8_calibrator=self.int8,
             **self._options)
 
@@ -378,7 +387,8 @@ class DepthEstimator:
             self.preprocessor = DevicePreprocessor(self.config, self.device, channels_last)
 
     def predict(self, image, channel_order='rgb', out=None):
-        """Relative inverse depth of ``image`` at its own size: a float32 HxW array.
+        """The depth of ``image`` at its own size: a float32 HxW array; relative inverse depth,
+        or metres for a metric model (``config.output == 'metric'``).
 
         ``image``: uint8 HxWx3 ('rgb'/'bgr'), HxWx4 ('rgba'/'bgra') or HxW ('mono'). Larger
         values are nearer; the scale is arbitrary per image, as in the official pipeline. The
@@ -555,13 +565,15 @@ class DepthEstimator:
             self.int8.observe(self, net_input, self._preprocess_image, self._warming_up)
         clock.mark()
         if self.device.type == 'cuda':
-            upsampled = upsample_prediction(prediction, height, width, out=self._device_output)
+            upsampled = upsample_prediction(prediction, height, width, out=self._device_output,
+                                            mode=self.config.upsampling)
             clock.mark()
             result = self._download(upsampled[0, 0], out)
         else:
             # Upsample straight into the caller's array (or a new one the caller then owns).
             target = None if out is None else torch.from_numpy(out).view(1, 1, height, width)
-            upsampled = upsample_prediction(prediction, height, width, out=target)
+            upsampled = upsample_prediction(prediction, height, width, out=target,
+                                            mode=self.config.upsampling)
             result = upsampled[0, 0].numpy() if out is None else out
             clock.mark()
         clock.mark()

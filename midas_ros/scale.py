@@ -7,9 +7,15 @@ estimates (a, b) and reports how well it did in a :class:`ScaleFit`:
 * :class:`FixedScale` - a and b from configuration (``python -m midas_ros calibrate_scale``);
 * :class:`UncalibratedScale` - b = 0 and the median pixel put at a nominal depth (not metric);
 * :class:`GroundPlaneScale` - the floor's known geometry (camera height, pitch, roll);
-* :class:`SparseScale` - metric anchors from another sensor, projected into the image.
+* :class:`SparseScale` - metric anchors from another sensor, projected into the image;
+* :class:`MetricScale` - a metric network (Depth Anything V2 metric): its own metres.
 
-The geometric modes fit the affine model robustly in inverse-depth space, where it is linear
+A metric network's output z_net (metres) enters as inverse metres, ``relative = 1 / z_net``, so
+the same model holds with b = 0: ``depth = z_net / a``. For such a network the geometric modes
+fit that ONE factor (``scale_only``): a metric checkpoint trained on another camera (focal
+length, height) is off by a factor, not by the affine ambiguity of relative depth.
+
+The geometric modes fit the model robustly in inverse-depth space, where it is linear
 (:func:`fit_inverse_depth`). :class:`ScaleSmoother` filters (a, b) over time and keeps the last
 good fit when a frame's fit is poor. Numpy only: no ROS, no torch.
 """
@@ -21,7 +27,22 @@ import numpy as np
 from midas_ros.depth_semantics import depth_from_inverse
 from midas_ros.geometry import BODY_FROM_OPTICAL, Intrinsics, rotation_from_rpy
 
-MODES = ('uncalibrated', 'fixed', 'ground_plane', 'sparse')
+# 'auto' is resolved by :func:`resolve_mode` (metric for a metric network, else uncalibrated).
+MODES = ('auto', 'metric', 'uncalibrated', 'fixed', 'ground_plane', 'sparse')
+
+
+def resolve_mode(mode, metric_network):
+    """The scale mode to run: ``'auto'`` -> ``'metric'`` for a metric network, else
+    ``'uncalibrated'``; ValueError for ``'metric'`` with a relative network or an unknown mode."""
+    if mode not in MODES:
+        raise ValueError(f"unknown scale mode '{mode}', expected one of {', '.join(MODES)}")
+    if mode == 'auto':
+        return 'metric' if metric_network else 'uncalibrated'
+    if mode == 'metric' and not metric_network:
+        raise ValueError("scale.mode 'metric' needs a metric model (e.g. "
+                         'depth_anything_v2_metric_hypersim_vits); this one gives relative '
+                         'inverse depth: use fixed, ground_plane or sparse for metres')
+    return mode
 
 
 @dataclass(frozen=True)
@@ -62,13 +83,14 @@ def inverse_depth_to_metric(relative, a, b, out=None, min_depth=0.1, max_depth=2
 
 
 def fit_inverse_depth(relative, inverse_depth, inlier_threshold=0.05, iterations=64, rng=None,
-                      min_samples=1, min_depth_spread=1.1):
+                      min_samples=1, min_depth_spread=1.1, scale_only=False):
     """Robust fit of ``inverse_depth = a * relative + b`` from samples (1-D arrays).
 
     RANSAC on pairs of samples (MSAC score on the relative inverse-depth error), then two rounds
     of least squares on the inliers weighted so that the residual is relative. When the inliers
     span less than ``min_depth_spread`` in depth (far / near) the shift is not observable and a
-    scale-only fit (b = 0) is returned instead; so is it for a single sample.
+    scale-only fit (b = 0) is returned instead; so is it for a single sample, and always with
+    ``scale_only`` (a metric network's inverse metres: one factor, ``depth = z_net / a``).
     """
     r = np.asarray(relative, dtype=np.float64).ravel()
     w = np.asarray(inverse_depth, dtype=np.float64).ravel()
@@ -78,7 +100,7 @@ def fit_inverse_depth(relative, inverse_depth, inlier_threshold=0.05, iterations
     if count < max(min_samples, 1):
         return failed_fit(f'{count} valid samples, need {max(min_samples, 1)}', count)
     rng = np.random.default_rng(0) if rng is None else rng
-    with_shift = count >= 2 and w.max() > w.min() * min_depth_spread
+    with_shift = not scale_only and count >= 2 and w.max() > w.min() * min_depth_spread
     if with_shift:
         a, b = _ransac_line(r, w, inlier_threshold, iterations, rng)
         inliers = _relative_error(a, b, r, w) < inlier_threshold
@@ -97,7 +119,8 @@ def fit_inverse_depth(relative, inverse_depth, inlier_threshold=0.05, iterations
     if not a > 0.0:
         return ScaleFit(a, b, False, 'fitted scale is not positive (relative input is not '
                         'inverse depth?)', inliers, count, inliers / count, residual)
-    reason = '' if with_shift else 'scale only: samples span too little depth for a shift'
+    reason = '' if with_shift or scale_only else \
+        'scale only: samples span too little depth for a shift'
     return ScaleFit(float(a), float(b), True, reason, inliers, count, inliers / count, residual)
 
 
@@ -160,6 +183,7 @@ class ScaleEstimator:
 
     mode = ''
     metric = True  # whether a good fit gives metres (false only for the uncalibrated mode)
+    scale_only = False  # fits one factor (a metric network), not the affine (a, b)
 
     def fit(self, relative, anchors=None, floor=None):
         raise NotImplementedError
@@ -174,6 +198,25 @@ class FixedScale(ScaleEstimator):
         if not (math.isfinite(a) and math.isfinite(b)) or a <= 0:
             raise ValueError(f'fixed scale needs a finite a > 0 and a finite b, got {a}, {b}')
         self._fit = ScaleFit(float(a), float(b), True, 'fixed', inlier_ratio=1.0, residual=0.0)
+
+    def fit(self, relative, anchors=None, floor=None):
+        return self._fit
+
+
+class MetricScale(ScaleEstimator):
+    """A metric network's own metres: a = 1, b = 0 on its inverse metres (``depth = z_net``).
+
+    Right when the robot's camera and scenes resemble the checkpoint's training data (its
+    intrinsics, its depth range); otherwise correct it with ``ground_plane`` or ``sparse``,
+    which then fit one factor to the network's metres.
+    """
+
+    mode = 'metric'
+    scale_only = True
+
+    def __init__(self):
+        self._fit = ScaleFit(1.0, 0.0, True, "the network's metres", inlier_ratio=1.0,
+                             residual=0.0)
 
     def fit(self, relative, anchors=None, floor=None):
         return self._fit
@@ -270,8 +313,10 @@ class GroundPlaneScale(ScaleEstimator):
 
     def __init__(self, intrinsics, camera_height, pitch=0.0, roll=0.0, floor_rows=0.35,
                  floor_mask=None, max_floor_distance=15.0, max_samples=2000,
-                 inlier_threshold=0.05, iterations=64, min_floor_pixels=50, seed=0):
+                 inlier_threshold=0.05, iterations=64, min_floor_pixels=50, seed=0,
+                 scale_only=False):
         intrinsics.validate()
+        self.scale_only = bool(scale_only)
         if not max_floor_distance > 0:
             raise ValueError(f'max_floor_distance must be > 0, got {max_floor_distance}')
         self.intrinsics = intrinsics
@@ -372,7 +417,7 @@ class GroundPlaneScale(ScaleEstimator):
             pixels, inverse_floor = self._frame_floor[1]
         return fit_inverse_depth(relative.reshape(-1)[pixels], inverse_floor,
                                  self.inlier_threshold, self.iterations, self._rng,
-                                 min_samples=10)
+                                 min_samples=10, scale_only=self.scale_only)
 
 
 def anchor_age_s(anchor_stamp_ns, image_stamp_ns, received_ns, now_ns):
@@ -397,8 +442,10 @@ class SparseScale(ScaleEstimator):
 
     mode = 'sparse'
 
-    def __init__(self, intrinsics, min_anchors=1, inlier_threshold=0.05, iterations=64, seed=0):
+    def __init__(self, intrinsics, min_anchors=1, inlier_threshold=0.05, iterations=64, seed=0,
+                 scale_only=False):
         intrinsics.validate()
+        self.scale_only = bool(scale_only)
         self.intrinsics = intrinsics
         self.min_anchors = max(1, int(min_anchors))
         self.inlier_threshold = inlier_threshold
@@ -427,19 +474,23 @@ class SparseScale(ScaleEstimator):
             return failed_fit(f'none of {given} anchors falls inside the {width}x{height} image')
         r = relative[row[inside], column[inside]]
         fit = fit_inverse_depth(r, 1.0 / z[valid][inside], self.inlier_threshold,
-                                self.iterations, self._rng, min_samples=self.min_anchors)
+                                self.iterations, self._rng, min_samples=self.min_anchors,
+                                scale_only=self.scale_only)
         return fit
 
 
 def create_estimator(mode, intrinsics=None, **options):
-    """The estimator of a mode name (see ``MODES``) with its options, e.g.
+    """The estimator of a mode name (see ``MODES``; 'auto' resolved first by
+    :func:`resolve_mode`) with its options, e.g.
     ``create_estimator('ground_plane', intrinsics, camera_height=1.2, pitch=0.2)``."""
+    if mode == 'metric':
+        return MetricScale(**options)
     if mode == 'fixed':
         return FixedScale(**options)
     if mode == 'uncalibrated':
         return UncalibratedScale(**options)
-    if mode not in MODES:
-        raise ValueError(f"unknown scale mode '{mode}', expected one of {', '.join(MODES)}")
+    if mode not in MODES or mode == 'auto':
+        raise ValueError(f"unknown scale mode '{mode}', expected one of {', '.join(MODES[1:])}")
     if not isinstance(intrinsics, Intrinsics):
         raise ValueError(f'scale mode {mode} needs the camera intrinsics')
     return (GroundPlaneScale if mode == 'ground_plane' else SparseScale)(intrinsics, **options)

@@ -1,7 +1,8 @@
 """Model zoo architectures: official checkpoint layout, parameter counts, forward semantics.
 
 Parametrized over ``registry.list_models()``, so a newly registered variant is tested at once.
-When the official-checkpoint manifests (``<repo>/../shared/midas_manifests``) are present, each
+When the official-checkpoint manifests (``<repo>/../shared/midas_manifests``, and
+``depth_anything_v2_manifests``) are present, each
 variant's state_dict must have exactly their key names and shapes; without them the invariants
 derivable from the registry (parameter count, output shape and sign) still run.
 
@@ -26,17 +27,19 @@ from midas_ros.models.blocks import (FeatureFusionBlockCustom, ResidualConvUnit,
 from midas_ros.models.factory import build_model
 from midas_ros.models.weights import architectural_buffers
 
-MANIFESTS = Path(__file__).resolve().parents[1].parent / 'shared' / 'midas_manifests'
+SHARED = Path(__file__).resolve().parents[1].parent / 'shared'
+MANIFESTS = (SHARED / 'midas_manifests', SHARED / 'depth_anything_v2_manifests')
 SLOW = os.environ.get('MIDAS_SLOW_TESTS') == '1'
 # Models up to this size run forward at their network size in the fast suite.
 SMALL_MODEL_PARAMETERS = 60_000_000
-# Variants that keep the aspect ratio accept any multiple of 32: test them on a small, non-square
-# input (also exercises the position-embedding / relative-bias resizing).
-REDUCED_INPUT = (64, 96)
+# Variants that keep the aspect ratio accept any multiple of their patch grid (32, or 14 for
+# Depth Anything V2): test them on a small, non-square input (also exercises the
+# position-embedding / relative-bias resizing).
+REDUCED_INPUT = {32: (64, 96), 14: (70, 98)}
 
 
 def forward_input_size(cfg):
-    return REDUCED_INPUT if cfg.keep_aspect_ratio else (cfg.net_h, cfg.net_w)
+    return REDUCED_INPUT[cfg.multiple_of] if cfg.keep_aspect_ratio else (cfg.net_h, cfg.net_w)
 
 
 def forward_is_slow(cfg):
@@ -44,13 +47,24 @@ def forward_is_slow(cfg):
 
 
 def load_manifest(name):
-    path = MANIFESTS / f'{name}.json'
-    if not path.is_file():
-        pytest.skip(f'no official-checkpoint manifest at {path}')
-    return json.loads(path.read_text())
+    for path in (folder / f'{name}.json' for folder in MANIFESTS):
+        if path.is_file():
+            return json.loads(path.read_text())
+    pytest.skip(f"no official-checkpoint manifest {name}.json in "
+                f"{' or '.join(map(str, MANIFESTS))}")
 
 
-@pytest.fixture(scope='module', params=registry.list_models())
+def zoo():
+    """The variants built here. Depth Anything V2 Base and Large (relative and metric) only
+    with MIDAS_SLOW_TESTS=1: building them costs a minute on two cores, their architecture is
+    the Small one's with other widths, and test_depth_anything_v2.py checks their official
+    layouts on the meta device."""
+    return [name for name in registry.list_models()
+            if SLOW or not (registry.get_config(name).arch == 'depth_anything_v2'
+                            and registry.get_config(name).backbone != 'vits')]
+
+
+@pytest.fixture(scope='module', params=zoo())
 def built(request):
     """(config, model) for one registered variant; built once for all tests of that variant."""
     cfg = registry.get_config(request.param)

@@ -39,6 +39,8 @@ def rederived_size(cfg, width, height):
         scale_w, scale_h = cfg.net_w / width, cfg.net_h / height
     elif cfg.resize_mode == 'upper_bound':        # fit inside the net size
         scale_w = scale_h = min(cfg.net_w / width, cfg.net_h / height)
+    elif cfg.resize_mode == 'lower_bound':        # cover the net size
+        scale_w = scale_h = max(cfg.net_w / width, cfg.net_h / height)
     else:                                         # 'minimal': the scale closest to 1 wins
         candidates = (cfg.net_h / height, cfg.net_w / width)   # height wins ties
         scale_w = scale_h = min(candidates, key=lambda s: abs(1 - s))
@@ -47,6 +49,8 @@ def rederived_size(cfg, width, height):
         value = round(length / multiple) * multiple      # Python rounds ties to even, as numpy
         if cfg.resize_mode == 'upper_bound' and value > limit:
             value = math.floor(length / multiple) * multiple
+        if cfg.resize_mode == 'lower_bound' and value < limit:
+            value = math.ceil(length / multiple) * multiple
         return value
 
     return side(scale_w * width, cfg.net_w), side(scale_h * height, cfg.net_h)
@@ -68,6 +72,8 @@ def test_network_input_size_matches_the_rule(name):
         assert net_w % cfg.multiple_of == 0 and net_h % cfg.multiple_of == 0
         if cfg.resize_mode == 'upper_bound':
             assert net_w <= cfg.net_w and net_h <= cfg.net_h
+        if cfg.resize_mode == 'lower_bound':
+            assert net_w >= cfg.net_w and net_h >= cfg.net_h
         if not cfg.keep_aspect_ratio:
             assert (net_w, net_h) == (cfg.net_w, cfg.net_h)
 

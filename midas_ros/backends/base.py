@@ -19,6 +19,7 @@ import importlib
 import torch
 
 from midas_ros.backends.cache import artefact_key
+from midas_ros.models.registry import variant_label
 
 # The pins midas_ros is tested with; the install hint of the error raised when one is missing.
 INSTALL_HINTS = {
@@ -158,8 +159,8 @@ class ExportedRunner:
         unwritable cache."""
         if self._weights_hash is None:   # once: hashing a large state_dict takes a second
             self._weights_hash = self.cache.weights_fingerprint(self.model)
-        key = artefact_key(self.cfg.name, self.name, self.version(), self.target(), net_w,
-                           net_h, self.precision, self._weights_hash)
+        key = artefact_key(variant_label(self.cfg), self.name, self.version(), self.target(),
+                           net_w, net_h, self.precision, self._weights_hash)
         try:
             return self.cache.get_or_build(
                 key, lambda tmp: self.build(tmp, net_w, net_h), what=f'{self.name} graph')

@@ -1,4 +1,5 @@
-"""The MiDaS model zoo: ``create_model(name, ...)`` is the one door to a ready network.
+"""The model zoo (MiDaS, Depth Anything V2): ``create_model(name, ...)`` is the one door to a
+ready network.
 
 Importing this package is cheap: it loads only the torch-free registry. torch, timm and the
 architecture of the requested variant are imported when a model is created (or an error class is
@@ -8,10 +9,13 @@ first used), so listing or validating variant names costs nothing at node start-
     >>> model = create_model('midas_v21_small_256')               # official weights, eval mode
     >>> model = create_model('midas_v21_small_256', pretrained=False)   # random weights
 """
-from midas_ros.models.registry import ModelConfig, get_config, list_models
+import logging
+
+from midas_ros.models.registry import (ModelConfig, get_config, is_non_commercial, list_models,
+                                       resolve_config)
 
 __all__ = [
-    'ModelConfig', 'create_model', 'get_config', 'list_models', 'WeightsError',
+    'ModelConfig', 'create_model', 'get_config', 'list_models', 'resolve_config', 'WeightsError',
     'WeightsNotFoundError', 'WeightsFormatError', 'WeightsChecksumError', 'WeightsMismatchError',
 ]
 
@@ -24,10 +28,13 @@ _LAZY_FROM_WEIGHTS = frozenset({
 
 
 RANDOM_WEIGHTS_SEED = 0
+_log = logging.getLogger(__name__)
+_licences_logged = set()   # variants whose non-commercial licence this process has logged
 
 
-def create_model(name, pretrained=True, weights=None, weights_dir=None, allow_download=False):
-    """Build MiDaS variant ``name``, in eval mode on the CPU, with its official weights.
+def create_model(name, pretrained=True, weights=None, weights_dir=None, allow_download=False,
+                 max_depth=0.0):
+    """Build variant ``name``, in eval mode on the CPU, with its official weights.
 
     With ``pretrained`` (the default) the official checkpoint is found as
     :func:`midas_ros.models.weights.resolve_weights` describes -- ``weights`` (a file path), then
@@ -36,14 +43,17 @@ def create_model(name, pretrained=True, weights=None, weights_dir=None, allow_do
     the network is built, so a missing file fails fast. ``pretrained=False`` gives random
     weights: useless depth, for tests and demos only (the caller should warn).
 
-    The returned module's ``weights_path`` attribute is the loaded file (None if random).
+    ``max_depth`` (metres, metric variants only; 0: the checkpoint's): see
+    ``registry.resolve_config``. The returned module's ``weights_path`` attribute is the loaded
+    file (None if random). Loading a checkpoint whose licence forbids commercial use is logged
+    once per variant and process.
 
     Raises ValueError for an unknown or unsupported name (listing the valid ones),
     ``WeightsNotFoundError`` naming every place looked and the URL to fetch, and
     ``WeightsFormatError`` / ``WeightsMismatchError`` / ``WeightsChecksumError`` for a file that
     is not the variant's official checkpoint.
     """
-    cfg = get_config(name)
+    cfg = resolve_config(name, max_depth=max_depth)
     if not pretrained and (weights or weights_dir):
         raise ValueError(f"weights given for MiDaS model '{name}' together with "
                          'pretrained=False; drop one of them')
@@ -58,8 +68,17 @@ def create_model(name, pretrained=True, weights=None, weights_dir=None, allow_do
         model = build_model(cfg)
     if path is not None:
         load_weights(model, cfg, path)
+        log_licence(cfg)
     model.weights_path = path
     return model.eval()
+
+
+def log_licence(cfg):
+    """Say once per process that ``cfg``'s checkpoint is for non-commercial use only."""
+    if is_non_commercial(cfg) and cfg.name not in _licences_logged:
+        _licences_logged.add(cfg.name)
+        _log.info("weights of '%s' are licensed %s by their authors: non-commercial use only",
+                  cfg.name, cfg.license)
 
 
 def __getattr__(name):

@@ -50,7 +50,7 @@ class DPTDepthModel(nn.Module):
                     FeatureFusionBlockCustom(features, nn.ReLU(inplace=False), bn=False,
                                              expand=False, align_corners=True))
         # LeViT's coarser pyramid (1/16..1/64) needs a learned 4x upsampling before the head.
-        self.has_stem_transpose = cfg.backbone.startswith('levit')
+        self.has_stem_transpose = cfg.stem_transpose
         head_features_1 = cfg.head_features_1 or features
         if self.has_stem_transpose:
             from midas_ros.models.backbones.levit import make_stem_transpose

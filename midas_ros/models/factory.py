@@ -4,6 +4,7 @@ Each architecture module is imported only when its variant is built: importing t
 backbones and EfficientNet) costs seconds that listing or validating variants should not pay.
 """
 import warnings
+from importlib import import_module
 
 from torch import nn
 
@@ -20,20 +21,17 @@ warnings.filterwarnings('ignore', message='torch.meshgrid: in an upcoming releas
 def build_model(cfg) -> nn.Module:
     """The randomly initialized network of ``cfg`` (a ``registry.ModelConfig``), in eval mode.
 
-    Nothing is downloaded: timm backbones are created with ``pretrained=False`` because the
-    official MiDaS checkpoint carries every weight, backbone included.
+    The class is the row's ``builder`` (``'module:Class'`` in ``midas_ros.models``): a model
+    family is one module, imported only when one of its variants is built. Nothing is
+    downloaded: timm backbones are created with ``pretrained=False`` because the official
+    checkpoint carries every weight, backbone included.
     """
     if not cfg.supported:
         raise ValueError(f"MiDaS model '{cfg.name}' is not supported: {cfg.unsupported_reason}")
-    if cfg.arch == 'dpt':
-        from midas_ros.models.dpt import DPTDepthModel
-        model = DPTDepthModel(cfg)
-    elif cfg.arch == 'midas_net':
-        from midas_ros.models.midas_net import MidasNet
-        model = MidasNet(cfg)
-    elif cfg.arch == 'midas_net_small':
-        from midas_ros.models.midas_net import MidasNetSmall
-        model = MidasNetSmall(cfg)
-    else:
-        raise ValueError(f"MiDaS model '{cfg.name}' has unknown architecture '{cfg.arch}'")
-    return model.eval()
+    module_name, _, class_name = cfg.builder.partition(':')
+    try:
+        builder = getattr(import_module(f'midas_ros.models.{module_name}'), class_name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"model '{cfg.name}' names builder '{cfg.builder}', which does not "
+                         f'exist ({error})') from None
+    return builder(cfg).eval()

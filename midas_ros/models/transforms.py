@@ -23,16 +23,20 @@ CHANNEL_SOURCES = {
     'mono': (0, 0, 0),
 }
 _CHANNEL_COUNTS = {'rgb': 3, 'bgr': 3, 'rgba': 4, 'bgra': 4, 'mono': 1}
+# ``F.interpolate`` arguments of the official output resizing, by ``ModelConfig.upsampling``:
+# MiDaS run.py and Depth Anything V2 infer_image.
+OFFICIAL_UPSAMPLING = {'bicubic': {'mode': 'bicubic', 'align_corners': False},
+                       'bilinear': {'mode': 'bilinear', 'align_corners': True}}
 
 
-def _constrain_to_multiple_of(x, multiple_of, max_val=None):
+def _constrain_to_multiple_of(x, multiple_of, max_val=None, min_val=0):
     """The official ``Resize.constrain_to_multiple_of`` (round half to even, then the bounds)."""
     y = int(np.round(x / multiple_of) * multiple_of)
     if max_val is not None and y > max_val:
         y = int(np.floor(x / multiple_of) * multiple_of)
-    # The official min_val defaults to 0 and no MiDaS rule passes another; a size of 0 is caught
-    # by the caller with a message instead of OpenCV's assertion.
-    if y < 0:
+    # min_val: 0 for the MiDaS rules (a size of 0 is caught by the caller with a message
+    # instead of OpenCV's assertion), the net size for Depth Anything's lower_bound.
+    if y < min_val:
         y = int(np.ceil(x / multiple_of) * multiple_of)
     return y
 
@@ -41,7 +45,8 @@ def network_input_size(cfg, width, height):
     """``(net_w, net_h)`` the official ``Resize`` gives an image of ``width`` x ``height``.
 
     ``upper_bound`` scales the image to fit inside ``cfg.net_w`` x ``cfg.net_h``; ``minimal``
-    scales it as little as possible so that one side reaches the net size; without
+    scales it as little as possible so that one side reaches the net size; ``lower_bound``
+    (Depth Anything V2) so that both sides reach at least the net size; without
     ``keep_aspect_ratio`` each side is scaled on its own. Sides are then rounded to
     ``cfg.multiple_of`` (the floating-point operations are the official ones, in the same order,
     so ties round the same way). Raises ValueError for an empty image or one so elongated that a
@@ -54,6 +59,8 @@ def network_input_size(cfg, width, height):
     if cfg.keep_aspect_ratio:
         if cfg.resize_mode == 'upper_bound':
             fit_width = scale_width < scale_height
+        elif cfg.resize_mode == 'lower_bound':
+            fit_width = scale_width > scale_height
         elif cfg.resize_mode == 'minimal':
             fit_width = abs(1 - scale_width) < abs(1 - scale_height)
         else:
@@ -65,6 +72,11 @@ def network_input_size(cfg, width, height):
     if cfg.resize_mode == 'upper_bound':
         new_height = _constrain_to_multiple_of(scale_height * height, cfg.multiple_of, cfg.net_h)
         new_width = _constrain_to_multiple_of(scale_width * width, cfg.multiple_of, cfg.net_w)
+    elif cfg.resize_mode == 'lower_bound':
+        new_height = _constrain_to_multiple_of(scale_height * height, cfg.multiple_of,
+                                               min_val=cfg.net_h)
+        new_width = _constrain_to_multiple_of(scale_width * width, cfg.multiple_of,
+                                              min_val=cfg.net_w)
     elif cfg.resize_mode == 'minimal':
         new_height = _constrain_to_multiple_of(scale_height * height, cfg.multiple_of)
         new_width = _constrain_to_multiple_of(scale_width * width, cfg.multiple_of)
@@ -172,19 +184,28 @@ class DevicePreprocessor:
         return net_input.mul_(self._gain).add_(self._offset)
 
 
-def upsample_prediction(prediction, height, width, out=None):
-    """Bicubic upsampling of an NxHxW prediction to ``height`` x ``width``, as ``run.py`` does.
+def upsample_prediction(prediction, height, width, out=None, mode='bicubic'):
+    """Upsample an NxHxW prediction to ``height`` x ``width`` as the official pipeline does.
 
-    ``F.interpolate(mode='bicubic', align_corners=False)`` on float32; returns Nx1xHxW, written
-    into ``out`` when given (a contiguous float32 tensor of that shape on the prediction's
-    device). On the CPU OpenCV's ``INTER_CUBIC`` does it: the same kernel (a = -0.75,
-    half-pixel centres, replicated border) 20x faster than torch's CPU kernel (0.2 vs 4 ms for
-    256x192 -> 640x480 on one core), equal to it within float rounding (1.5e-5 of the range).
+    ``mode`` (the variant's ``ModelConfig.upsampling``): ``'bicubic'`` is MiDaS ``run.py``'s
+    ``F.interpolate(mode='bicubic', align_corners=False)`` on float32; ``'bilinear'`` is Depth
+    Anything V2 ``infer_image``'s ``F.interpolate(mode='bilinear', align_corners=True)``.
+    Returns Nx1xHxW, written into ``out`` when given (a contiguous float32 tensor of that shape
+    on the prediction's device). Bicubic on the CPU is done by OpenCV's ``INTER_CUBIC``: the
+    same kernel (a = -0.75, half-pixel centres, replicated border) 20x faster than torch's CPU
+    kernel (0.2 vs 4 ms for 256x192 -> 640x480 on one core), equal to it within float rounding
+    (1.5e-5 of the range). OpenCV has no align_corners=True bilinear: torch's kernel does it.
     """
+    if mode not in OFFICIAL_UPSAMPLING:
+        raise ValueError(f"upsampling mode must be 'bicubic' or 'bilinear', got '{mode}'")
     prediction = prediction.unsqueeze(1).float()
     if out is None:
         out = torch.empty((prediction.shape[0], 1, height, width), dtype=torch.float32,
                           device=prediction.device)
+    if mode == 'bilinear':
+        torch.ops.aten.upsample_bilinear2d.out(prediction, [height, width], True, None, None,
+                                               out=out)
+        return out
     if prediction.device.type != 'cpu':
         torch.ops.aten.upsample_bicubic2d.out(prediction, [height, width], False, None, None,
                                               out=out)

@@ -211,7 +211,7 @@ class DepthCamera:
             if reason is not None:
                 raise ValueError(reason)
             intrinsics = self.last_frame[1] if self.last_frame else None
-            checked = CameraDepth.check(settings, intrinsics) if self.depth is not None \
+            checked = self.depth.check(settings, intrinsics) if self.depth is not None \
                 else check_settings(settings)
         except ValueError as error:
             raise ValueError(f'camera {self.name}: {error}' if self.name else str(error)) \
@@ -233,11 +233,12 @@ class DepthCamera:
         stage's here, the navigation stage's in ``navigation``); ``output_qos``: {QoS parameter
         name: profile} (``depth_outputs.Output.qos``)."""
         try:
-            self.depth = CameraDepth(settings_from_parameters(self.values))
+            self.depth = CameraDepth(settings_from_parameters(self.values),
+                                     self.node.network.metric_network)
         except ValueError as error:     # values that pass one by one but not together
             raise ValueError(f'camera {self.name}: {error}' if self.name else str(error)) \
                 from None
-        if self.values['scale.mode'] == 'uncalibrated':
+        if self.depth.settings.scale_mode == 'uncalibrated':   # 'auto' resolved
             self.log.warning(
                 "scale.mode is 'uncalibrated': depth is only relative (the median pixel of each "
                 f"frame is put at {self.values['scale.uncalibrated_median_depth']} m). Configure "
@@ -570,6 +571,7 @@ class DepthCamera:
                                                               else '')
         status = DiagnosticStatus(name=name, hardware_id=node.values['model.name'])
         scale, metric = self.last_scale or (None, False)
+        depth = self.depth      # None once cleaned up
         received, dropped, _, put_seconds = counts
         level, message, values = shared
         values = dict(values)
@@ -581,7 +583,9 @@ class DepthCamera:
                                                *self.navigation.publishers.items()]
                 if publisher.get_subscription_count()),
             'max rate (Hz)': f"{self.values['max_rate']:g}",
-            'scale mode': self.values['scale.mode'],
+            # The mode run (after 'auto') and what it does to the network output.
+            **(depth.scale_diagnostics(scale) if depth is not None
+               else {'scale mode': self.values['scale.mode']}),
             'depth metric': str(metric),
             'frames received': received,
             'frames processed': self.stats['processed'],

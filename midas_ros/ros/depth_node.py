@@ -222,7 +222,8 @@ class DepthNode(ManagedNode):
             backend=values['model.backend'], backend_fallback=values['model.backend_fallback'],
             calibration=values['inference.calibration'],
             calibration_frames=values['inference.calibration_frames'],
-            int8_max_error=values['inference.int8_max_error'], logger=self.get_logger())
+            int8_max_error=values['inference.int8_max_error'], logger=self.get_logger(),
+            input_size=values['model.input_size'], max_depth=values['model.max_depth'])
 
     def _apply_parameters(self, candidate):
         """Check what the candidate values need for every camera they change; swap it in only

@@ -22,8 +22,15 @@ DEPTH_NODE_PARAMS = (
           'camera_info -> depth/*',
           read_only=True),
     # Model and inference (read at start; change needs a restart).
-    Param('model.name', 'midas_v21_small_256', 'MiDaS variant', choices=tuple(list_models()),
+    Param('model.name', 'midas_v21_small_256', 'model: a MiDaS variant or a Depth Anything V2 '
+          'checkpoint (relative, or metric: metres)', choices=tuple(list_models()),
           read_only=True),
+    Param('model.input_size', 0, 'network input size of Depth Anything V2 models (short side, '
+          'a multiple of 14; smaller is faster and less accurate); 0: the official 518 (MiDaS '
+          'models: their own size, only 0 is accepted)', min=0, max=4088, read_only=True),
+    Param('model.max_depth', 0.0, 'metric models: metres of the full-scale network output '
+          "(the official max_depth); 0: the checkpoint's (20 Hypersim/indoor, 80 "
+          'VKITTI/outdoor)', min=0.0, max=10000.0, read_only=True),
     Param('model.weights', '', 'checkpoint file; empty: search model.weights_dir, '
           '$MIDAS_WEIGHTS_DIR and the torch hub cache', read_only=True),
     Param('model.weights_dir', '', 'folder holding official checkpoints', read_only=True),
@@ -102,8 +109,11 @@ DEPTH_NODE_PARAMS = (
     Param('camera.hfov_deg', 60.0, 'horizontal field of view assumed until a CameraInfo '
           'arrives (principal point at the image centre)', min=1.0, max=179.0),
     Param('frame_id', '', 'frame of the outputs; empty: the image header frame_id'),
-    # Metric scale: depth = 1 / (a * relative + b).
-    Param('scale.mode', 'uncalibrated', 'how relative inverse depth becomes metres',
+    # Metric scale: depth = 1 / (a * relative + b); a metric model's metres z enter as 1 / z.
+    Param('scale.mode', 'auto', 'how the network output becomes metres: auto (metric for a '
+          "metric model, else uncalibrated), metric (the metric model's metres), "
+          'uncalibrated, fixed, ground_plane, sparse (with a metric model these two fit one '
+          "factor to its metres, correcting a camera unlike the checkpoint's training one)",
           choices=SCALE_MODES),
     Param('scale.a', 1.0, 'fixed mode: depth = 1 / (a * relative + b)', min=-1e9, max=1e9),
     Param('scale.b', 0.0, 'fixed mode: offset in inverse metres', min=-1e9, max=1e9),

@@ -238,7 +238,15 @@ def create_estimator(model_name, args):
     """A ``DepthEstimator`` as the node would make it, random weights unless ``--weights``."""
     from midas_ros.inference import DepthEstimator
     return DepthEstimator(model_name, device=args.device, pretrained=args.weights is not None,
-                          weights=args.weights, cpu_threads=args.threads, backend=args.backend)
+                          weights=args.weights, cpu_threads=args.threads, backend=args.backend,
+                          input_size=input_size_for(model_name, args))
+
+
+def input_size_for(model_name, args):
+    """``--input-size`` for the models that take one (Depth Anything V2), 0 for the others,
+    so one run can compare them with MiDaS models."""
+    from midas_ros.models.registry import get_config
+    return args.input_size if get_config(model_name).input_size_configurable else 0
 
 
 def _time_model_only(estimator, rgb, count):
@@ -263,9 +271,9 @@ def measure_model(model_name, args):
     import torch
 
     from midas_ros.depth_pipeline import DepthPipeline
-    from midas_ros.models.registry import get_config
+    from midas_ros.models.registry import resolve_config
     from midas_ros.models.transforms import network_input_size
-    cfg = get_config(model_name)
+    cfg = resolve_config(model_name, input_size_for(model_name, args))
     frames, intrinsics, scene_config = synthetic_frames(args.width, args.height)
     estimator = create_estimator(model_name, args)
     cuda = estimator.device.type == 'cuda'
@@ -593,6 +601,7 @@ def node_command(namespace, args, settings, cameras=(), extra=None):
     its ``cameras`` parameter (none: one unnamed camera); ``extra``: more parameters (int8:
     ``int8_benchmark.node_parameters``)."""
     params = {'model.name': args.models, 'device': args.device,
+              'model.input_size': input_size_for(args.models, args),
               'model.pretrained': 'false' if args.weights is None else 'true',
               'inference.cpu_threads': args.threads,
               'scale.mode': settings.scale_mode, 'scale.camera_height': settings.camera_height,
@@ -742,7 +751,7 @@ def measure_official(args, camera):
     command = [sys.executable, '-m', 'midas_ros.tools.benchmark', '--official-child',
                '--models', args.models, '--width', str(args.width), '--height',
                str(args.height), '--duration', str(args.official_duration),
-               '--warmup', str(args.warmup)]
+               '--warmup', str(args.warmup), '--input-size', str(args.input_size)]
     if args.weights:
         command += ['--weights', args.weights]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
@@ -772,9 +781,9 @@ def official_child(args):
     import torch
 
     from midas_ros.models import create_model
-    from midas_ros.models.registry import get_config
-    from midas_ros.models.transforms import reference_preprocess
-    cfg = get_config(args.models)
+    from midas_ros.models.registry import resolve_config
+    from midas_ros.models.transforms import OFFICIAL_UPSAMPLING, reference_preprocess
+    cfg = resolve_config(args.models, input_size_for(args.models, args))
     frames = synthetic_frames(args.width, args.height)[0]
     torch.manual_seed(0)
     model = create_model(args.models, pretrained=args.weights is not None, weights=args.weights)
@@ -792,8 +801,8 @@ def official_child(args):
             sample = torch.from_numpy(reference_preprocess(rgb, cfg))
             prediction = model.forward(sample)
             prediction = torch.nn.functional.interpolate(
-                prediction.unsqueeze(1), size=rgb.shape[:2], mode='bicubic',
-                align_corners=False).squeeze().cpu().numpy()
+                prediction.unsqueeze(1), size=rgb.shape[:2],
+                **OFFICIAL_UPSAMPLING[cfg.upsampling]).squeeze().cpu().numpy()
             if index >= args.warmup:
                 times.append((time.perf_counter() - start) * 1e3)
             index += 1
@@ -1131,6 +1140,9 @@ def build_parser():
                         help='CPU intra-op threads; 0: every usable core (default)')
     parser.add_argument('--width', type=int, default=640)
     parser.add_argument('--height', type=int, default=480)
+    parser.add_argument('--input-size', type=int, default=0,
+                        help='network input size of the Depth Anything V2 models (a multiple '
+                             'of 14; the other models keep theirs); 0 (default): 518')
     parser.add_argument('--frames', type=int, default=30, help='timed frames per model')
     parser.add_argument('--warmup', type=int, default=3, help='untimed frames first')
     parser.add_argument('--budget', type=float, default=120.0,

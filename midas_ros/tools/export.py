@@ -35,10 +35,17 @@ def build_parser():
     from midas_ros.models.registry import list_models
     parser = argparse.ArgumentParser(
         prog='python -m midas_ros export',
-        description='Export a MiDaS variant to ONNX, OpenVINO IR or a TensorRT engine.')
+        description='Export a MiDaS or Depth Anything V2 model to ONNX, OpenVINO IR or a '
+                    'TensorRT engine.')
     parser.add_argument('--model', required=True, choices=list_models(), metavar='NAME',
-                        help='MiDaS variant; one of: ' + ', '.join(list_models()))
-    parser.add_argument('--weights', type=Path, help='checkpoint file (official .pt)')
+                        help='model; one of: ' + ', '.join(list_models()))
+    parser.add_argument('--weights', type=Path, help='checkpoint file (official .pt / .pth)')
+    parser.add_argument('--input-size', type=int, default=0,
+                        help="Depth Anything V2: depth_node's model.input_size (a multiple of "
+                             '14); 0 (default): 518')
+    parser.add_argument('--max-depth', type=float, default=0.0,
+                        help="metric models: depth_node's model.max_depth (m); 0 (default): "
+                             "the checkpoint's")
     parser.add_argument('--weights-dir', type=Path,
                         help='folder searched for the official checkpoint file name')
     parser.add_argument('--pretrained', type=_bool, default=True, metavar='{true,false}',
@@ -78,9 +85,12 @@ def run(args):
     from midas_ros.backends import BackendError, export_artefact
     from midas_ros.backends.onnx_export import export_onnx
     from midas_ros.inference import resolve_device
-    from midas_ros.models import WeightsError, create_model, get_config
+    from midas_ros.models import WeightsError, create_model, resolve_config
     from midas_ros.models.transforms import network_input_size
-    cfg = get_config(args.model)
+    try:
+        cfg = resolve_config(args.model, args.input_size, args.max_depth)
+    except ValueError as error:
+        raise ExportError(str(error)) from error
     if args.format == 'onnx' and args.precision not in ('auto', 'fp32'):
         raise ExportError('--format onnx exports fp32 only (openvino and tensorrt offer fp16)')
     try:
@@ -88,7 +98,7 @@ def run(args):
         device = resolve_device('cpu' if args.format != 'tensorrt' else args.device)
         precision, reason = export_precision(args.format, args.precision, device, cfg)
         model = create_model(args.model, pretrained=args.pretrained, weights=args.weights,
-                             weights_dir=args.weights_dir)
+                             weights_dir=args.weights_dir, max_depth=args.max_depth)
     except (WeightsError, OSError, ValueError) as error:
         raise ExportError(f'cannot load {args.model}: {error}') from error
     if not args.pretrained:

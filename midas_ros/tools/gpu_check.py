@@ -89,7 +89,12 @@ def load_model(name, weights_dir=None):
         return create_model(name, pretrained=True, weights_dir=weights_dir)
     torch.manual_seed(0)
     model = create_model(name, pretrained=False)
-    head = getattr(getattr(model, 'scratch', None), 'output_conv', None)
+    # The final head: MiDaS' scratch.output_conv, Depth Anything V2's depth_head's output_conv2
+    # (whose metric variant ends in a sigmoid, left as it is).
+    scratch = getattr(model, 'scratch', None)
+    if scratch is None:
+        scratch = getattr(getattr(model, 'depth_head', None), 'scratch', None)
+    head = getattr(scratch, 'output_conv', None) or getattr(scratch, 'output_conv2', None)
     if head is not None:   # see the module docstring
         for index, layer in enumerate(head):
             if isinstance(layer, torch.nn.ReLU):

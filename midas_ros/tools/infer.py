@@ -1,8 +1,9 @@
-"""``python -m midas_ros infer``: offline MiDaS inference on image files, like the official run.py.
+"""``python -m midas_ros infer``: offline inference on image files, like the official run.py.
 
-For each image writes ``<output>/<stem>.npy`` (float32, the image's height x width: relative
-inverse depth, the quantity and scale of the official pipeline) and ``<output>/<stem>.png`` (the
-same, min-max normalized and coloured with the inferno colormap, as run.py draws it).
+For each image writes ``<output>/<stem>.npy`` (float32, the image's height x width: the quantity
+and scale of the official pipeline -- relative inverse depth for MiDaS and the relative Depth
+Anything V2 models, metres for the metric ones, as ``metric_depth/run.py --save-numpy``) and
+``<output>/<stem>.png`` (the same, min-max normalized and coloured with the inferno colormap).
 
 Example::
 
@@ -37,13 +38,20 @@ def build_parser():
     from midas_ros.models.registry import list_models
     parser = argparse.ArgumentParser(
         prog='python -m midas_ros infer',
-        description='Relative inverse depth of image files with a MiDaS model (.npy + .png).')
+        description='Depth of image files with a MiDaS or Depth Anything V2 model (.npy + .png): '
+                    'relative inverse depth, or metres for a metric model.')
     parser.add_argument('images', nargs='+', metavar='IMAGE',
                         help='image files, or folders whose images are all processed')
     parser.add_argument('--model', default='midas_v21_small_256', choices=list_models(),
-                        metavar='NAME', help='MiDaS variant (default: %(default)s); one of: '
+                        metavar='NAME', help='model (default: %(default)s); one of: '
                         + ', '.join(list_models()))
-    parser.add_argument('--weights', type=Path, help='checkpoint file (official .pt)')
+    parser.add_argument('--weights', type=Path, help='checkpoint file (official .pt / .pth)')
+    parser.add_argument('--input-size', type=int, default=0,
+                        help='network input size of Depth Anything V2 (a multiple of 14; '
+                             'smaller is faster and less accurate); 0 (default): 518')
+    parser.add_argument('--max-depth', type=float, default=0.0,
+                        help="metric models: metres of the network's full-scale output; "
+                             "0 (default): the checkpoint's (20 indoor, 80 outdoor)")
     parser.add_argument('--weights-dir', type=Path,
                         help='folder searched for the official checkpoint file name')
     parser.add_argument('--pretrained', type=_bool, default=True, metavar='{true,false}',
@@ -128,7 +136,8 @@ def run(args):
             args.model, device=args.device, pretrained=args.pretrained, weights=args.weights,
             weights_dir=args.weights_dir, allow_download=args.allow_download,
             precision=args.precision, channels_last=not exact, backend=args.backend,
-            cache_dir=args.cache_dir)
+            cache_dir=args.cache_dir, input_size=args.input_size,
+            max_depth=args.max_depth)
     except (WeightsError, BackendError, OSError, ValueError) as error:
         raise InferError(f'cannot load {args.model}: {error}') from error
     if not args.pretrained:
