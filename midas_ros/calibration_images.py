@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from midas_ros.image_messages import CHANNEL_ORDER
+
 LIVE = ''
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
-# Image encoding -> channel order the estimator understands (as depth_node's CHANNEL_ORDER).
-CHANNEL_ORDER = {'rgb8': 'rgb', 'bgr8': 'bgr', 'rgba8': 'rgba', 'bgra8': 'bgra', 'mono8': 'mono'}
 
 
 class CalibrationError(ValueError):

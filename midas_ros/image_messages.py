@@ -33,6 +33,9 @@ IMAGE_ENCODINGS = {
     '16UC1': (np.uint16, 1),
     '32FC1': (np.float32, 1),
 }
+# Camera image encoding -> the channel order the estimator takes: what depth_node, the int8
+# calibration and fine-tuning accept as a colour or mono camera image.
+CHANNEL_ORDER = {'rgb8': 'rgb', 'bgr8': 'bgr', 'rgba8': 'rgba', 'bgra8': 'bgra', 'mono8': 'mono'}
 DEPTH_ENCODINGS = ('32FC1', '16UC1', 'mono16')
 MILLIMETRES_TO_METRES = np.float32(0.001)
 NATIVE_IS_BIGENDIAN = sys.byteorder == 'big'

@@ -383,11 +383,12 @@ def test_built_vision_msgs_match_the_upstream_layout(name):
 def test_the_unsupported_encoding_message_lists_exactly_what_depth_node_accepts(encoding):
     """Public report f: depth_node's warning for an image it cannot use names the encodings it
     takes (its one table, CHANNEL_ORDER), not every encoding the conversions know."""
-    from midas_ros.ros.depth_node import CHANNEL_ORDER, DepthNode
+    from midas_ros.image_messages import CHANNEL_ORDER
+    from midas_ros.ros.depth_camera import DepthCamera
     msg = Image(height=2, width=2, encoding=encoding, step=8, data=bytes(16))
     with pytest.raises(ConversionError) as error:
-        DepthNode._decode(None, msg)
+        DepthCamera._decode(None, msg)
     listed = str(error.value).split('(supported: ')[1].rstrip(')').split(', ')
     assert listed == list(CHANNEL_ORDER)
     rgb = array_to_image(np.zeros((2, 2, 3), np.uint8), 'rgb8')
-    assert DepthNode._decode(None, rgb)[1] == 'rgb'
+    assert DepthCamera._decode(None, rgb)[1] == 'rgb'

@@ -27,6 +27,7 @@ from midas_ros.depth_pipeline import (CameraDepth, DepthSettings, Inference, Ski
                                       check_intrinsics, check_settings)
 from midas_ros.geometry import (BODY_FROM_OPTICAL, Intrinsics, laser_scan_points,
                                 project_points, transform_from_xyz_rpy)
+from midas_ros.image_messages import CHANNEL_ORDER
 from midas_ros.ros.conversions import (ConversionError, camera_info_to_intrinsics, cloud_to_xyz,
                                        compressed_to_array, depth_to_metres, image_to_array,
                                        projection_is_set, stamp_ns)
@@ -47,8 +48,6 @@ FIRST_CAMERA_INFO_WAIT_S = 0.5
 # instant is often published just after the image).
 TF_WAIT_S = 0.1
 DEFAULT_FRAME = 'camera_optical_frame'
-# Image encoding -> channel order the estimator understands.
-CHANNEL_ORDER = {'rgb8': 'rgb', 'bgr8': 'bgr', 'rgba8': 'rgba', 'bgra8': 'bgra', 'mono8': 'mono'}
 ANCHOR_MESSAGES = {'scan': LaserScan, 'range': Range, 'points': PointCloud2, 'depth': Image}
 RATE_WINDOW_S = 5.0
 # A camera's image stamps going back by more than this (its driver restarted, a bag of it
