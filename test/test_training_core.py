@@ -95,12 +95,9 @@ def test_silog_loss_hand_computed_and_its_scale_sensitivity():
 
 def test_loss_selection_follows_the_model_output():
     from midas_ros.models.registry import get_config
-    cfg = get_config('midas_v21_small_256')
-    assert model_output(cfg) == RELATIVE_INVERSE_DEPTH
-
-    class Metric:
-        name, extra = 'depth_anything_v2_metric_hypersim_vits', {'output': METRIC_DEPTH}
-    assert model_output(Metric()) == METRIC_DEPTH
+    assert model_output(get_config('midas_v21_small_256')) == RELATIVE_INVERSE_DEPTH
+    assert model_output(get_config('depth_anything_v2_vits')) == RELATIVE_INVERSE_DEPTH
+    assert model_output(get_config('depth_anything_v2_metric_hypersim_vits')) == METRIC_DEPTH
 
 
 def test_frame_metrics_after_alignment():

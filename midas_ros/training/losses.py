@@ -21,21 +21,20 @@ Shapes: prediction, target and mask are Bx H x W tensors; mask is bool (True = v
 """
 import torch
 
-RELATIVE_INVERSE_DEPTH = 'relative_inverse_depth'
-METRIC_DEPTH = 'metric_depth'
+# The registry's output kinds (``ModelConfig.output``).
+RELATIVE_INVERSE_DEPTH = 'relative'
+METRIC_DEPTH = 'metric'
 GRADIENT_SCALES = 4
 GRADIENT_WEIGHT = 0.5
 SILOG_LAMBDA = 0.5
 
 
 def model_output(cfg):
-    """What a zoo model predicts: RELATIVE_INVERSE_DEPTH (every MiDaS model) or METRIC_DEPTH.
-
-    A registry entry says so with an ``output`` attribute or ``extra['output']``; without
-    either it is relative inverse depth, the MiDaS convention.
+    """What a zoo model predicts, from its registry row (``ModelConfig.output``):
+    RELATIVE_INVERSE_DEPTH (MiDaS, Depth Anything V2 relative) or METRIC_DEPTH (the metric
+    Depth Anything V2 checkpoints). ValueError for any other kind.
     """
-    output = getattr(cfg, 'output', None) or (getattr(cfg, 'extra', None) or {}).get('output')
-    output = output or RELATIVE_INVERSE_DEPTH
+    output = cfg.output
     if output not in (RELATIVE_INVERSE_DEPTH, METRIC_DEPTH):
         raise ValueError(f"model '{cfg.name}' has an unknown output kind '{output}'")
     return output
