@@ -342,11 +342,11 @@ def _one_frame(pipeline, messages, source, intrinsics, index):
 def dropped_frame_note(serialized, deserialize_ms, count=1000):
     """What a frame the node drops costs it (the raw subscription's serialized frame replacing
     the waiting one in the mailbox) against deserializing a kept one."""
-    from midas_ros.intake import LatestFrame
-    mailbox = LatestFrame()
+    from midas_ros.frame_scheduler import FairScheduler
+    mailbox = FairScheduler(['camera'])
     start = time.perf_counter()
     for _ in range(count):
-        mailbox.put(serialized)
+        mailbox.put('camera', serialized)
     put_us = (time.perf_counter() - start) / count * 1e6
     return (f'intake: a dropped {len(serialized) / 1e6:.2f} MB frame costs the node {put_us:.1f} '
             f'us after the middleware\'s take (never deserialized); deserializing a kept one '
