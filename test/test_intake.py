@@ -44,4 +44,3 @@ def test_frames_taken_by_several_threads_keep_their_arrival_order():
         taker.join(10.0)
     assert sorted(taken, key=lambda frame: frame.number) == [
         Waiting('camera', b'first', 1), Waiting('camera', b'second', 2)]
-
