@@ -177,8 +177,11 @@ def collect_frames(source_args, topics, count, tmp_path, timeout=30.0):
         received = {topic: probe.collect(msg_type, f'{namespace}/{topic}',
                                          qos_profile('sensor_data', depth=50))
                     for topic, msg_type in topics.items()}
+        # keep_alive: the last best-effort samples live in camera_source's shared-memory
+        # segment; on a loaded machine the probe may take more than the default 1 s to read them.
         process = NodeProcess('camera_source', ['-r', f'__ns:={namespace}', '-p',
-                                                'wait_for_subscribers:=1', *source_args],
+                                                'wait_for_subscribers:=1', '-p', 'keep_alive:=5.0',
+                                                *source_args],
                               tmp_path)
         try:
             # Every image, and each other topic at least once: camera_source waits for an

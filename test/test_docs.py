@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from midas_ros.__main__ import EXECUTABLES
+from midas_ros.executables import EXECUTABLES
 from midas_ros.tools import docs_parameters
 
 REPO = Path(__file__).resolve().parent.parent

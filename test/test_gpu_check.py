@@ -18,7 +18,7 @@ def test_without_cuda_it_says_so_and_exits_0(tmp_path, capsys, monkeypatch):
 
 
 def test_dispatcher_runs_it():
-    from midas_ros.__main__ import EXECUTABLES
+    from midas_ros.executables import EXECUTABLES
     assert dict(EXECUTABLES)['gpu_check'] == 'midas_ros.tools.gpu_check:main'
 
 

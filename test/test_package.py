@@ -1,12 +1,16 @@
 """The package as colcon and users see it: manifest, executables, documented parameters."""
 import ast
 import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ElementTree
 
 import pytest
 import yaml
 
-from midas_ros.__main__ import EXECUTABLES, main as dispatch
+from midas_ros import executables
+from midas_ros.__main__ import main as dispatch
+from midas_ros.executables import EXECUTABLES
 from midas_ros.ros.depth_node_params import DEPTH_NODE_PARAMS
 from midas_ros.ros.parameters import defaults
 
@@ -28,7 +32,9 @@ def test_setup_and_dispatcher_offer_the_same_executables():
     for line in _setup_console_scripts():
         name, target = (part.strip() for part in line.split('='))
         scripts[name] = target
-    assert scripts == dict(EXECUTABLES)
+    assert scripts == {name: f'midas_ros.executables:{name}' for name, _ in EXECUTABLES}
+    for name in scripts:
+        assert getattr(executables, name).__name__ == name
 
 
 @pytest.mark.parametrize('name,target', EXECUTABLES)
@@ -36,6 +42,37 @@ def test_every_executable_resolves_to_a_main(name, target):
     import importlib
     module, function = target.split(':')
     assert callable(getattr(importlib.import_module(module), function))
+
+
+def test_a_stop_while_an_executable_is_importing_ends_quietly_with_status_0(tmp_path):
+    # launch stopping everything while a node still imports torch (seconds on a busy CPU):
+    # the signal lands inside an import. Here the module signals itself half-way through.
+    (tmp_path / 'slow_to_import.py').write_text(
+        'import os, signal, time\n'
+        'os.kill(os.getpid(), signal.SIGINT)\n'
+        'time.sleep(30)\n'
+        'def main():\n    return 0\n')
+    code = ('from midas_ros.executables import _import_main\n'
+            '_import_main("slow_to_import:main")\n'
+            'print("the import went on")\n')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), REPO]))
+    done = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                          timeout=20)
+    assert done.returncode == 0 and 'Traceback' not in done.stderr, done.stderr
+    assert 'the import went on' not in done.stdout
+
+
+def test_after_the_import_ctrl_c_is_python_s_own_again(tmp_path):
+    (tmp_path / 'quick_to_import.py').write_text('def main():\n    return 0\n')
+    code = ('import signal\n'
+            'from midas_ros.executables import _import_main\n'
+            '_import_main("quick_to_import:main")\n'
+            'assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n'
+            'assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL\n')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), REPO]))
+    done = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                          timeout=20)
+    assert done.returncode == 0, done.stderr
 
 
 def test_dispatcher_rejects_unknown_executables(capsys):

@@ -227,7 +227,7 @@ def test_rosdep_resolves_every_key_for_jazzy_and_kilted_on_noble(tmp_path):
 
 def test_colcon_build_installs_what_ros2_run_and_launch_need(workspace, robot_env):
     install = workspace / 'install' / 'midas_ros'
-    from midas_ros.__main__ import EXECUTABLES
+    from midas_ros.executables import EXECUTABLES
     for name, _ in EXECUTABLES:
         assert os.access(install / 'lib' / 'midas_ros' / name, os.X_OK), name
     share = install / 'share' / 'midas_ros'

@@ -3,7 +3,7 @@
     python -m midas_ros.tools.docs_parameters            # regenerate docs/parameters.md
     python -m midas_ros.tools.docs_parameters --check    # exit 1 if the file is out of date
 
-The nodes are the executables of ``midas_ros/__main__.py`` that live in ``midas_ros.ros``; a
+The nodes are the executables of ``midas_ros/executables.py`` that live in ``midas_ros.ros``; a
 node's parameters are the module-level tables of ``Param`` rows its module hands to
 ``declare_parameters`` (defined there or imported, as depth_node imports
 ``DEPTH_NODE_PARAMS``). Importing a node module needs
@@ -18,7 +18,7 @@ import inspect
 import os
 import sys
 
-from midas_ros.__main__ import EXECUTABLES
+from midas_ros.executables import EXECUTABLES
 from midas_ros.ros.parameters import Param
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
