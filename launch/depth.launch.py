@@ -4,12 +4,13 @@
         camera_info:=/camera/color/camera_info model:=dpt_swin2_tiny_256 device:=cuda
     ros2 launch midas_ros depth.launch.py cameras:=front,rear   # front/image, rear/image...
     ros2 launch midas_ros depth.launch.py pretrained:=false     # offline: random weights
+    ros2 launch midas_ros depth.launch.py weights:=/path/ft.pt  # python -m midas_ros finetune's
 
 Every other parameter comes from ``params_file`` (default: the package's config/depth_node.yaml,
-which documents each one); ``model``, ``device`` and ``pretrained``, when given, override it.
-depth_node is a lifecycle node: ``autostart:=false`` leaves it unconfigured for a lifecycle
-manager. If depth_node cannot start (no weights, a bad parameter file) the launch ends with one
-line saying why; Ctrl-C (once or twice) and SIGTERM stop it cleanly
+which documents each one); ``model``, ``device``, ``pretrained`` and ``weights``, when given,
+override it. depth_node is a lifecycle node: ``autostart:=false`` leaves it unconfigured for a
+lifecycle manager. If depth_node cannot start (no weights, a bad parameter file) the launch ends
+with one line saying why; Ctrl-C (once or twice) and SIGTERM stop it cleanly
 (midas_ros/ros/launch_support.py).
 """
 import os

@@ -9,8 +9,9 @@
 The same processes and YAML files as ``python -m midas_ros pipeline`` (config/<node>.yaml; the
 synthetic scene adds config/synthetic_scene.yaml and its stand-in synthetic_detector). Every
 parameter default lives in those files; pass your own with the *_params arguments.
-``model``, ``device`` and ``pretrained``, when given, set depth_node's network over its file
-(``pretrained:=false``: random weights, to try the pipeline offline). depth_node and
+``model``, ``device``, ``pretrained`` and ``weights``, when given, set depth_node's network
+over its file (``pretrained:=false``: random weights, to try the pipeline offline;
+``weights:=ft.pt``: a fine-tuned checkpoint). depth_node and
 obstacle_node are lifecycle nodes: ``autostart:=false`` leaves them unconfigured for a lifecycle
 manager. A node that cannot start (no weights, a bad parameter file) or dies ends the whole
 launch with one line saying which and why; Ctrl-C (once or twice) and SIGTERM stop every node

@@ -192,3 +192,20 @@ def test_the_cameras_argument_is_passed_only_when_set(argument, parameters):
     context = launch.LaunchContext()
     context.launch_configurations['cameras'] = argument
     assert camera_overrides(context) == parameters
+
+
+@pytest.mark.parametrize('given, parameters', [
+    ({}, {}),
+    ({'weights': '/data/ft.pt', 'pretrained': 'false'},
+     {'model.weights': '/data/ft.pt', 'model.pretrained': False}),
+    ({'model': 'dpt_levit_224', 'device': 'cpu'}, {'model.name': 'dpt_levit_224',
+                                                   'device': 'cpu'})])
+def test_network_arguments_override_the_file_only_when_given(given, parameters):
+    """model, device, pretrained and weights (a fine-tuned checkpoint) reach depth_node's
+    parameters typed as its file would give them, and only when given."""
+    launch = pytest.importorskip('launch')
+    from midas_ros.ros.launch_support import NETWORK_ARGUMENTS, network_overrides
+    context = launch.LaunchContext()
+    for argument, _, _ in NETWORK_ARGUMENTS:
+        context.launch_configurations[argument] = given.get(argument, '')
+    assert network_overrides(context) == parameters

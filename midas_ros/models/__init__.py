@@ -66,11 +66,31 @@ def create_model(name, pretrained=True, weights=None, weights_dir=None, allow_do
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_WEIGHTS_SEED)
         model = build_model(cfg)
+    if path is None:
+        _positive_output_layer(model)
     if path is not None:
         load_weights(model, cfg, path)
         log_licence(cfg)
     model.weights_path = path
     return model.eval()
+
+
+def _positive_output_layer(model):
+    """Random weights only: the network's last convolution (the 1-channel output layer of every
+    variant's head) gets non-negative weights and no bias.
+
+    Its input comes out of a ReLU, so the output is then positive and varies with the image like
+    a trained network's (a random positive bias would dominate it: 0.1 % variation for
+    dpt_levit_224). With PyTorch's default initialization the head's final ReLU zeroes most
+    pixels (all of them for dpt_levit_224): an image of +inf depth, and nothing to measure an
+    int8 quantization (or a fine-tuning) against. The layout and the compute are unchanged.
+    """
+    import torch
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.weight.abs_()
+        if last.bias is not None:
+            last.bias.zero_()
 
 
 def log_licence(cfg):

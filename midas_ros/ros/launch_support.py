@@ -32,6 +32,8 @@ NETWORK_ARGUMENTS = (
     ('device', 'device', 'auto | cpu | cuda | cuda:N'),
     ('pretrained', 'model.pretrained', 'false: random weights (no checkpoint needed; the depth '
      'is meaningless)'),
+    ('weights', 'model.weights', 'checkpoint file of model (model.weights), e.g. one written by '
+     'python -m midas_ros finetune'),
 )
 
 

@@ -162,7 +162,8 @@ def evaluate(args):
             'delta1': mean.delta1 if mean else math.nan,
             'coverage': mean.coverage if mean else 0.0,
             'frames': len(report.metrics), 'failed': report.failed,
-            'rejected': report.rejected, 'node_parameters': node}
+            'rejected': report.rejected, 'rejected_most_often': report.main_rejection(),
+            'node_parameters': node}
     return reader, result
 
 
@@ -189,6 +190,8 @@ def main(argv=None):
               f"{metric['delta1']:.3f}  coverage {100 * metric['coverage']:.1f} % "
               f"({metric['frames']} frames, {metric['failed']} without a scale, "
               f"{metric['rejected']} fits rejected)")
+        if metric['rejected_most_often']:
+            print(f"  fits rejected most often because: {metric['rejected_most_often']}")
     return 0
 
 

@@ -41,6 +41,7 @@ Example::
 import argparse
 import math
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List
@@ -93,6 +94,11 @@ class ModeReport:
     metrics: List[DepthMetrics] = field(default_factory=list)
     failed: int = 0      # frames without any usable scale yet
     rejected: int = 0    # frames whose own fit was rejected (the last good scale was used)
+    reasons: Counter = field(default_factory=Counter)   # rejection reason -> frames
+
+    def main_rejection(self):
+        """The most frequent reason a fit was rejected ('' when none was)."""
+        return self.reasons.most_common(1)[0][0] if self.reasons else ''
 
     def mean(self):
         """Frame-averaged metrics, or None when no frame was scored."""
@@ -230,6 +236,7 @@ class MetricEvaluator:
         state = self._smoothers[mode].update(fit, stamp_s=float(self._frame))
         if not state.accepted:
             report.rejected += 1
+            report.reasons[state.reason] += 1
         return (state.a, state.b) if math.isfinite(state.a) else None
 
 

@@ -12,9 +12,9 @@ quantization took (0 for a cache hit) and int8's accuracy against fp32 on the he
 calibration inputs (relative inverse depth after per-frame scale-and-shift alignment: median
 and 95th percentile of the relative error, delta1) -- the figures the node logs and gates on.
 
-With random weights (no ``--weights``) the accuracy describes the quantization of a random
-network (its output head made positive and non-zero: ``random_network``), not of the official
-one, and the gate is off (``int8_max_error`` unbounded) so that the speed is measured anyway;
+With random weights (no ``--weights``; the network depth_node runs with ``model.pretrained:
+false``) the accuracy describes the quantization of a random network, not of the official one,
+and the gate is off (``int8_max_error`` unbounded) so that the speed is measured anyway;
 with a checkpoint the node's default limit applies and a refused quantization is a row saying
 why.
 """
@@ -56,51 +56,17 @@ def write_frames(folder, frames):
     return folder
 
 
-def random_network(model_name):
-    """``model_name`` with seeded random weights, its output head's ReLUs made linear and
-    the last one a softplus.
-
-    With random weights the head's ReLUs zero most of the output (all of it for dpt_levit_224),
-    and an all-zero fp32 output leaves nothing to measure int8 against; without them the
-    compute is the same, and the softplus keeps the output a positive inverse depth.
-    """
-    import torch
-
-    from midas_ros.models import create_model
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = create_model(model_name, pretrained=False)
-    head = model.scratch.output_conv
-    relus = [index for index, layer in enumerate(head) if isinstance(layer, torch.nn.ReLU)]
-    for index in relus:
-        head[index] = torch.nn.Softplus() if index == relus[-1] else torch.nn.Identity()
-    return model
-
-
-def benchmark_cache(args):
-    """The artefact cache: ``--cache-dir`` (or the default); with random weights a folder of
-    its own in it, since the softplus-head network (``random_network``) has the state_dict, hence
-    the cache key, of the variant with its ReLUs, which the node exports."""
-    from pathlib import Path
-
-    from midas_ros.backends import default_cache_dir
-    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    return cache if args.weights else cache / 'benchmark-random-softplus-head'
-
-
 def measure_row(model_name, backend, threads, args, calibration, frames, max_error):
     """One ``PrecisionRow``: quantize (or load from the cache), then alternate forwards."""
     import torch
 
     from midas_ros.inference import DepthEstimator
-    model = None if args.weights else random_network(model_name)
     estimator = DepthEstimator(model_name, device='cpu', pretrained=args.weights is not None,
                                weights=args.weights, cpu_threads=threads, backend=backend,
-                               model=model,
                                precision='int8', calibration=calibration,
                                calibration_frames=args.calibration_frames,
                                int8_max_error=max_error, int8_background=False,
-                               cache_dir=benchmark_cache(args))
+                               cache_dir=args.cache_dir or None)
     int8 = estimator.int8
     start, wall_start = time.perf_counter(), time.time()
     estimator.predict(frames[0])    # the folder / recording quantizes at the first frame
