@@ -409,7 +409,11 @@ def test_benchmark_prints_fp32_and_int8_per_backend_and_threads(capsys, monkeypa
     for row in rows:
         fp32, int8 = (float(row[i].split('/')[0]) for i in (4, 5))
         assert fp32 > 0 and int8 > 0
-        assert float(row[6].rstrip('x')) == pytest.approx(fp32 / int8, rel=0.02)
+        # The times are printed to 0.1 ms and the speed-up to 0.01: sub-millisecond forwards of
+        # the stand-in network leave the ratio of the printed times that far from it.
+        speed_up = float(row[6].rstrip('x'))
+        assert (fp32 - 0.05) / (int8 + 0.05) - 0.005 <= speed_up \
+            <= (fp32 + 0.05) / max(int8 - 0.05, 1e-9) + 0.005
         assert 'delta1' not in row[8] and row[8].count('%') == 2
     assert rows[1][7] == '0.0 (cached)'    # the second thread count reuses the int8 graph
     assert 'VNNI' in out and 'random weights (int8 gate off)' in out
