@@ -68,7 +68,7 @@ def create_model(name, pretrained=True, weights=None, weights_dir=None, allow_do
         model = build_model(cfg)
     if path is None:
         _positive_output_layer(model)
-    if path is not None:
+    else:
         load_weights(model, cfg, path)
         log_licence(cfg)
     model.weights_path = path
