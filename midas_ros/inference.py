@@ -266,6 +266,8 @@ class DepthEstimator:
                 model = create_model(model_name, pretrained=pretrained, weights=weights,
                                      weights_dir=weights_dir, allow_download=allow_download,
                                      max_depth=max_depth)
+        # The checkpoint file loaded (None: random weights, or a network handed in).
+        self.weights_path = getattr(model, 'weights_path', None)
         self.requested_backend = backend
         self.backend_choice = None
         if backend == 'auto':

@@ -147,7 +147,8 @@ class DepthNode(ManagedNode):
             + (f'warmed up for {size[0]}x{size[1]} images, ' if size else '')
             + 'another size warms up on its first image'
             + (f"; batches of up to {self.network.max_batch} frames of one size"
-               if self.network.batching else ''))
+               if self.network.batching else '')
+            + f"; weights {estimator.weights_path or 'random (model.pretrained false)'}")
         reason, threads = self._runtime()
         self.get_logger().info(f"backend {estimator.backend} (model.backend "
                                f"{values['model.backend']}): {reason}; {threads}")
