@@ -257,7 +257,12 @@ def main(args=None):
         return 1
     node = None
     try:
-        node = CameraSourceNode()
+        try:
+            node = CameraSourceNode()
+        except Exception:
+            if rclpy.ok():
+                raise
+            return 0    # stopped (launch ending, Ctrl-C) while the node was being built
         while rclpy.ok() and not node.finished:
             try:
                 rclpy.spin_once(node, timeout_sec=0.1)

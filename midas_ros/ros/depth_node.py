@@ -148,7 +148,7 @@ class DepthNode(ManagedNode):
             + 'another size warms up on its first image'
             + (f"; batches of up to {self.network.max_batch} frames of one size"
                if self.network.batching else '')
-            + f"; weights {estimator.weights_path or 'random (model.pretrained false)'}")
+            + f"; weights {getattr(estimator, 'weights_path', None) or 'random'}")
         reason, threads = self._runtime()
         self.get_logger().info(f"backend {estimator.backend} (model.backend "
                                f"{values['model.backend']}): {reason}; {threads}")
