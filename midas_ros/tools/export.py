@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from midas_ros.tools.infer import _bool
+from midas_ros.tools.infer import add_network_arguments
 
 # Export format -> the backend that runs it (whose cache entry it fills).
 FORMATS = {'onnx': 'onnxruntime', 'openvino': 'openvino', 'tensorrt': 'tensorrt'}
@@ -39,17 +39,7 @@ def build_parser():
                     'TensorRT engine.')
     parser.add_argument('--model', required=True, choices=list_models(), metavar='NAME',
                         help='model; one of: ' + ', '.join(list_models()))
-    parser.add_argument('--weights', type=Path, help='checkpoint file (official .pt / .pth)')
-    parser.add_argument('--input-size', type=int, default=0,
-                        help="Depth Anything V2: depth_node's model.input_size (a multiple of "
-                             '14); 0 (default): 518')
-    parser.add_argument('--max-depth', type=float, default=0.0,
-                        help="metric models: depth_node's model.max_depth (m); 0 (default): "
-                             "the checkpoint's")
-    parser.add_argument('--weights-dir', type=Path,
-                        help='folder searched for the official checkpoint file name')
-    parser.add_argument('--pretrained', type=_bool, default=True, metavar='{true,false}',
-                        help='false: random weights, for tests (default: true)')
+    add_network_arguments(parser)
     parser.add_argument('--format', required=True, choices=tuple(FORMATS))
     parser.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'fp16', 'bf16'),
                         help="default auto: what depth_node's inference.precision auto picks "

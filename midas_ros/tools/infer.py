@@ -33,6 +33,23 @@ def _bool(text):
     raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
 
 
+def add_network_arguments(parser):
+    """The options that choose the network's weights and shape, the same for ``infer`` and
+    ``export``: --weights, --input-size, --max-depth, --weights-dir, --pretrained (depth_node's
+    model.weights, model.input_size, model.max_depth, model.weights_dir, model.pretrained)."""
+    parser.add_argument('--weights', type=Path, help='checkpoint file (official .pt / .pth)')
+    parser.add_argument('--input-size', type=int, default=0,
+                        help='network input size of Depth Anything V2 (a multiple of 14; '
+                             'smaller is faster and less accurate); 0 (default): 518')
+    parser.add_argument('--max-depth', type=float, default=0.0,
+                        help="metric models: metres of the network's full-scale output; "
+                             "0 (default): the checkpoint's (20 indoor, 80 outdoor)")
+    parser.add_argument('--weights-dir', type=Path,
+                        help='folder searched for the official checkpoint file name')
+    parser.add_argument('--pretrained', type=_bool, default=True, metavar='{true,false}',
+                        help='false: random weights, for smoke tests (default: true)')
+
+
 def build_parser():
     from midas_ros.inference import BACKENDS, PRECISIONS
     from midas_ros.models.registry import list_models
@@ -45,17 +62,7 @@ def build_parser():
     parser.add_argument('--model', default='midas_v21_small_256', choices=list_models(),
                         metavar='NAME', help='model (default: %(default)s); one of: '
                         + ', '.join(list_models()))
-    parser.add_argument('--weights', type=Path, help='checkpoint file (official .pt / .pth)')
-    parser.add_argument('--input-size', type=int, default=0,
-                        help='network input size of Depth Anything V2 (a multiple of 14; '
-                             'smaller is faster and less accurate); 0 (default): 518')
-    parser.add_argument('--max-depth', type=float, default=0.0,
-                        help="metric models: metres of the network's full-scale output; "
-                             "0 (default): the checkpoint's (20 indoor, 80 outdoor)")
-    parser.add_argument('--weights-dir', type=Path,
-                        help='folder searched for the official checkpoint file name')
-    parser.add_argument('--pretrained', type=_bool, default=True, metavar='{true,false}',
-                        help='false: random weights, for smoke tests (default: true)')
+    add_network_arguments(parser)
     parser.add_argument('--allow-download', action='store_true',
                         help='download the official checkpoint if it is found nowhere')
     parser.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N')
